@@ -1,0 +1,79 @@
+"""Command line: train one run of a profile (also under torchrun), or the teacher + one student.
+
+    python -m ddkit.cli train --profile default --role teacher
+    python -m ddkit.cli train --profile smoke --kd soft --feature spectral --layers first_last
+    torchrun --nproc_per_node 8 -m ddkit.cli train --profile paper --kd soft --feature spectral --layers last
+    python -m ddkit.cli pair --profile default      # the teacher, then a SpectralKD First+Last student
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, ModelConfig,
+                          Profile, load_profile, profile_names)
+from ddkit.train import Run, train
+
+
+def teacher_model(profile: Profile, progress: bool = True) -> tuple[ModelConfig, Run | None]:
+    """The teacher the students distil from: the profile's ``distill.teacher`` when set
+    (pretrained/shipped weights), else the profile's teacher run, trained or taken from cache."""
+    if profile.distill.teacher is not None:
+        return profile.distill.teacher, None
+    run = train(profile.teacher_config(), progress=progress)
+    model = profile.teacher.model
+    return ModelConfig(name=model.name, kwargs=model.kwargs,
+                       checkpoint=str(run.dir.final_weights)), run
+
+
+def _student(profile: Profile, args: argparse.Namespace) -> Run:
+    teacher = None
+    if args.kd != "none" or args.feature != "none":
+        teacher, _ = teacher_model(profile)
+    cfg = profile.student_config(kd=args.kd, feature=args.feature, layers=args.layers,
+                                 seed=args.seed, teacher=teacher)
+    return train(cfg)
+
+
+def _report(run: Run) -> dict:
+    s = run.summary
+    return {"run": str(run.dir.path), "final_acc1": round(s["final_acc1"], 2),
+            "best_acc1": round(s["best_acc1"], 2), "wall_time_s": s["wall_time_s"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ddkit.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "pair"):
+        p = sub.add_parser(name)
+        p.add_argument("--profile", default="default",
+                       help=f"one of {profile_names()} or a YAML path")
+        p.add_argument("--seed", type=int, default=None)
+    tr = sub.choices["train"]
+    tr.add_argument("--role", choices=("teacher", "student"), default="student")
+    tr.add_argument("--kd", choices=KD_KINDS, default="soft")
+    tr.add_argument("--feature", choices=FEATURE_KINDS, default="none")
+    tr.add_argument("--layers", choices=LAYER_MAPS, default="none")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.profile)
+        if args.command == "train" and args.role == "teacher":
+            runs = [train(profile.teacher_config())]
+        elif args.command == "train":
+            runs = [_student(profile, args)]
+        else:
+            teacher_cfg, teacher_run = teacher_model(profile)
+            args.kd, args.feature, args.layers = "soft", "spectral", "first_last"
+            runs = [r for r in (teacher_run, _student(profile, args)) if r is not None]
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for run in runs:
+        print(json.dumps(_report(run)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

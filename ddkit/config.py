@@ -1,0 +1,373 @@
+"""Experiment configuration: one dataclass tree, YAML profiles, validation and hashing.
+
+A run is fully described by a `RunConfig`. Profiles (`smoke`, `default`, `paper`, YAML files in
+``ddkit/profiles/``) hold the recipe of a whole study and produce the teacher's and each
+student's `RunConfig`. Every check happens here, before any compute: unknown keys, wrong types,
+unknown names and layer indices out of range raise `ConfigError` naming the key and the valid
+choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+KD_KINDS = ("none", "soft", "hard")
+FEATURE_KINDS = ("none", "spectral", "projector")
+LAYER_MAPS = ("none", "first", "last", "first_last")
+PROJECTOR_MODES = ("faithful", "learnable")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and the valid choices."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None           # explicit dataset folder; None = the usual places
+    train_subset: int | None = None   # class-balanced subset of the training split; None = all
+    eval_subset: int | None = None    # class-balanced subset of the test split; None = all
+    img_size: int | None = None       # None = the dataset's native size
+    augment: bool = False
+    batch_size: int = 128             # per process
+    eval_batch_size: int = 500
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ddkit_vit_student_fmnist"
+    pretrained: bool = False           # hub weights (internet) or, for the ddkit teacher, shipped ones
+    checkpoint: str | None = None      # local weights file (.safetensors / .pt)
+    kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 10
+    lr: float = 5e-4                  # peak learning rate (paper: 5e-4 * total_batch / 512)
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    clip_grad: float | None = None
+    sched_per_step: bool = False      # False: lr set once per epoch (official); True: every step
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Loss recipe. alpha weights the KD term: total = (1-a)CE + bw*feat + a*T^2*KL."""
+    kd: str = "none"                  # none | soft | hard
+    alpha: float = 0.9
+    tau: float = 1.0
+    feature: str = "none"             # none | spectral | projector
+    layers: Any = "none"              # none | first | last | first_last | [[s, t], ...]
+    feature_weight: float = 0.2       # beta * w
+    projector_mode: str = "faithful"  # faithful (frozen random, as the official code) | learnable
+    teacher: ModelConfig | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    seed: int = 0
+    save_every: int = 1               # keep weights every K epochs for dynamics (0 = last only)
+    device: str = "auto"              # auto | cpu | cuda (not part of the run's identity)
+    amp: bool = True                  # bf16 autocast, CUDA only
+    channels_last: bool = True        # CUDA only
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.distill.kd != "none" or self.distill.feature != "none"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (dicts -> dataclasses)."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, "
+                          f"got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, key)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key(s) {[where + k for k in unknown]}; "
+                          f"valid keys{' of ' + prefix if prefix else ''}: {names}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` with dotted keys: ``replace(run, **{"optim.epochs": 3})``."""
+    nested: dict[str, dict] = {}
+    flat = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    valid = [f.name for f in dataclasses.fields(cfg)]
+    for key in [*flat, *nested]:
+        if key not in valid:
+            raise ConfigError(f"unknown key {key!r}; valid keys: {valid}")
+    hints = typing.get_type_hints(type(cfg))
+    flat = {k: _coerce(v, hints[k], k) for k, v in flat.items()}
+    for head, sub in nested.items():
+        flat[head] = replace(getattr(cfg, head), **sub)
+    return dataclasses.replace(cfg, **flat)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
+
+
+def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every value of a run before any compute; return it unchanged or raise ConfigError."""
+    from ddkit.data import DATASETS  # local: data imports torchvision, config stays light
+    from ddkit.losses import resolve_layer_pairs
+    from ddkit.models import check_model_name, model_depth
+
+    _choice(cfg.data.name, tuple(DATASETS), "data.name")
+    _choice(cfg.device, DEVICES, "device")
+    for key in ("train_subset", "eval_subset", "img_size"):
+        _positive(getattr(cfg.data, key), f"data.{key}")
+    _positive(cfg.data.batch_size, "data.batch_size")
+    _positive(cfg.data.eval_batch_size, "data.eval_batch_size")
+    _positive(cfg.data.num_workers, "data.num_workers", allow_zero=True)
+    _positive(cfg.optim.epochs, "optim.epochs")
+    _positive(cfg.optim.lr, "optim.lr")
+    _positive(cfg.optim.weight_decay, "optim.weight_decay", allow_zero=True)
+    _positive(cfg.optim.warmup_epochs, "optim.warmup_epochs", allow_zero=True)
+    if not 0 <= cfg.optim.label_smoothing < 1:
+        raise ConfigError(f"optim.label_smoothing={cfg.optim.label_smoothing} must be in [0, 1)")
+    _positive(cfg.save_every, "save_every", allow_zero=True)
+    _checked_model(cfg.model, "model", check_model_name)
+
+    d = cfg.distill
+    _choice(d.kd, KD_KINDS, "distill.kd")
+    _choice(d.feature, FEATURE_KINDS, "distill.feature")
+    _choice(d.projector_mode, PROJECTOR_MODES, "distill.projector_mode")
+    if not 0 <= d.alpha <= 1:
+        raise ConfigError(f"distill.alpha={d.alpha} must be in [0, 1]")
+    _positive(d.tau, "distill.tau")
+    _positive(d.feature_weight, "distill.feature_weight", allow_zero=True)
+    if cfg.uses_teacher:
+        if d.teacher is None:
+            raise ConfigError("distill.teacher is required when distill.kd or distill.feature "
+                              "is not 'none' (e.g. {name: ddkit_vit_teacher_fmnist, pretrained: true})")
+        _checked_model(d.teacher, "distill.teacher", check_model_name)
+    if d.feature != "none":
+        if isinstance(d.layers, str):
+            _choice(d.layers, LAYER_MAPS[1:], "distill.layers")
+        n_s = model_depth(cfg.model.name, **cfg.model.kwargs)
+        n_t = model_depth(d.teacher.name, **d.teacher.kwargs)
+        try:
+            resolve_layer_pairs(d.layers, n_s, n_t)
+        except ValueError as err:
+            raise ConfigError(f"distill.layers: {err}") from None
+    elif d.layers not in ("none", None, []):
+        raise ConfigError(f"distill.layers={d.layers!r} needs distill.feature set to one of "
+                          f"{list(FEATURE_KINDS[1:])}")
+    return cfg
+
+
+def _checked_model(model: ModelConfig, key: str, check_name) -> None:
+    try:
+        check_name(model.name)
+    except ValueError as err:
+        raise ConfigError(f"{key}.name: {err}") from None
+    if model.checkpoint is not None and not Path(model.checkpoint).is_file():
+        raise ConfigError(f"{key}.checkpoint: no file at {model.checkpoint}")
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _identity(value: Any) -> Any:
+    """Config as plain data, with weights files replaced by their content digest."""
+    if isinstance(value, dict):
+        out = {k: _identity(v) for k, v in value.items()}
+        if out.get("checkpoint"):
+            out["checkpoint"] = "sha256:" + _file_digest(value["checkpoint"])
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_identity(v) for v in value]
+    return value
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """12-hex digest of everything that changes a run's result (not device, not the path of a
+    weights file but its content). Same hash = same run = trained once."""
+    data = _identity(to_dict(cfg))
+    data.pop("device")
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """What differs between the teacher and the students inside one profile."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: dict = field(default_factory=dict)    # overrides of the profile's data section
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A study recipe: data, teacher, student, the distillation defaults and the seeds."""
+    name: str = "default"
+    description: str = ""
+    command: str = ""
+    measured: dict = field(default_factory=dict)    # wall times / numbers seen when last run
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: RoleConfig = field(default_factory=RoleConfig)
+    student: RoleConfig = field(default_factory=RoleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    seeds: list = field(default_factory=lambda: [0])
+    save_every: int = 1
+    device: str = "auto"
+    analysis: dict = field(default_factory=dict)    # settings for the dynamics notebooks
+
+    def _data(self, role: RoleConfig) -> DataConfig:
+        return from_dict(DataConfig, {**to_dict(self.data), **role.data}, "data")
+
+    def teacher_config(self) -> RunConfig:
+        """The run that trains this profile's teacher (when it is not loaded pretrained)."""
+        return RunConfig(name=f"{self.name}-teacher", model=self.teacher.model,
+                         data=self._data(self.teacher), optim=self.teacher.optim,
+                         seed=self.seeds[0], save_every=self.save_every, device=self.device)
+
+    def student_config(self, kd: str = "none", feature: str = "none", layers: Any = "none",
+                       seed: int | None = None, teacher: ModelConfig | None = None,
+                       **distill: Any) -> RunConfig:
+        """A student run: ``kd``/``feature``/``layers`` pick the ablation cell."""
+        feature_part = "" if feature == "none" else f"-{feature}-{_layers_tag(layers)}"
+        name = f"{self.name}-student-{kd}{feature_part}"
+        recipe = dataclasses.replace(self.distill, kd=kd, feature=feature, layers=layers,
+                                     teacher=teacher or self.distill.teacher, **distill)
+        if kd == "none" and feature == "none":
+            recipe = dataclasses.replace(recipe, teacher=None)
+        return RunConfig(name=name, model=self.student.model, data=self._data(self.student),
+                         optim=self.student.optim, distill=recipe,
+                         seed=self.seeds[0] if seed is None else seed,
+                         save_every=self.save_every, device=self.device)
+
+
+def _layers_tag(layers: Any) -> str:
+    if isinstance(layers, str):
+        return layers
+    return "_".join(f"s{s}t{t}" for s, t in layers)
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
+    """Load a profile by name (``smoke``, ``default``, ``paper``) or from a YAML path.
+
+    ``overrides`` use dotted keys (``{"teacher.optim.epochs": 2}``) and are validated too.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown profile {name_or_path!r}; valid profiles: {profile_names()}")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    data.setdefault("name", path.stem)
+    profile = from_dict(Profile, data, "")
+    return replace(profile, **overrides) if overrides else profile

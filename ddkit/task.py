@@ -1,0 +1,71 @@
+"""The distillation task: a student, an optional frozen teacher, and the paper's loss.
+
+Built on ``timm.task.TrainingTask``: a task returns a dict of loss parts, and
+``prepare_distributed`` wraps only what trains (student + any learnable projector) in DDP while
+the frozen teacher stays unwrapped. One class serves a teacher trained from scratch, a student
+without KD, and every distilled student.
+"""
+from __future__ import annotations
+
+import torch
+from timm.task import TrainingTask
+from torch import nn
+
+from ddkit.hooks import forward_with_features
+from ddkit.losses import DistillationLoss
+
+
+class StudentStep(nn.Module):
+    """What DDP wraps: the student forward (with the blocks the loss needs) and the loss."""
+
+    def __init__(self, student: nn.Module, criterion: DistillationLoss,
+                 student_layers: list[int]):
+        super().__init__()
+        self.student, self.criterion, self.student_layers = student, criterion, student_layers
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None,
+                teacher_feats: dict[int, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        logits, feats = forward_with_features(self.student, x, self.student_layers)
+        parts = self.criterion(logits, y, teacher_logits=teacher_logits, student_feats=feats,
+                               teacher_feats=teacher_feats)
+        return {**parts, "output": logits}
+
+
+class DistillationTask(TrainingTask):
+    """``task(x, y)`` -> ``{"loss", "loss_base", "loss_dist", "loss_fft", "loss_feat/s-t", "output"}``."""
+
+    def __init__(self, student: nn.Module, criterion: DistillationLoss,
+                 teacher: nn.Module | None = None, layer_pairs: list[tuple[int, int]] = (),
+                 device: torch.device | None = None):
+        super().__init__(device=device, verbose=False)
+        self.student = student
+        self.trainable_module = StudentStep(student, criterion, sorted({s for s, _ in layer_pairs}))
+        self.teacher = teacher
+        self.teacher_layers = sorted({t for _, t in layer_pairs})
+        if teacher is not None:
+            teacher.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "DistillationTask":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> "DistillationTask":
+        from torch.nn.parallel import DistributedDataParallel
+        self.trainable_module = DistributedDataParallel(self.trainable_module,
+                                                        device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
+        return self.student
+
+    def teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor | None, dict | None]:
+        if self.teacher is None:
+            return None, None
+        with torch.no_grad():
+            return forward_with_features(self.teacher, x, self.teacher_layers)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        teacher_logits, teacher_feats = self.teacher_outputs(x)
+        return self.trainable_module(x, y, teacher_logits, teacher_feats)

@@ -1,0 +1,337 @@
+"""One resumable training loop for a teacher, a student from scratch, and a distilled student.
+
+``train(cfg)`` returns a `Run`. The run directory is keyed by the config's hash: asking twice for
+the same run trains once. Each epoch ends with an atomic checkpoint (model, optimizer, scheduler,
+loss modules, every RNG), so an interrupted run resumes where it stopped and, on the CPU, ends
+bit-identical to an uninterrupted one. Under ``torchrun`` the student is wrapped in DDP (gloo on
+CPU, nccl on GPU) and rank 0 alone logs and writes. bf16 autocast and channels-last on CUDA only.
+
+Recipe (DeiT / the official code, DESIGN.md §2): AdamW via timm's ``create_optimizer_v2`` (no
+weight decay on norms and biases), timm's ``CosineLRScheduler`` stepped per epoch with linear
+warm-up. Unlike DeiT, the schedule is applied at the start of each epoch, so the logged
+``train_lr`` of epoch e is the scheduled lr(e) (the official logs lag it by one epoch).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
+
+from ddkit.config import RunConfig, config_hash, to_dict, validate
+from ddkit.data import build_dataset
+from ddkit.losses import DistillationLoss, resolve_layer_pairs
+from ddkit.models import create_model, num_blocks
+from ddkit.store import RunDir, save_weights, torch_save, write_json
+from ddkit.task import DistillationTask
+
+LOG_KEYS = ("train_lr", "train_loss", "train_loss_base", "train_loss_fft", "train_loss_dist",
+            "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished (or cached) run: its config, directory, log and weights."""
+    config: RunConfig
+    dir: RunDir
+
+    @property
+    def records(self) -> list[dict]:
+        return self.dir.records()
+
+    @property
+    def summary(self) -> dict:
+        return self.dir.read_summary()
+
+    def history(self):
+        """Per-epoch log as a pandas DataFrame (official keys)."""
+        import pandas as pd
+        return pd.DataFrame(self.records)
+
+    def checkpoints(self) -> dict[int, Any]:
+        """``{epoch: weights path}`` of the kept per-epoch weights."""
+        return self.dir.kept_weights()
+
+    def load_model(self, epoch: int | None = None, device: str | torch.device = "cpu"):
+        """The trained model (final weights, or those kept at ``epoch``), in eval mode."""
+        path = self.dir.final_weights if epoch is None else self.dir.epoch_weights(epoch)
+        m = self.config.model
+        model = create_model(m.name, pretrained=False, checkpoint=path, **m.kwargs)
+        return model.to(device).eval()
+
+
+def find_run(cfg: RunConfig, root=None) -> Run | None:
+    """The completed run for ``cfg`` if it exists (no training)."""
+    run_dir = RunDir.for_config(cfg, root)
+    return Run(cfg, run_dir) if run_dir.is_complete else None
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but no CUDA device is visible; use device='cpu'")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _loader(dataset, batch_size: int, train: bool, seed: int, epoch: int, world: int, rank: int,
+            num_workers: int, pin: bool) -> DataLoader:
+    """Training order depends only on (seed, epoch), so a resumed epoch sees the same batches."""
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed,
+                                     drop_last=train)
+        sampler.set_epoch(epoch)
+    elif train:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    else:
+        sampler = None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train,
+                      num_workers=num_workers, pin_memory=pin)
+
+
+def _build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask, int]:
+    m, d = cfg.model, cfg.distill
+    student = create_model(m.name, pretrained=m.pretrained, checkpoint=m.checkpoint, **m.kwargs)
+    teacher, pairs = None, []
+    if cfg.uses_teacher:
+        t = d.teacher
+        teacher = create_model(t.name, pretrained=t.pretrained, checkpoint=t.checkpoint, **t.kwargs)
+        if d.feature != "none":
+            pairs = resolve_layer_pairs(d.layers, num_blocks(student), num_blocks(teacher))
+    criterion = DistillationLoss(
+        kd=d.kd, alpha=d.alpha, tau=d.tau, feature=d.feature, layer_pairs=pairs,
+        feature_weight=d.feature_weight, label_smoothing=cfg.optim.label_smoothing,
+        student_dims=getattr(student, "embed_dim", None),
+        teacher_dims=getattr(teacher, "embed_dim", None), projector_mode=d.projector_mode)
+    n_parameters = sum(p.numel() for p in student.parameters())
+    task = DistillationTask(student, criterion, teacher, pairs).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        task.to(memory_format=torch.channels_last)
+    return task, n_parameters
+
+
+def _autocast(cfg: RunConfig, device: torch.device):
+    if device.type == "cuda" and cfg.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _all_reduce_sum(values: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+# --------------------------------------------------------------------------- epochs
+
+
+def _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world,
+                 show) -> dict[str, float]:
+    task.train()
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    bar = tqdm(loader, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
+               disable=not show, dynamic_ncols=True)
+    for x, y in bar:
+        if cfg.optim.sched_per_step:
+            scheduler.step_update(epoch * len(loader) + steps)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.type == "cuda" and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(cfg, device):
+            parts = task(x, y)
+        loss = parts["loss"]
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            shown = {k: float(v.detach()) for k, v in parts.items() if k != "output"}
+            raise NonFiniteLossError(
+                f"{cfg.name}: non-finite loss {loss_value} at epoch {epoch}, step {steps} "
+                f"(parts {shown}); the last good checkpoint is kept. Lower optim.lr, set "
+                "optim.clip_grad, or check the data.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.clip_grad:
+            torch.nn.utils.clip_grad_norm_(task.trainable_module.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
+        for key, value in parts.items():
+            if key != "output":
+                sums[key] = sums.get(key, 0.0) + value.detach().float()
+        steps += 1
+        if show and steps % 20 == 0:
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+    keys = sorted(sums)
+    totals = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [torch.tensor(float(steps), device=device)]), world)
+    return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, world: int = 1,
+             autocast=nullcontext) -> dict[str, float]:
+    """Test loss (plain CE, mean over images) and top-1/top-5 accuracy in percent."""
+    model.eval()
+    stats = torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, top1, top5, count
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with autocast():
+            logits = model(x).float()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices   # [B, 5]
+        hits = top.eq(y[:, None])
+        stats += torch.stack([torch.nn.functional.cross_entropy(logits, y, reduction="sum"),
+                              hits[:, 0].sum(), hits.any(1).sum(),
+                              torch.tensor(len(y), device=device)]).double()
+    stats = _all_reduce_sum(stats, world)
+    n = stats[3].item()
+    return {"test_loss": stats[0].item() / n, "test_acc1": 100 * stats[1].item() / n,
+            "test_acc5": 100 * stats[2].item() / n}
+
+
+def _scheduler(optimizer, cfg: RunConfig, steps_per_epoch: int) -> CosineLRScheduler:
+    """Warm-up then cosine to min_lr, in epochs (official) or in steps (sched_per_step)."""
+    o = cfg.optim
+    unit = max(steps_per_epoch, 1) if o.sched_per_step else 1
+    return CosineLRScheduler(optimizer, t_initial=o.epochs * unit, lr_min=o.min_lr,
+                             warmup_t=o.warmup_epochs * unit, warmup_lr_init=o.warmup_lr,
+                             t_in_epochs=not o.sched_per_step)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
+    """Train ``cfg`` (or return the cached run). Resumes from the run's last checkpoint."""
+    validate(cfg)
+    run_dir = RunDir.for_config(cfg, root)
+    if run_dir.is_complete:
+        return Run(cfg, run_dir)
+
+    rank, world, local_rank = _dist_env()
+    device = _resolve_device(cfg.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    show = progress and rank == 0
+
+    _seed_all(cfg.seed)
+    data = cfg.data
+    train_set = build_dataset(data.name, "train", root=data.root, img_size=data.img_size,
+                              subset=data.train_subset, seed=cfg.seed, augment=data.augment)
+    eval_set = build_dataset(data.name, "test", root=data.root, img_size=data.img_size,
+                             subset=data.eval_subset, seed=cfg.seed, augment=False)
+    task, n_parameters = _build_task(cfg, device)
+    optimizer = create_optimizer_v2(task.trainable_module, "adamw", lr=cfg.optim.lr,
+                                    weight_decay=cfg.optim.weight_decay)
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=len(train_set) // (data.batch_size * world))
+
+    start, records, elapsed = 0, [], 0.0
+    if run_dir.checkpoint.exists():
+        state = torch.load(run_dir.checkpoint, map_location=device, weights_only=False)
+        task.trainable_module.load_state_dict(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start, elapsed = state["epoch"] + 1, state["elapsed"]
+        records = [r for r in run_dir.records() if r["epoch"] < start]
+    if world > 1:
+        task.prepare_distributed(device_ids=[local_rank] if device.type == "cuda" else None)
+    if rank == 0:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.write_config(cfg)
+
+    pin = device.type == "cuda"
+    eval_loader = _loader(eval_set, data.eval_batch_size, False, cfg.seed, 0, world, rank,
+                          data.num_workers, pin)
+    epochs = tqdm(range(start, cfg.optim.epochs), desc=cfg.name, initial=start,
+                  total=cfg.optim.epochs, disable=not show, dynamic_ncols=True)
+    for epoch in epochs:
+        began = time.perf_counter()
+        if not cfg.optim.sched_per_step:
+            scheduler.step(epoch)
+        loader = _loader(train_set, data.batch_size, True, cfg.seed, epoch, world, rank,
+                         data.num_workers, pin)
+        losses = _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, show)
+        tested = evaluate(task.student, eval_loader, device, world, lambda: _autocast(cfg, device))
+        elapsed += time.perf_counter() - began
+        record = {"train_lr": optimizer.param_groups[0]["lr"],
+                  **{f"train_{k}": v for k, v in losses.items()}, **tested,
+                  "epoch": epoch, "n_parameters": n_parameters, "elapsed_s": round(elapsed, 2)}
+        records.append(record)
+        epochs.set_postfix(acc1=f"{tested['test_acc1']:.2f}")
+        if rank == 0:
+            last = epoch == cfg.optim.epochs - 1
+            if last or (cfg.save_every and (epoch + 1) % cfg.save_every == 0):
+                save_weights(run_dir.epoch_weights(epoch), task.student.state_dict())
+            run_dir.write_log(records)
+            torch_save(run_dir.checkpoint, {
+                "trainable": _unwrap(task.trainable_module).state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(), "epoch": epoch, "elapsed": elapsed})
+        if world > 1:
+            dist.barrier()
+
+    if rank == 0:
+        save_weights(run_dir.final_weights, task.student.state_dict())
+        best = max(records, key=lambda r: r["test_acc1"])
+        write_json(run_dir.summary, {
+            "name": cfg.name, "hash": config_hash(cfg), "epochs": cfg.optim.epochs,
+            "final_acc1": records[-1]["test_acc1"], "best_acc1": best["test_acc1"],
+            "best_epoch": best["epoch"], "wall_time_s": round(elapsed, 1),
+            "n_parameters": n_parameters, "device": str(device), "world_size": world,
+            "torch": torch.__version__, "config": to_dict(cfg)})
+    if world > 1:
+        dist.barrier()
+    return Run(cfg, run_dir)
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "module", module)

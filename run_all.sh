@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# ddkit's main job. First use sets everything up (virtual environment, packages, the Debian
+# Fashion-MNIST package when root); later uses are quick.
+#   ./run_all.sh [--profile smoke|default|paper]   train + evaluate the teacher and one student
+#   ./run_all.sh --setup-only                      set-up alone (used by tests/run.sh)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${DDKIT_VENV:-$ROOT/.venv}"
+PROFILE=default
+SETUP_ONLY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) PROFILE="${2:?--profile needs a name: smoke, default or paper}"; shift 2 ;;
+    --profile=*) PROFILE="${1#*=}"; shift ;;
+    --setup-only) SETUP_ONLY=1; shift ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "[ddkit] $*" >&2; }
+
+setup_venv() {
+  local stamp="$VENV/.ddkit-installed" want
+  want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  say "setting up the virtual environment in $VENV (first use: a few minutes)"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+  echo "$want" > "$stamp"
+}
+
+setup_data() {
+  local debian_dir=/usr/share/datasets/fashion-mnist
+  [ -d "$debian_dir" ] && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's dataset-fashion-mnist"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+      || say "could not install dataset-fashion-mnist; ddkit will try a torchvision download"
+  else
+    say "Fashion-MNIST not in $debian_dir: run 'sudo apt-get install dataset-fashion-mnist', pass a path, or stay online for a torchvision download"
+  fi
+}
+
+setup_venv
+setup_data
+[ "$SETUP_ONLY" = 1 ] && exit 0
+
+cd "$ROOT"
+say "profile $PROFILE: the teacher, then a SoftKD + SpectralKD First+Last student"
+"$VENV/bin/python" -m ddkit.cli pair --profile "$PROFILE"

@@ -1,0 +1,35 @@
+"""Shared fixtures: a private runs folder per test and tiny run configs (seconds on 2 cores)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddkit.config import DataConfig, DistillConfig, ModelConfig, OptimConfig, RunConfig
+
+TINY_STUDENT = ModelConfig(name="ddkit_vit_student_fmnist",
+                           kwargs={"embed_dim": 16, "depth": 2, "num_heads": 2})
+TINY_TEACHER = ModelConfig(name="ddkit_vit_teacher_fmnist",
+                           kwargs={"embed_dim": 32, "depth": 4, "num_heads": 2})
+
+
+def tiny_config(epochs: int = 2, **distill) -> RunConfig:
+    """A student run on 128 Fashion-MNIST images; ``distill`` sets the loss recipe."""
+    recipe = DistillConfig(teacher=TINY_TEACHER, **distill) if distill else DistillConfig()
+    return RunConfig(
+        name="tiny", model=TINY_STUDENT,
+        data=DataConfig(train_subset=128, eval_subset=100, batch_size=32, augment=True),
+        optim=OptimConfig(epochs=epochs, lr=1e-3, warmup_epochs=1, sched_per_step=True),
+        distill=recipe, seed=3, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    """Every test writes its runs to its own temporary folder."""
+    root = tmp_path / "runs"
+    monkeypatch.setenv("DDKIT_RUNS", str(root))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)

@@ -1,0 +1,106 @@
+"""Configs: profiles load, bad values fail before compute with the key and valid choices named."""
+import pytest
+
+from ddkit.config import (ConfigError, DataConfig, ModelConfig, RunConfig, config_hash,
+                          from_dict, load_profile, profile_names, replace, validate)
+from conftest import TINY_TEACHER, tiny_config
+
+
+@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
+def test_profiles_load_and_produce_valid_runs(name):
+    profile = load_profile(name)
+    teacher = profile.teacher_config()
+    assert teacher.name == f"{name}-teacher"
+    student = profile.student_config(kd="soft", feature="spectral", layers="last",
+                                     teacher=profile.distill.teacher or TINY_TEACHER)
+    assert student.distill.kd == "soft" and student.distill.layers == "last"
+    if name != "paper":   # the paper profile points at ImageNet, absent here
+        validate(teacher)
+
+
+def test_profile_names():
+    assert {"smoke", "default", "paper"} <= set(profile_names())
+
+
+def test_default_profile_states_its_recipe():
+    p = load_profile("default")
+    assert p.data.name == "fashion_mnist" and len(p.seeds) >= 3
+    assert p.teacher.model.name == "ddkit_vit_teacher_fmnist"
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown profile 'nope'.*smoke"):
+        load_profile("nope")
+
+
+def test_unknown_key_is_named_with_valid_keys():
+    with pytest.raises(ConfigError, match=r"data\.batchsize.*valid keys.*batch_size"):
+        from_dict(RunConfig, {"data": {"batchsize": 3}})
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"seed": "zero"}, "seed"),
+    ({"optim": {"epochs": 2.5}}, "optim.epochs"),
+    ({"data": {"augment": "yes"}}, "data.augment"),
+    ({"model": {"kwargs": [1]}}, "model.kwargs"),
+])
+def test_wrong_types_name_the_key(data, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        from_dict(RunConfig, data)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    ({"distill.kd": "medium"}, r"distill\.kd='medium'.*'none', 'soft', 'hard'"),
+    ({"distill.feature": "fft"}, r"distill\.feature='fft'.*spectral"),
+    ({"distill.layers": "middle", "distill.feature": "spectral"}, r"distill\.layers='middle'.*first_last"),
+    ({"distill.layers": [[0, 9]], "distill.feature": "spectral"}, r"distill\.layers.*9"),
+    ({"data.name": "mnist"}, r"data\.name='mnist'.*fashion_mnist"),
+    ({"model.name": "vit_tiyn_patch16_224"}, r"model\.name.*vit_tiny_patch16_224"),
+    ({"optim.lr": -1.0}, r"optim\.lr"),
+    ({"distill.alpha": 1.5}, r"distill\.alpha"),
+    ({"device": "tpu"}, r"device='tpu'.*cpu"),
+])
+def test_bad_values_fail_naming_key_and_choices(change, pattern):
+    cfg = replace(tiny_config(kd="soft"), **change)
+    with pytest.raises(ConfigError, match=pattern):
+        validate(cfg)
+
+
+def test_teacher_required_when_distilling():
+    cfg = replace(tiny_config(), **{"distill.kd": "soft"})
+    with pytest.raises(ConfigError, match="distill.teacher is required"):
+        validate(cfg)
+
+
+def test_missing_checkpoint_file_is_named(tmp_path):
+    cfg = replace(tiny_config(), **{"model.checkpoint": str(tmp_path / "w.safetensors")})
+    with pytest.raises(ConfigError, match=r"model\.checkpoint: no file at .*w\.safetensors"):
+        validate(cfg)
+
+
+def test_replace_checks_types():
+    with pytest.raises(ConfigError, match="seed"):
+        replace(tiny_config(), seed="1")
+
+
+def test_hash_tracks_results_not_placement(tmp_path):
+    cfg = tiny_config()
+    assert config_hash(cfg) == config_hash(tiny_config())
+    assert config_hash(cfg) != config_hash(replace(cfg, seed=4))
+    assert config_hash(cfg) == config_hash(replace(cfg, device="cuda"))
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"same weights")
+    b.write_bytes(b"same weights")
+    with_a = replace(cfg, model=ModelConfig(name=cfg.model.name, checkpoint=str(a)))
+    with_b = replace(cfg, model=ModelConfig(name=cfg.model.name, checkpoint=str(b)))
+    assert config_hash(with_a) == config_hash(with_b)      # weights content, not path
+    b.write_bytes(b"other weights")
+    assert config_hash(with_a) != config_hash(with_b)
+
+
+def test_profile_overrides_are_validated():
+    p = load_profile("smoke", **{"teacher.optim.epochs": 1})
+    assert p.teacher_config().optim.epochs == 1
+    with pytest.raises(ConfigError, match="epochs"):
+        load_profile("smoke", **{"teacher.optim.epochs": "1"})
+    assert isinstance(p.data, DataConfig)
