@@ -11,20 +11,10 @@ import argparse
 import json
 import sys
 
-from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, ModelConfig,
-                          Profile, load_profile, profile_names)
+from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Profile,
+                          load_profile, profile_names)
+from ddkit.study import teacher_model
 from ddkit.train import Run, train
-
-
-def teacher_model(profile: Profile, progress: bool = True) -> tuple[ModelConfig, Run | None]:
-    """The teacher the students distil from: the profile's ``distill.teacher`` when set
-    (pretrained/shipped weights), else the profile's teacher run, trained or taken from cache."""
-    if profile.distill.teacher is not None:
-        return profile.distill.teacher, None
-    run = train(profile.teacher_config(), progress=progress)
-    model = profile.teacher.model
-    return ModelConfig(name=model.name, kwargs=model.kwargs,
-                       checkpoint=str(run.dir.final_weights)), run
 
 
 def _student(profile: Profile, args: argparse.Namespace) -> Run:

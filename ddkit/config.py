@@ -26,6 +26,7 @@ FEATURE_KINDS = ("none", "spectral", "projector")
 LAYER_MAPS = ("none", "first", "last", "first_last")
 PROJECTOR_MODES = ("faithful", "learnable")
 DEVICES = ("auto", "cpu", "cuda")
+TEACHER_SOURCES = ("train", "shipped", "hub")
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,7 @@ class RunConfig:
     device: str = "auto"              # auto | cpu | cuda (not part of the run's identity)
     amp: bool = True                  # bf16 autocast, CUDA only
     channels_last: bool = True        # CUDA only
+    share_teacher_pass: bool = True   # un-augmented data: teacher outputs computed once, reused
 
     @property
     def uses_teacher(self) -> bool:
@@ -273,22 +275,22 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def _identity(value: Any) -> Any:
+def identity(value: Any) -> Any:
     """Config as plain data, with weights files replaced by their content digest."""
     if isinstance(value, dict):
-        out = {k: _identity(v) for k, v in value.items()}
+        out = {k: identity(v) for k, v in value.items()}
         if out.get("checkpoint"):
             out["checkpoint"] = "sha256:" + _file_digest(value["checkpoint"])
         return out
     if isinstance(value, (list, tuple)):
-        return [_identity(v) for v in value]
+        return [identity(v) for v in value]
     return value
 
 
 def config_hash(cfg: RunConfig) -> str:
     """12-hex digest of everything that changes a run's result (not device, not the path of a
     weights file but its content). Same hash = same run = trained once."""
-    data = _identity(to_dict(cfg))
+    data = identity(to_dict(cfg))
     data.pop("device")
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -317,6 +319,7 @@ class Profile:
     student: RoleConfig = field(default_factory=RoleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     seeds: list = field(default_factory=lambda: [0])
+    teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
     analysis: dict = field(default_factory=dict)    # settings for the dynamics notebooks
@@ -370,4 +373,9 @@ def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
         data = yaml.safe_load(fh) or {}
     data.setdefault("name", path.stem)
     profile = from_dict(Profile, data, "")
-    return replace(profile, **overrides) if overrides else profile
+    profile = replace(profile, **overrides) if overrides else profile
+    _choice(profile.teacher_source, TEACHER_SOURCES, "teacher_source")
+    if not profile.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                    for s in profile.seeds):
+        raise ConfigError(f"seeds={profile.seeds!r} must be a non-empty list of integers")
+    return profile

@@ -66,6 +66,9 @@ class DistillationTask(TrainingTask):
         with torch.no_grad():
             return forward_with_features(self.teacher, x, self.teacher_layers)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        teacher_logits, teacher_feats = self.teacher_outputs(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                teacher_out: tuple[torch.Tensor, dict] | None = None) -> dict[str, torch.Tensor]:
+        """``teacher_out``: precomputed ``(logits, {block: features})`` (the shared teacher pass);
+        computed here when None."""
+        teacher_logits, teacher_feats = teacher_out or self.teacher_outputs(x)
         return self.trainable_module(x, y, teacher_logits, teacher_feats)

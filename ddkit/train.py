@@ -29,12 +29,13 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from ddkit.config import RunConfig, config_hash, to_dict, validate
+from ddkit.config import RunConfig, config_hash, identity, to_dict, validate
 from ddkit.data import build_dataset
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.models import create_model, num_blocks
-from ddkit.store import RunDir, save_weights, torch_save, write_json
+from ddkit.store import RunDir, runs_root, save_weights, torch_save, write_json
 from ddkit.task import DistillationTask
+from ddkit.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
 
 LOG_KEYS = ("train_lr", "train_loss", "train_loss_base", "train_loss_fft", "train_loss_dist",
             "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters")
@@ -139,7 +140,7 @@ def _loader(dataset, batch_size: int, train: bool, seed: int, epoch: int, world:
                       num_workers=num_workers, pin_memory=pin)
 
 
-def _build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask, int]:
+def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask, int]:
     m, d = cfg.model, cfg.distill
     student = create_model(m.name, pretrained=m.pretrained, checkpoint=m.checkpoint, **m.kwargs)
     teacher, pairs = None, []
@@ -175,40 +176,53 @@ def _all_reduce_sum(values: torch.Tensor, world: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- epochs
 
 
-def _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world,
-                 show) -> dict[str, float]:
+def train_step(task: DistillationTask, optimizer, x: torch.Tensor, y: torch.Tensor,
+               cfg: RunConfig, device: torch.device, where: str = "",
+               teacher_out: tuple | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step; returns the detached loss parts (float32 scalars).
+
+    A NaN/inf loss raises NonFiniteLossError before the optimizer touches the weights.
+    """
+    with _autocast(cfg, device):
+        parts = task(x, y, teacher_out)
+    loss = parts["loss"]
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        shown = {k: float(v.detach()) for k, v in parts.items() if k != "output"}
+        raise NonFiniteLossError(
+            f"{where}: non-finite loss {loss_value} (parts {shown}); the last good checkpoint "
+            "is kept. Lower optim.lr, set optim.clip_grad, or check the data.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.clip_grad:
+        torch.nn.utils.clip_grad_norm_(task.trainable_module.parameters(), cfg.optim.clip_grad)
+    optimizer.step()
+    return {k: v.detach().float() for k, v in parts.items() if k != "output"}
+
+
+def _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, show,
+                 teacher_cache: TeacherOutputs | None = None) -> dict[str, float]:
     task.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
     bar = tqdm(loader, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
                disable=not show, dynamic_ncols=True)
-    for x, y in bar:
+    for x, y, *index in bar:
         if cfg.optim.sched_per_step:
             scheduler.step_update(epoch * len(loader) + steps)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        teacher_out = (teacher_cache.lookup(index[0], task.teacher_layers, device)
+                       if teacher_cache is not None else None)
         if device.type == "cuda" and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(cfg, device):
-            parts = task(x, y)
-        loss = parts["loss"]
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            shown = {k: float(v.detach()) for k, v in parts.items() if k != "output"}
-            raise NonFiniteLossError(
-                f"{cfg.name}: non-finite loss {loss_value} at epoch {epoch}, step {steps} "
-                f"(parts {shown}); the last good checkpoint is kept. Lower optim.lr, set "
-                "optim.clip_grad, or check the data.")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.clip_grad:
-            torch.nn.utils.clip_grad_norm_(task.trainable_module.parameters(), cfg.optim.clip_grad)
-        optimizer.step()
+        parts = train_step(task, optimizer, x, y, cfg, device,
+                           where=f"{cfg.name}, epoch {epoch}, step {steps}",
+                           teacher_out=teacher_out)
         for key, value in parts.items():
-            if key != "output":
-                sums[key] = sums.get(key, 0.0) + value.detach().float()
+            sums[key] = sums.get(key, 0.0) + value
         steps += 1
         if show and steps % 20 == 0:
-            bar.set_postfix(loss=f"{loss_value:.3f}")
+            bar.set_postfix(loss=f"{parts['loss'].item():.3f}")
     keys = sorted(sums)
     totals = _all_reduce_sum(torch.stack([sums[k] for k in keys] + [torch.tensor(float(steps), device=device)]), world)
     return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
@@ -244,6 +258,18 @@ def _scheduler(optimizer, cfg: RunConfig, steps_per_epoch: int) -> CosineLRSched
                              t_in_epochs=not o.sched_per_step)
 
 
+def _shared_teacher_pass(cfg: RunConfig, task: DistillationTask, train_set, device, root,
+                         show: bool) -> TeacherOutputs:
+    """The teacher's outputs over the (un-augmented) training set, computed once per teacher,
+    training set and block list, and shared by every student run that asks for them."""
+    d = cfg.data
+    data_identity = {"name": d.name, "root": d.root, "subset": d.train_subset,
+                     "img_size": d.img_size, "seed": cfg.seed}
+    key = cache_key(identity(to_dict(cfg.distill.teacher)), data_identity, task.teacher_layers)
+    path = (root or runs_root()) / "teacher-cache" / f"{key}.pt"
+    return load_or_compute(path, task.teacher, train_set, task.teacher_layers, device, show)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -268,10 +294,10 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
                               subset=data.train_subset, seed=cfg.seed, augment=data.augment)
     eval_set = build_dataset(data.name, "test", root=data.root, img_size=data.img_size,
                              subset=data.eval_subset, seed=cfg.seed, augment=False)
-    task, n_parameters = _build_task(cfg, device)
+    task, n_parameters = build_task(cfg, device)
     optimizer = create_optimizer_v2(task.trainable_module, "adamw", lr=cfg.optim.lr,
                                     weight_decay=cfg.optim.weight_decay)
-    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=len(train_set) // (data.batch_size * world))
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=(len(train_set) // world) // data.batch_size)
 
     start, records, elapsed = 0, [], 0.0
     if run_dir.checkpoint.exists():
@@ -288,6 +314,11 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.write_config(cfg)
 
+    teacher_cache = None
+    if cfg.uses_teacher and cfg.share_teacher_pass and not data.augment and world == 1:
+        teacher_cache = _shared_teacher_pass(cfg, task, train_set, device, root, show)
+        train_set = IndexedDataset(train_set)
+
     pin = device.type == "cuda"
     eval_loader = _loader(eval_set, data.eval_batch_size, False, cfg.seed, 0, world, rank,
                           data.num_workers, pin)
@@ -299,7 +330,8 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
             scheduler.step(epoch)
         loader = _loader(train_set, data.batch_size, True, cfg.seed, epoch, world, rank,
                          data.num_workers, pin)
-        losses = _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, show)
+        losses = _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, show,
+                              teacher_cache)
         tested = evaluate(task.student, eval_loader, device, world, lambda: _autocast(cfg, device))
         elapsed += time.perf_counter() - began
         record = {"train_lr": optimizer.param_groups[0]["lr"],

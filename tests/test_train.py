@@ -99,7 +99,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch):
             parts["loss"] = parts["loss"] * float("nan")
         return parts
     monkeypatch.setattr(DistillationLoss, "forward", nan_after_first_epoch)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at epoch 1.*checkpoint is kept"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+: non-finite loss nan.*checkpoint is kept"):
         train(cfg, progress=False)
     run_dir = RunDir.for_config(cfg)
     state = torch.load(run_dir.checkpoint, weights_only=False)
@@ -126,7 +126,7 @@ def test_learnable_projector_trains_and_faithful_stays_frozen(tmp_path):
             state = torch.load(run.dir.checkpoint, weights_only=False)["trainable"]
             return state["criterion.projectors.0.proj.weight"]
         train_mod._seed_all(cfg.seed)                 # the same draws as train() makes
-        task, _ = train_mod._build_task(cfg, torch.device("cpu"))
+        task, _ = train_mod.build_task(cfg, torch.device("cpu"))
         return task.trainable_module.criterion.projectors[0].proj.weight.detach()
 
     initial = projector_weight("faithful", trained=False)
@@ -157,3 +157,19 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert summary["world_size"] == 2
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in records] == list(range(summary["epochs"]))
+
+
+def test_shared_teacher_pass_is_computed_once_and_matches_the_live_teacher(tmp_path, monkeypatch):
+    import ddkit.teacher_cache as cache_mod
+    plain = replace(tiny_config(**DISTILL), **{"data.augment": False})
+    shared = train(plain, progress=False)
+    files = list((Path(os.environ["DDKIT_RUNS"]) / "teacher-cache").glob("*.pt"))
+    assert len(files) == 1
+    live = train(replace(plain, share_teacher_pass=False), progress=False, root=tmp_path / "live")
+    for a, b in zip(shared.records, live.records):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["train_loss_fft"] == pytest.approx(b["train_loss_fft"], rel=1e-4)
+
+    monkeypatch.setattr(cache_mod, "compute", lambda *a, **k: pytest.fail("teacher ran twice"))
+    other = replace(plain, **{"distill.feature": "projector"})     # same teacher blocks
+    assert train(other, progress=False).summary["epochs"] == 2
