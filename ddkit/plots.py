@@ -1,0 +1,347 @@
+"""One function per figure, one style. Figures are drawn only from tidy tables (or, for spectra,
+from the metric arrays), the same way for the official reference and for the kit's own runs.
+
+Table formats:
+- history: one row per (run, epoch) with the official log keys (``reference.official_logs()``, or
+  a kit run's ``metrics.jsonl`` with a ``run`` column); epoch 0-based.
+- layers: tidy rows (model, checkpoint, epoch, layer, metric, value), layer 0-based
+  (``reference.official_entropy()``, ``dynamics.analyze``).
+
+Every function takes an optional ``ax``, returns the Figure and never calls ``plt.show``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib as mpl
+
+# Agg only when nothing chose a backend (a script or CI); Jupyter's inline backend is left alone.
+if "MPLBACKEND" not in os.environ and getattr(mpl.rcParams, "_get_backend_or_none", lambda: "set")() is None:
+    mpl.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# colours keyed by run name and by method name (Okabe-Ito, colour-blind safe)
+METHOD_COLORS = {"SoftKD": "#333333", "SpectralKD": "#D55E00", "ProjectorKD": "#009E73",
+                 "Teacher": "#000000", "Student": "#0072B2", "CE": "#999999"}
+PALETTE = {
+    "SoftKD": "#333333",
+    "SpectralKD-First": "#56B4E9",
+    "SpectralKD-Last": "#D55E00",
+    "SpectralKD-First+Last": "#CC79A7",
+    "ProjectorKD-First": "#009E73",
+    "ProjectorKD-Last": "#E69F00",
+    "ProjectorKD-First+Last": "#0072B2",
+    **{k: v for k, v in METHOD_COLORS.items() if k != "SoftKD"},
+}
+SEQUENTIAL = "viridis"  # depth and training-time colour maps
+
+LABELS = {
+    "test_acc1": "top-1 accuracy (%)", "test_acc5": "top-5 accuracy (%)",
+    "test_loss": "test loss (CE)", "train_loss": "train loss (total)",
+    "train_loss_base": "train loss, CE part", "train_loss_dist": "train loss, KD part",
+    "train_loss_fft": "train loss, feature part (w·L_feat)", "train_lr": "learning rate",
+    "token_entropy": "token entropy (bits)", "token_entropy_per_layer": "token entropy, per-layer range (bits)",
+    "spectrum_intensity": "channel-spectrum intensity", "activation_magnitude": "mean |activation|",
+    "gradient_magnitude": "mean |gradient|", "intensity_over_magnitude": "intensity / mean |activation|",
+    "effective_rank": "effective rank", "pca_dims": "PCs for 90 % energy",
+    "energy_concentration_50": "fraction of bins, 50 % energy",
+    "energy_concentration_90": "fraction of bins, 90 % energy",
+}
+
+_STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
+          "figure.figsize": (6.0, 4.0), "figure.dpi": 100, "savefig.dpi": 150,
+          "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+          "legend.fontsize": 9, "lines.linewidth": 1.6, "grid.linewidth": 0.6}
+
+
+def set_style() -> None:
+    """Apply the kit's style globally (the plot functions also apply it while they draw)."""
+    plt.rcParams.update(_STYLE)
+
+
+def palette(names: Sequence[str]) -> dict[str, str]:
+    """A colour per name: PALETTE by run name, else by base name (run without "-500ep"/"-MAE"),
+    else by method; colours already taken in this figure fall through to the next free one."""
+    free = sns.color_palette("colorblind").as_hex() + sns.color_palette("dark").as_hex()
+    out: dict[str, str] = {}
+    for name in names:
+        key = str(name)
+        base = key.removesuffix("-500ep").removesuffix("-MAE")
+        for candidate in (PALETTE.get(key), PALETTE.get(base), METHOD_COLORS.get(key.split("-")[0])):
+            if candidate and candidate not in out.values():
+                out[name] = candidate
+                break
+        else:
+            out[name] = next(c for c in free if c not in out.values())
+    return out
+
+
+def label(metric: str) -> str:
+    """Axis label of a metric or log key (the key itself when unknown)."""
+    return LABELS.get(metric, metric)
+
+
+def _axes(ax, figsize=None):
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize or _STYLE["figure.figsize"], layout="constrained")
+    return fig, ax
+
+
+def _unique(values) -> list:
+    return list(pd.unique(pd.Series(values)))
+
+
+def _layer_ticks(ax, layers: Sequence[int], axis: str = "x", max_ticks: int = 13) -> None:
+    layers = sorted(int(x) for x in layers)
+    step = max(1, int(np.ceil(len(layers) / max_ticks)))
+    shown = layers[::step]
+    getattr(ax, f"set_{axis}ticks")(shown, [f"L{x + 1}" for x in shown])
+
+
+def _depth_colorbar(fig, ax, cmap, n_layers: int, what: str = "layer") -> None:
+    norm = mpl.colors.Normalize(0, max(n_layers - 1, 1))
+    cbar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=what)
+    ticks = sorted({0, n_layers - 1, *range(0, n_layers, max(1, n_layers // 6))})
+    cbar.set_ticks(ticks, labels=[f"L{t + 1}" for t in ticks])
+
+
+def mean_ci(values, level: float = 95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its percentile-bootstrap ``level`` % CI (seaborn's
+    ``errorbar=("ci", 95)``; seeded, so figures are reproducible). One value: low = high = mean."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    m = float(v.mean()) if len(v) else np.nan
+    if len(v) < 2:
+        return m, m, m
+    boots = v[np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))].mean(1)
+    lo, hi = np.percentile(boots, [(100 - level) / 2, 100 - (100 - level) / 2])
+    return m, float(lo), float(hi)
+
+
+def _mean_lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, band: bool, **kw) -> None:
+    """One line per hue value (mean over rows sharing (hue, x)); 95 % CI as a band or as vertical
+    bars where several rows share a point. Only the mean lines go to ``ax.lines``."""
+    order = _unique(data[hue])
+    colors = palette(order)
+    for h in order:
+        stats = data[data[hue] == h].groupby(x, sort=True)[y].apply(lambda s: mean_ci(s.to_numpy()))
+        xs = stats.index.to_numpy(float)
+        m, lo, hi = (np.array([t[i] for t in stats]) for i in range(3))
+        ax.plot(xs, m, color=colors[h], label=str(h), **kw)
+        if (hi > lo).any():
+            if band:
+                ax.fill_between(xs, lo, hi, color=colors[h], alpha=0.2, lw=0)
+            else:
+                ax.vlines(xs, lo, hi, color=colors[h], lw=1.2)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_curves(history: pd.DataFrame, y: str = "test_acc1", hue: str = "run", ax=None,
+                epochs: tuple[int, int] | None = None, logy: bool = False, title: str | None = None) -> Figure:
+    """Training curves: ``y`` vs epoch (0-based), one line per ``hue`` value; several rows per
+    (hue, epoch), e.g. seeds, draw their mean with a 95 % bootstrap CI band. ``epochs=(a, b)`` keeps
+    a <= epoch <= b (the early-epoch zoom)."""
+    data = history
+    if epochs is not None:
+        data = data[(data["epoch"] >= epochs[0]) & (data["epoch"] <= epochs[1])]
+    data = data.dropna(subset=[y])
+    with plt.rc_context(_STYLE):
+        fig, ax = _axes(ax)
+        _mean_lines(ax, data, "epoch", y, hue, band=True)
+        if logy:
+            ax.set_yscale("log")
+        ax.set(xlabel="epoch (0-based)", ylabel=label(y), title=title)
+        if epochs is not None:
+            ax.set_xlim(epochs)
+        ax.legend(title=None)
+    return fig
+
+
+def plot_layer_profile(layers: pd.DataFrame, metric: str, hue: str = "model",
+                       checkpoint: str | int | None = None, ax=None, title: str | None = None) -> Figure:
+    """``metric`` vs layer (ticks L1..Ln), one line per ``hue`` value. ``checkpoint``: a checkpoint
+    name (e.g. "model_best") or an epoch; required when the table holds several checkpoints.
+    Several rows per (hue, layer), e.g. seeds, draw their mean with 95 % bootstrap CI bars."""
+    data = layers[layers["metric"] == metric]
+    if data.empty:
+        raise ValueError(f"no rows with metric {metric!r}; metrics: {sorted(layers['metric'].unique())}")
+    if isinstance(checkpoint, str):
+        data = data[data["checkpoint"] == checkpoint]
+    elif checkpoint is not None:
+        data = data[data["epoch"] == checkpoint]
+    elif data["checkpoint"].nunique() > 1:
+        raise ValueError(f"several checkpoints in the table, pick one: {_unique(data['checkpoint'])}")
+    if data.empty:
+        raise ValueError(f"no {metric!r} rows at checkpoint {checkpoint!r}")
+    with plt.rc_context(_STYLE):
+        fig, ax = _axes(ax)
+        _mean_lines(ax, data, "layer", "value", hue, band=False, marker="o", ms=4)
+        _layer_ticks(ax, _unique(data["layer"]))
+        ax.set(xlabel="layer", ylabel=label(metric), title=title)
+        ax.legend(title=None)
+    return fig
+
+
+def plot_profile_over_checkpoints(layers: pd.DataFrame, metric: str, model: str, ax=None,
+                                  checkpoints: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """How a profile forms over training: ``metric`` vs layer for ``model``, one line per
+    checkpoint, coloured by its epoch (colorbar). ``checkpoints``: names to draw (default: all with
+    a known epoch except "model_best", which repeats a late epoch). Rows sharing (checkpoint,
+    layer), e.g. seeds, are averaged."""
+    data = layers[(layers["metric"] == metric) & (layers["model"] == model)]
+    if checkpoints is None:
+        data = data[(data["checkpoint"] != "model_best") & data["epoch"].notna()]
+    else:
+        data = data[data["checkpoint"].isin(list(checkpoints))]
+    if data.empty:
+        raise ValueError(f"no {metric!r} rows for model {model!r}")
+    mean = data.groupby(["epoch", "checkpoint", "layer"], sort=True)["value"].mean()
+    epochs = data["epoch"].astype(float)
+    norm = mpl.colors.Normalize(epochs.min(), max(epochs.max(), epochs.min() + 1))
+    cmap = plt.get_cmap(SEQUENTIAL)
+    with plt.rc_context(_STYLE):
+        fig, ax = _axes(ax)
+        for (epoch, checkpoint), line in mean.groupby(level=["epoch", "checkpoint"], sort=True):
+            line = line.droplevel(["epoch", "checkpoint"])
+            ax.plot(line.index, line.to_numpy(), marker="o", ms=3, color=cmap(norm(epoch)), label=checkpoint)
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="epoch (0-based)")
+        _layer_ticks(ax, _unique(data["layer"]))
+        ax.set(xlabel="layer", ylabel=label(metric), title=title or model)
+    return fig
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def plot_spectra(spectrum, freqs=None, layers: Sequence[int] | None = None, ax=None,
+                 title: str | None = None) -> Figure:
+    """Channel spectra: ``spectrum`` [L, C] (mean |FFT along channels| / C), bins 0..C/2-1 against
+    ``freqs`` (default ``fftfreq(C)[:C//2]``, cycles per channel), one line per layer (``layers``,
+    0-based, default all) coloured by depth."""
+    spec = _numpy(spectrum)  # [L, C]
+    if spec.ndim != 2:
+        raise ValueError(f"spectrum must be [L, C], got shape {spec.shape}")
+    n_layers, c = spec.shape
+    half = c // 2
+    freqs = np.fft.fftfreq(c)[:half] if freqs is None else _numpy(freqs)[:half]
+    if len(freqs) != half:
+        raise ValueError(f"need {half} frequencies for C={c}, got {len(freqs)}")
+    cmap = plt.get_cmap(SEQUENTIAL)
+    with plt.rc_context(_STYLE):
+        fig, ax = _axes(ax)
+        for layer in range(n_layers) if layers is None else layers:
+            ax.plot(freqs, spec[layer, :half], color=cmap(layer / max(n_layers - 1, 1)), label=f"L{layer + 1}")
+        _depth_colorbar(fig, ax, cmap, n_layers)
+        ax.set(xlabel="channel-axis frequency (cycles / channel)", ylabel="mean |X| (channel spectrum)",
+               title=title)
+    return fig
+
+
+def plot_log_amplitude(dlogamp, ax=None, title: str | None = None) -> Figure:
+    """Spatial ΔLogAmp [L, K] (log amplitude minus its DC value, natural log) vs spatial frequency,
+    the K diagonal bins spread evenly over 0 (DC) .. π (highest bin); one line per layer coloured by
+    depth."""
+    amp = _numpy(dlogamp)  # [L, K]
+    if amp.ndim != 2:
+        raise ValueError(f"dlogamp must be [L, K], got shape {amp.shape}")
+    n_layers, k = amp.shape
+    x = np.linspace(0, np.pi, k)
+    cmap = plt.get_cmap(SEQUENTIAL)
+    with plt.rc_context(_STYLE):
+        fig, ax = _axes(ax)
+        for layer in range(n_layers):
+            ax.plot(x, amp[layer], color=cmap(layer / max(n_layers - 1, 1)), label=f"L{layer + 1}")
+        _depth_colorbar(fig, ax, cmap, n_layers)
+        ax.set_xticks([0, np.pi / 2, np.pi], ["0", "π/2", "π"])
+        ax.set(xlabel="spatial frequency (normalised, DC = 0)", ylabel="Δ log amplitude", title=title)
+    return fig
+
+
+def plot_matrix(matrix, row_label: str, col_label: str, ax=None, title: str | None = None,
+                vmin: float = 0, vmax: float = 1, cbar_label: str = "linear CKA") -> Figure:
+    """Heatmap of ``matrix`` [L_a, L_b] (e.g. CKA between layers of two models); L1 at the
+    bottom-left, rows on the y axis."""
+    mat = _numpy(matrix)  # [L_a, L_b]
+    if mat.ndim != 2:
+        raise ValueError(f"matrix must be 2-D, got shape {mat.shape}")
+    with plt.rc_context({**_STYLE, "axes.grid": False}):
+        fig, ax = _axes(ax, figsize=(5.5, 4.5))
+        im = ax.imshow(mat, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
+        fig.colorbar(im, ax=ax, label=cbar_label)
+        _layer_ticks(ax, range(mat.shape[1]), "x")
+        _layer_ticks(ax, range(mat.shape[0]), "y")
+        ax.set(xlabel=col_label, ylabel=row_label, title=title)
+    return fig
+
+
+def plot_bars(table: pd.DataFrame, x: str, y: str, hue: str | None = None, err: str | None = None,
+              ax=None, ref: float | None = None, ylim: tuple[float, float] | None = None,
+              title: str | None = None) -> Figure:
+    """Bars of ``y`` per ``x`` (grouped by ``hue``), with ``err`` as symmetric error bars (CI
+    half-widths, same units as y) and an optional dashed horizontal reference line at ``ref``.
+    One row per bar: aggregate (e.g. seeds) first."""
+    xs = _unique(table[x])
+    hues = _unique(table[hue]) if hue else [None]
+    if table.duplicated([x, hue] if hue else [x]).any():
+        raise ValueError("several rows per bar: aggregate the table first")
+    colors = palette(hues if hue else xs)
+    width = 0.8 / len(hues)
+    with plt.rc_context(_STYLE):
+        fig, ax = _axes(ax)
+        for j, h in enumerate(hues):
+            rows = table if h is None else table[table[hue] == h]
+            rows = rows.set_index(x).reindex(xs)
+            pos = np.arange(len(xs)) - 0.4 + width * (j + 0.5)
+            ax.bar(pos, rows[y].to_numpy(float), width=width * 0.92,
+                   yerr=None if err is None else rows[err].to_numpy(float),
+                   color=[colors[v] for v in xs] if h is None else colors[h],
+                   label=None if h is None else str(h), capsize=3, error_kw={"elinewidth": 1})
+        if ref is not None:
+            ax.axhline(ref, color="#555555", ls="--", lw=1)
+        ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0,
+                      ha="right" if len(xs) > 4 else "center")
+        ax.set(xlabel=None, ylabel=label(y), title=title)
+        if ylim is not None:
+            ax.set_ylim(ylim)
+        ax.grid(axis="x", visible=False)
+        if hue:
+            ax.legend(title=None)
+    return fig
+
+
+def save_figure(fig: Figure, name: str, out_dir: str | Path, pdf: bool = False) -> list[Path]:
+    """Write ``out_dir/name.png`` (150 dpi) and, with ``pdf``, ``out_dir/name.pdf``, each to a
+    temporary name first and then renamed into place. Returns the paths written."""
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"figure name must be a plain file stem, got {name!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in ("png", "pdf") if pdf else ("png",):
+        path = out_dir / f"{name}.{fmt}"
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths.append(path)
+    return paths
