@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # ddkit's main job. First use sets everything up (virtual environment, packages, the Debian
 # Fashion-MNIST package when root); later uses are quick.
-#   ./run_all.sh [--profile smoke|default|paper]   train + evaluate the teacher and one student
-#   ./run_all.sh --setup-only                      set-up alone (used by tests/run.sh)
+#   ./run_all.sh [--profile smoke|default|paper] [--only NN] [--from NN]
+#                                   every notebook in order (papermill); figures to figures/
+#   ./run_all.sh --retrain-teacher  retrain the default teacher and rewrite ddkit/shipped/ first
+#   ./run_all.sh --setup-only       set-up alone (used by tests/run.sh)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${DDKIT_VENV:-$ROOT/.venv}"
 PROFILE=default
 SETUP_ONLY=0
+NB_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) PROFILE="${2:?--profile needs a name: smoke, default or paper}"; shift 2 ;;
     --profile=*) PROFILE="${1#*=}"; shift ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    --only|--from) NB_ARGS+=("$1" "${2:?$1 needs a notebook number, e.g. 02}"); shift 2 ;;
+    --retrain-teacher) RETRAIN=1; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -26,8 +31,10 @@ setup_venv() {
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
   say "setting up the virtual environment in $VENV (first use: a few minutes)"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+  local log="$VENV/install.log"
+  { "$VENV/bin/python" -m pip install --upgrade pip \
+      && "$VENV/bin/python" -m pip install -e "$ROOT[test]"; } > "$log" 2>&1 \
+    || { tail -n 30 "$log" >&2; say "package install failed; full log: $log"; exit 1; }
   echo "$want" > "$stamp"
 }
 
@@ -50,5 +57,11 @@ setup_data
 [ "$SETUP_ONLY" = 1 ] && exit 0
 
 cd "$ROOT"
-say "profile $PROFILE: the teacher, then a SoftKD + SpectralKD First+Last student"
-"$VENV/bin/python" -m ddkit.cli pair --profile "$PROFILE"
+export PYTHONUNBUFFERED=1
+if [ "${RETRAIN:-0}" = 1 ]; then
+  say "retraining the shipped teacher (profile default)"
+  "$VENV/bin/python" -m ddkit.cli ship-teacher --profile default
+fi
+started=$(date +%s)
+"$VENV/bin/python" -m ddkit.cli notebooks --profile "$PROFILE" "${NB_ARGS[@]}"
+say "profile $PROFILE done in $(( $(date +%s) - started )) s"

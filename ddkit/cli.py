@@ -4,6 +4,8 @@
     python -m ddkit.cli train --profile smoke --kd soft --feature spectral --layers first_last
     torchrun --nproc_per_node 8 -m ddkit.cli train --profile paper --kd soft --feature spectral --layers last
     python -m ddkit.cli pair --profile default      # the teacher, then a SpectralKD First+Last student
+    python -m ddkit.cli notebooks --profile smoke [--only 02 | --from 02]
+    python -m ddkit.cli ship-teacher                # retrain the default teacher, write ddkit/shipped/
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import sys
 
 from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Profile,
                           load_profile, profile_names)
-from ddkit.study import teacher_model
+from ddkit.pipeline import NotebookFailed, run_notebooks, select
+from ddkit.study import ship_teacher, teacher_model
 from ddkit.train import Run, train
 
 
@@ -36,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddkit.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    nbs = sub.add_parser("notebooks", help="run the notebooks in order with papermill")
+    nbs.add_argument("--profile", default="default")
+    nbs.add_argument("--only", default=None, help="one notebook number, e.g. 02")
+    nbs.add_argument("--from", dest="start", default=None, help="start at this notebook number")
+    nbs.add_argument("--train-teacher", action="store_true",
+                     help="01 trains the teacher with the profile recipe instead of loading it")
+    ship = sub.add_parser("ship-teacher", help="train the default teacher and write ddkit/shipped/")
+    ship.add_argument("--profile", default="default")
     for name in ("train", "pair"):
         p = sub.add_parser(name)
         p.add_argument("--profile", default="default",
@@ -49,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)
+        if args.command == "notebooks":
+            extra = {"01": {"train_teacher": True}} if args.train_teacher else {}
+            out = run_notebooks(select(args.only, args.start), args.profile, extra)
+            print(f"[ddkit] executed notebooks in {out}", file=sys.stderr)
+            return 0
+        if args.command == "ship-teacher":
+            print(json.dumps({k: v for k, v in ship_teacher(profile).items() if k != "config"}))
+            return 0
         if args.command == "train" and args.role == "teacher":
             runs = [train(profile.teacher_config())]
         elif args.command == "train":
@@ -57,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             teacher_cfg, teacher_run = teacher_model(profile)
             args.kd, args.feature, args.layers = "soft", "spectral", "first_last"
             runs = [r for r in (teacher_run, _student(profile, args)) if r is not None]
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     for run in runs:
         print(json.dumps(_report(run)))
     return 0

@@ -345,3 +345,45 @@ def save_figure(fig: Figure, name: str, out_dir: str | Path, pdf: bool = False) 
             raise
         paths.append(path)
     return paths
+
+
+def plot_metric_panels(layers: pd.DataFrame, metrics: Sequence[str], hue: str = "model",
+                       checkpoint: str | int | None = None, ncols: int = 3,
+                       title: str | None = None) -> Figure:
+    """Small multiples: one ``plot_layer_profile`` panel per metric, same hue lines in each."""
+    nrows = -(-len(metrics) // ncols)
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+        for ax, metric in zip(axes.flat, metrics):
+            plot_layer_profile(layers, metric, hue=hue, checkpoint=checkpoint, ax=ax)
+            ax.set_title(label(metric), fontsize=10)
+            ax.set_ylabel("")
+            if ax is not axes.flat[0]:
+                ax.get_legend().remove()
+        for ax in axes.flat[len(metrics):]:
+            ax.set_visible(False)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
+def plot_samples(images, labels, class_names: Sequence[str] | None = None,
+                 per_class: int = 8) -> Figure:
+    """A grid of ``per_class`` images (rows) for every class (columns); images ``[N, C, H, W]``."""
+    images, labels = _numpy(images), _numpy(labels).astype(int)
+    classes = sorted(set(labels.tolist()))
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(per_class, len(classes), squeeze=False,
+                                 figsize=(0.9 * len(classes), 0.9 * per_class))
+        for col, cls in enumerate(classes):
+            picks = np.flatnonzero(labels == cls)[:per_class]
+            for row, ax in enumerate(axes[:, col]):
+                ax.axis("off")
+                if row < len(picks):
+                    img = images[picks[row]].transpose(1, 2, 0)      # [H, W, C]
+                    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+            name = class_names[cls] if class_names else str(cls)
+            axes[0, col].set_title(name, fontsize=8)
+        fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return fig

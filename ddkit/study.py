@@ -8,12 +8,20 @@ no-KD, SoftKD, SpectralKD-{First, Last, First+Last}, ProjectorKD-{First, Last, F
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
 from ddkit.config import ConfigError, ModelConfig, Profile, RunConfig
-from ddkit.models import SHIPPED_TEACHER
+from ddkit.models import SHIPPED_TEACHER, load_state_dict
+from ddkit.store import write_json, write_text
 from ddkit.train import Run, train
 
 LAYER_NAMES = {"first": "First", "last": "Last", "first_last": "First+Last"}
@@ -41,18 +49,20 @@ def check_cells(cells: Iterable[str]) -> list[str]:
     return cells
 
 
-def teacher_model(profile: Profile, progress: bool = True) -> tuple[ModelConfig, Run | None]:
-    """The teacher every student distils from, by ``profile.teacher_source``:
+def teacher_model(profile: Profile, progress: bool = True,
+                  source: str | None = None) -> tuple[ModelConfig, Run | None]:
+    """The teacher every student distils from, by ``source`` (default ``profile.teacher_source``):
     ``shipped`` (the committed default teacher), ``hub`` (``distill.teacher``, e.g. CaiT-S24
     pretrained) or ``train`` (the profile's teacher run, trained once and cached)."""
     model = profile.teacher.model
-    if profile.teacher_source == "shipped":
+    source = source or profile.teacher_source
+    if source == "shipped":
         if not SHIPPED_TEACHER.exists():
             raise FileNotFoundError(f"shipped teacher missing at {SHIPPED_TEACHER}; set "
                                     "teacher_source: train in the profile to train one")
         return ModelConfig(name=model.name, kwargs=model.kwargs,
                            checkpoint=str(SHIPPED_TEACHER)), None
-    if profile.teacher_source == "hub":
+    if source == "hub":
         if profile.distill.teacher is None:
             raise ConfigError("teacher_source: hub needs distill.teacher in the profile")
         return profile.distill.teacher, None
@@ -95,3 +105,198 @@ def accuracy_table(runs: dict[tuple[str, int], Run]) -> pd.DataFrame:
         rows.append({"run": cell, "seed": seed, **cell_parts(cell), "final_acc1": s["final_acc1"],
                      "best_acc1": s["best_acc1"], "wall_time_s": s["wall_time_s"]})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the shipped teacher
+
+SHIPPED_RECORD = SHIPPED_TEACHER.with_suffix(".json")
+SHIPPED_LOG = SHIPPED_TEACHER.with_name("teacher_fmnist_log.jsonl")
+SHIPPED_DYNAMICS = SHIPPED_TEACHER.with_name("teacher_fmnist_dynamics.csv")
+
+
+def shipped_teacher_record() -> dict:
+    """What the shipped teacher's run recorded: config, hash, accuracy, wall time, command."""
+    return json.loads(SHIPPED_RECORD.read_text())
+
+
+def shipped_teacher_dynamics() -> pd.DataFrame:
+    """Per-layer metrics of the shipped teacher at each kept checkpoint (tidy, see dynamics)."""
+    return pd.read_csv(SHIPPED_DYNAMICS)
+
+
+def ship_teacher(profile: Profile, n: int = 200, progress: bool = True) -> dict:
+    """Train the profile's teacher (or take it from cache) and write what the kit ships:
+    final weights, the run's record and log, and its per-checkpoint dynamics table."""
+    from ddkit.data import build_dataset
+    from ddkit.dynamics import analyze
+
+    run = train(profile.teacher_config(), progress=progress)
+    test_set = build_dataset(profile.data.name, "test", root=profile.data.root)
+    table = analyze(run.load_model(), test_set, name="teacher", checkpoints=run.checkpoints(),
+                    n=n, seed=profile.seeds[0])
+    SHIPPED_TEACHER.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run.dir.final_weights, SHIPPED_TEACHER.with_suffix(".tmp"))
+    os.replace(SHIPPED_TEACHER.with_suffix(".tmp"), SHIPPED_TEACHER)
+    write_text(SHIPPED_LOG, run.dir.log.read_text())
+    write_text(SHIPPED_DYNAMICS, table.to_csv(index=False))
+    summary = run.summary
+    record = {"profile": profile.name, "command": "./run_all.sh --retrain-teacher",
+              "hash": summary["hash"], "final_acc1": summary["final_acc1"],
+              "best_acc1": summary["best_acc1"], "epochs": summary["epochs"],
+              "wall_time_s": summary["wall_time_s"], "device": summary["device"],
+              "torch": summary["torch"], "config": summary["config"]}
+    write_json(SHIPPED_RECORD, record)
+    return record
+
+
+# --------------------------------------------------------------------------- analysis tables
+
+
+def analysis_batch(profile: Profile) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed images every dynamics table of a profile is computed on (test split):
+    ``analysis.n_images`` class-balanced, or the first ones with ``analysis.paper_faithful``."""
+    from ddkit.data import build_dataset
+    from ddkit.dynamics import sample_batch
+
+    a = profile.analysis
+    test_set = build_dataset(profile.data.name, "test", root=profile.data.root,
+                             img_size=profile.data.img_size)
+    return sample_batch(test_set, a.get("n_images", 200), a.get("paper_faithful", False),
+                        seed=profile.seeds[0])
+
+
+def _batch_key(x: torch.Tensor, y: torch.Tensor, extra: str = "") -> str:
+    digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes() + extra.encode())
+    return digest.hexdigest()[:12]
+
+
+def _cached_table(path: Path, compute) -> pd.DataFrame:
+    if path.exists():
+        return pd.read_csv(path)
+    table = compute()
+    write_text(path, table.to_csv(index=False))
+    return table
+
+
+def run_dynamics(run: Run, x: torch.Tensor, y: torch.Tensor, name: str,
+                 every_checkpoint: bool = True) -> pd.DataFrame:
+    """Per-layer metrics of a run's kept checkpoints (or final weights), cached in its folder."""
+    from ddkit.dynamics import analyze
+
+    which = "checkpoints" if every_checkpoint else "final"
+    path = run.dir.path / f"dynamics-{which}-{_batch_key(x, y)}.csv"
+    checkpoints = run.checkpoints() if every_checkpoint else None
+    table = _cached_table(path, lambda: analyze(run.load_model(), (x, y), name=name,
+                                                checkpoints=checkpoints))
+    if not every_checkpoint:
+        table["epoch"] = run.summary["epochs"] - 1
+    return table.assign(model=name)
+
+
+def feature_fit(run: Run, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                pairs: list[tuple[int, int]]) -> pd.DataFrame:
+    """How well each kept checkpoint of a student fits the teacher's blocks, per (s, t) pair:
+    raw SpectralKD loss, the loss of an all-zero prediction, their ratio, and token cosine
+    (the scale-controlled views, DESIGN.md §7). Rows (epoch, pair, raw, zero, relative, cosine)."""
+    from ddkit.hooks import block_features
+    from ddkit.losses import feature_loss_diagnostics
+
+    path = run.dir.path / f"feature-fit-{_batch_key(x, y, str(pairs))}.csv"
+
+    def compute() -> pd.DataFrame:
+        t_layers = sorted({t for _, t in pairs})
+        t_feats = dict(zip(t_layers, block_features(teacher.eval(), x, t_layers)))
+        student, rows = run.load_model(), []
+        for epoch, weights in run.checkpoints().items():
+            student.load_state_dict(load_state_dict(weights))
+            s_layers = sorted({s for s, _ in pairs})
+            s_feats = dict(zip(s_layers, block_features(student.eval(), x, s_layers)))
+            for s, t in pairs:
+                rows.append({"epoch": epoch, "pair": f"s{s}-t{t}",
+                             **feature_loss_diagnostics(s_feats[s], t_feats[t])})
+        return pd.DataFrame(rows)
+    return _cached_table(path, compute)
+
+
+# --------------------------------------------------------------------------- notebook helpers
+
+
+def datasets(profile: Profile):
+    """The students' training set and the test set of a profile."""
+    from ddkit.data import build_dataset
+    cfg = profile.student_config()
+    d = cfg.data
+    train_set = build_dataset(d.name, "train", root=d.root, img_size=d.img_size,
+                              subset=d.train_subset, seed=cfg.seed)
+    test_set = build_dataset(d.name, "test", root=d.root, img_size=d.img_size,
+                             subset=d.eval_subset, seed=cfg.seed)
+    return train_set, test_set
+
+
+def model_table(profile: Profile) -> pd.DataFrame:
+    """Parameters, depth, width and token grid of the profile's teacher and student."""
+    from ddkit.models import create_model, describe
+    rows = []
+    for role, model in (("teacher", profile.teacher.model), ("student", profile.student.model)):
+        rows.append({"role": role, "model": model.name,
+                     **describe(create_model(model.name, **model.kwargs))})
+    return pd.DataFrame(rows).set_index("role")
+
+
+def load_teacher(teacher: ModelConfig, device: str | torch.device = "cpu") -> nn.Module:
+    from ddkit.models import create_model
+    model = create_model(teacher.name, pretrained=teacher.pretrained,
+                         checkpoint=teacher.checkpoint, **teacher.kwargs)
+    return model.to(device).eval()
+
+
+def teacher_history(profile: Profile, run: Run | None) -> pd.DataFrame:
+    """The teacher's per-epoch log: its run's, or the shipped teacher's recorded one."""
+    if run is not None:
+        return run.history().assign(run="teacher")
+    if profile.teacher_source == "shipped":
+        from ddkit.store import read_jsonl
+        return pd.DataFrame(read_jsonl(SHIPPED_LOG)).assign(run="teacher")
+    return pd.DataFrame(columns=["epoch", "test_acc1", "run"])
+
+
+def accuracy_summary(acc: pd.DataFrame, column: str = "final_acc1",
+                     baseline: str = "SoftKD") -> pd.DataFrame:
+    """Per cell: mean top-1 with its 95 % CI over seeds, and the paired difference to ``baseline``."""
+    from ddkit.stats import mean_ci, paired_difference
+    wide = acc.pivot(index="seed", columns="run", values=column)
+    rows = []
+    for cell in wide.columns:
+        e = mean_ci(wide[cell].to_numpy(), name=cell)
+        row = {"run": cell, "mean": e.mean, "lo": e.lo, "hi": e.hi, "half_width": e.half_width,
+               "n": e.n}
+        if baseline in wide.columns:
+            d = paired_difference(wide[cell].to_numpy(), wide[baseline].to_numpy(),
+                                  names=(cell, baseline))
+            row.update({f"diff_vs_{baseline}": d.mean, "diff_lo": d.lo, "diff_hi": d.hi})
+        rows.append(row)
+    order = [c for c in CELLS if c in wide.columns]
+    return pd.DataFrame(rows).set_index("run").loc[order].reset_index()
+
+
+def feature_fit_table(runs: dict[tuple[str, int], Run], teacher: nn.Module, x: torch.Tensor,
+                      y: torch.Tensor, n_student: int, n_teacher: int) -> pd.DataFrame:
+    """``feature_fit`` of every run at the First and Last pairs (also for students never aligned,
+    the control), tidy with run, seed, method, layers."""
+    from ddkit.losses import resolve_layer_pairs
+    pairs = resolve_layer_pairs("first_last", n_student, n_teacher)
+    frames = [feature_fit(run, teacher, x, y, pairs).assign(run=cell, seed=seed, **cell_parts(cell))
+              for (cell, seed), run in runs.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def teacher_dynamics(profile: Profile, teacher: nn.Module, x: torch.Tensor,
+                     y: torch.Tensor) -> pd.DataFrame:
+    """The teacher's per-layer metrics over its checkpoints: the shipped table, the teacher
+    run's checkpoints, or (hub weights, no checkpoints) the final weights only."""
+    from ddkit.dynamics import analyze
+    if profile.teacher_source == "shipped":
+        return shipped_teacher_dynamics()
+    if profile.teacher_source == "train":
+        return run_dynamics(train(profile.teacher_config()), x, y, "teacher")
+    return analyze(teacher, (x, y), name="teacher").assign(epoch=0)

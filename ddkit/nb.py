@@ -1,0 +1,160 @@
+"""What every notebook does in its first cell: check the parameters, load the profile, say where
+figures go. Papermill only warns about parameters a notebook does not have; ``start`` stops the
+notebook instead, naming the parameter and the valid ones, before any compute.
+"""
+from __future__ import annotations
+
+import platform
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ddkit.config import ConfigError, Profile, load_profile, profile_names
+from ddkit.store import REPO_ROOT
+
+FIGURES = REPO_ROOT / "figures"
+_NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+class ParameterError(ValueError):
+    """A notebook parameter is unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """A notebook's checked parameters and its profile."""
+    params: dict
+    profile: Profile
+    figures: Path
+
+    def save(self, fig, name: str, paper: bool = False) -> None:
+        """Write ``fig`` to the profile's figure folder as PNG (and PDF for paper figures)."""
+        from ddkit.plots import save_figure
+        save_figure(fig, name, self.figures, pdf=paper)
+
+
+def _user_names(namespace: dict) -> dict:
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k not in _NOTEBOOK_NAMES
+            and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
+
+
+def check_parameters(namespace: dict, schema: dict[str, type]) -> dict:
+    """The notebook's parameters from ``namespace`` (its globals), checked against ``schema``."""
+    found = _user_names(namespace)
+    unknown = sorted(set(found) - set(schema))
+    if unknown:
+        raise ParameterError(f"unknown notebook parameter(s) {unknown}; this notebook takes "
+                             f"{sorted(schema)}")
+    missing = sorted(set(schema) - set(found))
+    if missing:
+        raise ParameterError(f"parameter(s) {missing} missing: keep the notebook's parameters cell")
+    for name, kind in schema.items():
+        value = found[name]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ParameterError(f"parameter {name}={value!r} should be {kind.__name__}")
+    return {name: found[name] for name in schema}
+
+
+def figure_dir(profile: Profile) -> Path:
+    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else."""
+    return FIGURES if profile.name == "default" else FIGURES / profile.name
+
+
+def _check_data(profile: Profile) -> None:
+    if profile.data.name == "fashion_mnist":
+        from ddkit.data import find_fashion_mnist
+        find_fashion_mnist(profile.data.root, download=True)
+
+
+def start(namespace: dict, **schema: type) -> Session:
+    """Check parameters (``profile`` is required), load the profile, check its data is there."""
+    params = check_parameters(namespace, {"profile": str, **schema})
+    try:
+        profile = load_profile(params["profile"])
+    except ConfigError as err:
+        raise ParameterError(f"profile={params['profile']!r}: {err}") from None
+    _check_data(profile)
+    torch.manual_seed(profile.seeds[0])
+    return Session(params, profile, figure_dir(profile))
+
+
+def environment() -> dict:
+    """Versions and device, for the record at the top of a notebook."""
+    import timm
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__, "cuda": torch.cuda.is_available(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads(), "profiles": profile_names()}
+
+
+# --------------------------------------------------------------------------- short summaries
+# Notebook cells marked NBVAL_CHECK_OUTPUT print these: stable, rounded invariants only.
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a run name: ``SpectralKD-First+Last`` -> ``spectralkd_first_last``."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+def profile_summary(profile: Profile) -> dict:
+    return {"command": profile.command, "data": profile.data.name,
+            "train_subset": profile.data.train_subset, "teacher": profile.teacher.model.name,
+            "teacher_source": profile.teacher_source, "student": profile.student.model.name,
+            "student_epochs": profile.student.optim.epochs, "seeds": profile.seeds}
+
+
+def dataset_summary(dataset, split: str) -> str:
+    labels = torch.as_tensor(dataset.targets)
+    counts = torch.bincount(labels)
+    x, _ = dataset[0]
+    return (f"{split}: {len(dataset)} images of shape {tuple(x.shape)}, {len(counts)} classes, "
+            f"{int(counts.min())}-{int(counts.max())} per class")
+
+
+def first_per_class(dataset, per_class: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``per_class`` images of every class, in dataset order."""
+    labels = torch.as_tensor(dataset.targets)
+    index = torch.cat([torch.nonzero(labels == c).flatten()[:per_class]
+                       for c in labels.unique()])
+    items = [dataset[int(i)] for i in index]
+    return torch.stack([x for x, _ in items]), torch.as_tensor([y for _, y in items])
+
+
+def runs_summary(runs: dict) -> str:
+    cells = sorted({c for c, _ in runs}, key=list(dict.fromkeys(c for c, _ in runs)).index)
+    seeds = sorted({s for _, s in runs})
+    epochs = sorted({r.summary["epochs"] for r in runs.values()})
+    complete = all(len(r.records) == r.summary["epochs"] for r in runs.values())
+    return (f"{len(runs)} runs: cells {cells} x seeds {seeds}; epochs {epochs}; "
+            f"every log complete: {complete}")
+
+
+def table_summary(table) -> str:
+    return (f"{table['model'].nunique()} model(s) x {table['layer'].nunique()} layers x "
+            f"{table['metric'].nunique()} metrics, {len(table)} rows, all finite: "
+            f"{bool(table['value'].notna().all() and table['value'].abs().lt(float('inf')).all())}")
+
+
+def layer_pivot(table, metric: str, model: str):
+    """Checkpoints x layers (L1..) of one metric: the shape of the official entropy CSVs."""
+    rows = table[(table["metric"] == metric) & (table["model"] == model)]
+    wide = rows.pivot_table(index="epoch", columns="layer", values="value")
+    wide.columns = [f"L{c + 1}" for c in wide.columns]
+    return wide
+
+
+def fit_history(fit, value: str):
+    """feature_fit rows as a history table: one line per (run, pair) over epochs."""
+    return fit.assign(run=fit["run"] + " " + fit["pair"])[["run", "seed", "epoch", value]]
+
+
+def reference_summary(logs, entropy) -> str:
+    return (f"official logs: {logs['run'].nunique()} runs, {len(logs)} epoch rows; entropy: "
+            f"{entropy['model'].nunique()} models x {entropy['checkpoint'].nunique()} checkpoints x "
+            f"{entropy['layer'].nunique()} layers")
