@@ -15,7 +15,7 @@ import sys
 
 from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Profile,
                           load_profile, profile_names)
-from ddkit.pipeline import NotebookFailed, run_notebooks, select
+from ddkit.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.study import ship_teacher, teacher_model
 from ddkit.train import Run, train
 
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     nbs.add_argument("--from", dest="start", default=None, help="start at this notebook number")
     nbs.add_argument("--train-teacher", action="store_true",
                      help="01 trains the teacher with the profile recipe instead of loading it")
+    sub.add_parser("refresh-notebooks", help="execute notebooks at smoke size in place, keep "
+                   "the outputs nbval checks")
     ship = sub.add_parser("ship-teacher", help="train the default teacher and write ddkit/shipped/")
     ship.add_argument("--profile", default="default")
     for name in ("train", "pair"):
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--feature", choices=FEATURE_KINDS, default="none")
     tr.add_argument("--layers", choices=LAYER_MAPS, default="none")
     args = parser.parse_args(argv)
+    if args.command == "refresh-notebooks":
+        refresh_outputs()
+        return 0
     try:
         profile = load_profile(args.profile)
         if args.command == "notebooks":

@@ -158,3 +158,34 @@ def reference_summary(logs, entropy) -> str:
     return (f"official logs: {logs['run'].nunique()} runs, {len(logs)} epoch rows; entropy: "
             f"{entropy['model'].nunique()} models x {entropy['checkpoint'].nunique()} checkpoints x "
             f"{entropy['layer'].nunique()} layers")
+
+
+# --------------------------------------------------------------------------- claims output
+
+README = REPO_ROOT / "README.md"
+RESULTS_BEGIN, RESULTS_END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def write_claims(session: Session, table) -> None:
+    """Write the claims table (CSV + Markdown) to the profile's figures; for the default profile
+    also regenerate the README's results section from it."""
+    from ddkit.evidence import results_markdown
+    from ddkit.store import write_text
+    session.figures.mkdir(parents=True, exist_ok=True)
+    write_text(session.figures / "claims_table.csv", table.to_csv(index=False))
+    text = results_markdown(table, session.profile.name)
+    write_text(session.figures / "claims.md", text)
+    if session.profile.name == "default":
+        readme = README.read_text()
+        head, _, rest = readme.partition(RESULTS_BEGIN)
+        _, _, tail = rest.partition(RESULTS_END)
+        if rest:
+            write_text(README, f"{head}{RESULTS_BEGIN}\n{text}{RESULTS_END}{tail}")
+
+
+def verdict_summary(table) -> str:
+    """Rows per claim, and the verdicts of the seed-based rows (stable at any size)."""
+    per_claim = table.groupby("claim").size().to_dict()
+    seeded = table[~table["variant"].str.contains("teacher") & ~table["claim"].str.startswith("C2")]
+    verdicts = seeded.groupby("verdict").size().to_dict()
+    return f"rows per claim: {per_claim}\nseed-based verdicts: {verdicts}"

@@ -70,3 +70,26 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
                 f"{out_dir / path.name}") from None
         print(f"[ddkit] {path.name} done in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     return out_dir
+
+
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def refresh_outputs(paths: list[Path] | None = None, timeout: int = 900) -> None:
+    """Execute the notebooks in place with their default parameters (the smoke profile) and keep
+    the outputs of ``NBVAL_CHECK_OUTPUT`` cells only: what nbval compares in the test suite."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for path in paths or notebooks():
+        notebook = nbformat.read(path, as_version=4)
+        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                if not cell.source.startswith(CHECK_MARK):
+                    cell.outputs = []
+                    cell.execution_count = None
+                cell.metadata.pop("execution", None)
+        nbformat.write(notebook, path)
+        print(f"[ddkit] refreshed {path.name}", file=sys.stderr)

@@ -387,3 +387,28 @@ def plot_samples(images, labels, class_names: Sequence[str] | None = None,
             axes[0, col].set_title(name, fontsize=8)
         fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig
+
+
+def plot_effects(table: pd.DataFrame, column: str = "kit", title: str | None = None) -> Figure:
+    """The kit's estimate (95 % CI bar) per (claim, variant) beside the paper's effect (x marker),
+    one small panel per claim since units differ (accuracy points, bits, a ratio)."""
+    claims = _unique(table["claim"])
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(len(claims), 1, squeeze=False,
+                                 figsize=(7.5, 0.55 * len(table) + 0.9 * len(claims)))
+        for ax, claim in zip(axes[:, 0], claims):
+            rows = table[table["claim"] == claim].reset_index(drop=True)
+            pos = np.arange(len(rows))[::-1]
+            lo = (rows[column] - rows[f"{column}_lo"]).fillna(0).to_numpy()
+            hi = (rows[f"{column}_hi"] - rows[column]).fillna(0).to_numpy()
+            ax.errorbar(rows[column], pos, xerr=[lo, hi], fmt="o", color="#0072B2", label="kit")
+            ax.scatter(rows["paper"], pos, marker="x", color="#D55E00", zorder=3, label="paper")
+            ax.axvline(1.0 if claim == "C4" else 0.0, color="#999999", lw=0.8)
+            ax.set_yticks(pos, [f"{v} ({d})" for v, d in zip(rows["variant"], rows["verdict"])],
+                          fontsize=8)
+            ax.set_title(claim, fontsize=10, loc="left")
+        axes[0, 0].legend(loc="best")
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig

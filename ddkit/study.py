@@ -300,3 +300,10 @@ def teacher_dynamics(profile: Profile, teacher: nn.Module, x: torch.Tensor,
     if profile.teacher_source == "train":
         return run_dynamics(train(profile.teacher_config()), x, y, "teacher")
     return analyze(teacher, (x, y), name="teacher").assign(epoch=0)
+
+
+def final_dynamics(runs: dict[tuple[str, int], Run], x: torch.Tensor, y: torch.Tensor) -> pd.DataFrame:
+    """Per-layer metrics of every run's final weights: rows (model=cell, seed, layer, metric, value)."""
+    frames = [run_dynamics(run, x, y, cell, every_checkpoint=False).assign(seed=seed)
+              for (cell, seed), run in runs.items()]
+    return pd.concat(frames, ignore_index=True)

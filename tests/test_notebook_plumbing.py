@@ -1,0 +1,60 @@
+"""Notebook parameters are checked before compute; the pipeline refuses bad selections."""
+import pytest
+
+from ddkit import nb, pipeline
+from ddkit.config import load_profile
+
+
+def test_unknown_and_mistyped_parameters_stop_the_notebook():
+    with pytest.raises(nb.ParameterError, match=r"unknown notebook parameter\(s\) \['profle'\].*\['profile'\]"):
+        nb.check_parameters({"profle": "smoke", "profile": "smoke"}, {"profile": str})
+    with pytest.raises(nb.ParameterError, match=r"train_teacher='yes' should be bool"):
+        nb.check_parameters({"profile": "smoke", "train_teacher": "yes"},
+                            {"profile": str, "train_teacher": bool})
+    with pytest.raises(nb.ParameterError, match="missing"):
+        nb.check_parameters({}, {"profile": str})
+
+
+def test_notebook_names_are_not_parameters():
+    import math
+    ns = {"profile": "smoke", "In": [], "Out": {}, "math": math, "_": 3, "get_ipython": print}
+    assert nb.check_parameters(ns, {"profile": str}) == {"profile": "smoke"}
+
+
+def test_unknown_profile_is_named():
+    with pytest.raises(nb.ParameterError, match=r"profile='huge'.*valid profiles"):
+        nb.start({"profile": "huge"})
+
+
+def test_missing_data_stops_before_compute(monkeypatch, tmp_path):
+    import ddkit.data as data
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(data, "default_data_dir", lambda: tmp_path / "cache")
+    import torchvision.datasets
+    def offline(*args, **kwargs):
+        raise RuntimeError("offline")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        nb.start({"profile": "smoke"})
+
+
+def test_figures_of_the_default_profile_are_the_committed_ones():
+    assert nb.figure_dir(load_profile("default")) == nb.FIGURES
+    assert nb.figure_dir(load_profile("smoke")) == nb.FIGURES / "smoke"
+
+
+def test_pipeline_selection_and_parameters():
+    names = [p.name[:2] for p in pipeline.notebooks()]
+    assert names == sorted(names) and names[0] == "00"
+    assert [p.name[:2] for p in pipeline.select(only="2")] == ["02"]
+    assert [p.name[:2] for p in pipeline.select(start="03")] == [n for n in names if n >= "03"]
+    with pytest.raises(ValueError, match=r"--only 42: no such notebook"):
+        pipeline.select(only="42")
+    first = pipeline.notebooks()[0]
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epochs'\]"):
+        pipeline.check_parameters(first, {"profile": "smoke", "epochs": 3})
+    pipeline.check_parameters(first, {"profile": "smoke"})
+
+
+def test_slug():
+    assert nb.slug("SpectralKD-First+Last") == "spectralkd_first_last"
