@@ -1,0 +1,155 @@
+"""Time ddkit.metrics against the loop-form numpy reference on the paper's analysis shape.
+
+    .venv/bin/python benchmarks/bench_metrics.py [--device cpu|cuda] [--shape 24 32 384 14 14]
+                                                 [--repeat N] [--threads N] [--peak-gbps 3350]
+
+Random features whose per-layer scale grows like a residual stream (fixed seed). The reference
+(tests/reference_metrics.py: numpy, one np.histogram per token, one np.fft per layer) runs once;
+ddkit is warmed up once, then timed --repeat times and the best time is kept (the machine may
+be shared: the load average is recorded). Prints a Markdown table and writes it to
+benchmarks/results/metrics_<device>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import reference_metrics as ref  # noqa: E402
+from ddkit import metrics  # noqa: E402
+
+
+def make_feats(shape: list[int], device: str, seed: int = 0) -> torch.Tensor:
+    """``[L, B, C, H, W]`` float32: Gaussian channels, ~2 % of them 5× larger, and a scale that
+    grows 1.15× per layer (as a residual stream does)."""
+    g = torch.Generator().manual_seed(seed)
+    L, B, C, H, W = shape
+    f = torch.randn(L, B, C, H, W, generator=g)  # [L, B, C, H, W]
+    channel_scale = 1 + 4 * (torch.rand(1, 1, C, 1, 1, generator=g) > 0.98)  # [1, 1, C, 1, 1]
+    layer_scale = 1.15 ** torch.arange(L, dtype=torch.float32).view(L, 1, 1, 1, 1)
+    return (f * channel_scale * layer_scale).to(device)
+
+
+def best_time(fn: Callable[[], object], device: str, repeat: int) -> tuple[float, object]:
+    """Best wall time of ``repeat`` runs after one warm-up; CUDA is synchronised around each."""
+    out = fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def one_time(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def max_diff(a: torch.Tensor, b: np.ndarray) -> float:
+    return float(np.abs(a.cpu().double().numpy() - b).max())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--shape", type=int, nargs=5, default=[24, 32, 384, 14, 14],
+                   metavar=("L", "B", "C", "H", "W"))
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--peak-gbps", type=float, default=3350.0,
+                   help="the card's memory bandwidth in GB/s (H100 SXM: 3350)")
+    p.add_argument("--out", default=None, help="Markdown file (default benchmarks/results/...)")
+    args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    feats = make_feats(args.shape, args.device)
+    host = feats.cpu().numpy()
+    nbytes = feats.numel() * feats.element_size()
+    L, B, C, H, W = args.shape
+    student = feats[: max(1, L // 2), :, : max(1, C // 2)].contiguous()  # shallower, narrower
+    rows = []  # (metric, reference s, ddkit s, max abs diff, bytes read once)
+    print(f"shape {args.shape} on {args.device}, {torch.get_num_threads()} torch threads",
+          flush=True)
+
+    t_ref, r = one_time(lambda: ref.token_entropy(host))
+    t, o = best_time(lambda: metrics.token_entropy(feats), args.device, args.repeat)
+    rows.append(("token_entropy (global, 100 bins)", t_ref, t, max_diff(o, r), nbytes))
+    print(rows[-1], flush=True)
+
+    t_ref, (rs, ri) = one_time(lambda: ref.channel_spectrum(host))
+    t, (s, i) = best_time(lambda: metrics.channel_spectrum(feats), args.device, args.repeat)
+    rows.append(("channel_spectrum", t_ref, t, max(max_diff(s, rs), max_diff(i, ri)), nbytes))
+    print(rows[-1], flush=True)
+
+    others = [
+        ("token_entropy (per_layer)", nbytes,
+         lambda: metrics.token_entropy(feats, value_range="per_layer")),
+        ("activation_magnitude", nbytes, lambda: metrics.activation_magnitude(feats)),
+        ("spatial_log_amplitude", None, lambda: metrics.spatial_log_amplitude(feats)),
+        ("effective_rank", None, lambda: metrics.effective_rank(feats)),
+        ("pca_dims", None, lambda: metrics.pca_dims(feats)),
+        ("channel_energy_concentration", None,
+         lambda: metrics.channel_energy_concentration(feats)),
+        (f"linear_cka ({L}×{student.shape[0]} layers, C {C}/{student.shape[2]})", None,
+         lambda: metrics.linear_cka(feats, student)),
+    ]
+    for name, reads, fn in others:
+        t, _ = best_time(fn, args.device, 1 if "cka" in name else args.repeat)
+        rows.append((name, None, t, None, reads))
+        print(rows[-1], flush=True)
+
+    cuda = args.device == "cuda"
+    head = "| metric | reference s | ddkit s | speed-up × | max abs diff |"
+    rule = "|---|---:|---:|---:|---:|"
+    if cuda:
+        head += " achieved GB/s | % of peak |"
+        rule += "---:|---:|"
+    lines = [head, rule]
+    for name, t_ref, t, diff, reads in rows:
+        cells = [name, f"{t_ref:.3f}" if t_ref else "—", f"{t:.4f}",
+                 f"{t_ref / t:.0f}" if t_ref else "—", f"{diff:.1e}" if diff is not None else "—"]
+        if cuda:
+            gbps = reads / t / 1e9 if reads else None
+            cells += [f"{gbps:.0f}" if gbps else "—",
+                      f"{100 * gbps / args.peak_gbps:.1f}" if gbps else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    device = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
+    info = (f"Shape [L, B, C, H, W] = {args.shape} float32 ({nbytes / 2**20:.0f} MiB) on "
+            f"{args.device} ({device}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
+            f"threads, load average {os.getloadavg()[0]:.1f} at the end); torch "
+            f"{torch.__version__}, numpy {np.__version__}. ddkit: best of {args.repeat} after a "
+            f"warm-up (linear_cka: one run); reference: one run.")
+    if cuda:
+        info += (f" GB/s = bytes of the feature tensor read once / time; peak "
+                 f"{args.peak_gbps:.0f} GB/s.")
+    text = "\n".join(lines) + "\n\n" + info + "\n"
+    print("\n" + text)
+    out = Path(args.out) if args.out else (
+        ROOT / "benchmarks" / "results" / f"metrics_{args.device}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
