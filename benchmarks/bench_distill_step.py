@@ -55,7 +55,6 @@ def main() -> None:
     student, bare_teacher = bare_task.student.train(), bare_task.teacher.eval()
     bare_opt = create_optimizer_v2(student, "adamw", lr=1e-4, weight_decay=0.05)
 
-    info = profile.data
     shape = (args.batch, student.patch_embed.proj.in_channels, *student.patch_embed.img_size)
     x = torch.randn(shape, device=device)
     y = torch.randint(0, student.num_classes, (args.batch,), device=device)

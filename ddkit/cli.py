@@ -17,7 +17,7 @@ from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Prof
                           load_profile, profile_names)
 from ddkit.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.study import ship_teacher, teacher_model
-from ddkit.train import Run, train
+from ddkit.train import Run, load_run, train
 
 
 def _student(profile: Profile, args: argparse.Namespace) -> Run:
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                    "the outputs nbval checks")
     ship = sub.add_parser("ship-teacher", help="train the default teacher and write ddkit/shipped/")
     ship.add_argument("--profile", default="default")
+    ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
     for name in ("train", "pair"):
         p = sub.add_parser(name)
         p.add_argument("--profile", default="default",
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ddkit] executed notebooks in {out}", file=sys.stderr)
             return 0
         if args.command == "ship-teacher":
-            print(json.dumps({k: v for k, v in ship_teacher(profile).items() if k != "config"}))
+            run = load_run(args.run_dir) if args.run_dir else None
+            record = ship_teacher(profile, run=run)
+            print(json.dumps({k: v for k, v in record.items() if k != "config"}))
             return 0
         if args.command == "train" and args.role == "teacher":
             runs = [train(profile.teacher_config())]

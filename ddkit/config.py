@@ -19,12 +19,11 @@ from typing import Any
 
 import yaml
 
+from ddkit.losses import FEATURE_KINDS, KD_KINDS, LAYER_SPECS, PROJECTOR_MODES
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
-KD_KINDS = ("none", "soft", "hard")
-FEATURE_KINDS = ("none", "spectral", "projector")
-LAYER_MAPS = ("none", "first", "last", "first_last")
-PROJECTOR_MODES = ("faithful", "learnable")
+LAYER_MAPS = LAYER_SPECS
 DEVICES = ("auto", "cpu", "cuda")
 TEACHER_SOURCES = ("train", "shipped", "hub")
 
@@ -207,7 +206,7 @@ def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value of a run before any compute; return it unchanged or raise ConfigError."""
-    from ddkit.data import DATASETS  # local: data imports torchvision, config stays light
+    from ddkit.data import DATASETS  # local: data imports torchvision
     from ddkit.losses import resolve_layer_pairs
     from ddkit.models import check_model_name, model_depth
 

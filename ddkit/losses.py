@@ -13,10 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 
-KD_KINDS = ("soft", "hard", "none")
+KD_KINDS = ("none", "soft", "hard")
 FEATURE_KINDS = ("none", "spectral", "projector")
 PROJECTOR_MODES = ("faithful", "learnable")
-LAYER_SPECS = ("first", "last", "first_last", "none")
+LAYER_SPECS = ("none", "first", "last", "first_last")
 
 LayerSpec = Union[str, Sequence[Sequence[int]]]
 Dims = Union[int, Sequence[int], None]

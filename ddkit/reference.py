@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from ddkit.store import atomic_write
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 LOGS_FILE = "official_logs.csv.gz"
@@ -141,19 +140,6 @@ def read_official_entropy(source_dir: str | Path, logs: pd.DataFrame | None = No
                              ).reset_index(drop=True)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped data must be readable by all
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_reference_tables(source_dir: str | Path, out_dir: str | Path = REFERENCE_DIR) -> dict[str, Path]:
     """Read the raw release under ``source_dir`` and write ``official_logs.csv.gz`` and
     ``official_entropy.csv`` to ``out_dir`` (byte-reproducible). Returns the paths."""
@@ -162,8 +148,8 @@ def build_reference_tables(source_dir: str | Path, out_dir: str | Path = REFEREN
     entropy = read_official_entropy(source_dir, logs)
     paths = {"logs": out_dir / LOGS_FILE, "entropy": out_dir / ENTROPY_FILE}
     packed = gzip.compress(logs.to_csv(index=False).encode(), mtime=0)  # no name, no time: reproducible
-    _atomic(paths["logs"], lambda tmp: Path(tmp).write_bytes(packed))
-    _atomic(paths["entropy"], lambda tmp: entropy.to_csv(tmp, index=False))
+    atomic_write(paths["logs"], lambda tmp: Path(tmp).write_bytes(packed))
+    atomic_write(paths["entropy"], lambda tmp: entropy.to_csv(tmp, index=False))
     return paths
 
 

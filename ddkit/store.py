@@ -35,12 +35,15 @@ def runs_root() -> Path:
     return Path(os.environ.get(RUNS_ENV, REPO_ROOT / "runs"))
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results and shipped files are for everyone
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -51,7 +54,7 @@ def write_text(path: Path, text: str) -> None:
     def _write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             fh.write(text)
-    _atomic(Path(path), _write)
+    atomic_write(path, _write)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -59,12 +62,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def torch_save(path: Path, obj: Any) -> None:
-    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def read_jsonl(path: Path) -> list[dict]:

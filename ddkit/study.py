@@ -124,13 +124,16 @@ def shipped_teacher_dynamics() -> pd.DataFrame:
     return pd.read_csv(SHIPPED_DYNAMICS)
 
 
-def ship_teacher(profile: Profile, n: int = 200, progress: bool = True) -> dict:
-    """Train the profile's teacher (or take it from cache) and write what the kit ships:
-    final weights, the run's record and log, and its per-checkpoint dynamics table."""
+def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
+                 run: Run | None = None) -> dict:
+    """Train the profile's teacher (or take it from cache, or use the finished ``run``) and write
+    what the kit ships: final weights, the run's record and log, its per-checkpoint dynamics."""
     from ddkit.data import build_dataset
     from ddkit.dynamics import analyze
 
-    run = train(profile.teacher_config(), progress=progress)
+    run = run or train(profile.teacher_config(), progress=progress)
+    if not run.dir.is_complete:
+        raise ValueError(f"{run.dir.path} has not finished training (no summary.json)")
     test_set = build_dataset(profile.data.name, "test", root=profile.data.root)
     table = analyze(run.load_model(), test_set, name="teacher", checkpoints=run.checkpoints(),
                     n=n, seed=profile.seeds[0])

@@ -79,6 +79,16 @@ class Run:
         return model.to(device).eval()
 
 
+def load_run(path) -> Run:
+    """A run from its directory, with the config recorded there."""
+    import json
+    from pathlib import Path
+    from ddkit.config import from_dict
+    run_dir = RunDir(Path(path))
+    data = json.loads(run_dir.config.read_text())["config"]
+    return Run(from_dict(RunConfig, data), run_dir)
+
+
 def find_run(cfg: RunConfig, root=None) -> Run | None:
     """The completed run for ``cfg`` if it exists (no training)."""
     run_dir = RunDir.for_config(cfg, root)

@@ -6,7 +6,7 @@ from ddkit.config import (ConfigError, DataConfig, ModelConfig, RunConfig, confi
 from conftest import TINY_TEACHER, tiny_config
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "default", "extended", "paper"])
 def test_profiles_load_and_produce_valid_runs(name):
     profile = load_profile(name)
     teacher = profile.teacher_config()

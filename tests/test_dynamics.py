@@ -1,5 +1,4 @@
 """dynamics.analyze: every metric per layer, equal to the metrics on the recorded features."""
-import pandas as pd
 import pytest
 import torch
 
