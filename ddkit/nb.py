@@ -149,11 +149,6 @@ def layer_pivot(table, metric: str, model: str):
     return wide
 
 
-def fit_history(fit, value: str):
-    """feature_fit rows as a history table: one line per (run, pair) over epochs."""
-    return fit.assign(run=fit["run"] + " " + fit["pair"])[["run", "seed", "epoch", value]]
-
-
 def reference_summary(logs, entropy) -> str:
     return (f"official logs: {logs['run'].nunique()} runs, {len(logs)} epoch rows; entropy: "
             f"{entropy['model'].nunique()} models x {entropy['checkpoint'].nunique()} checkpoints x "

@@ -412,3 +412,26 @@ def plot_effects(table: pd.DataFrame, column: str = "kit", title: str | None = N
             fig.suptitle(title)
         fig.tight_layout()
     return fig
+
+
+def plot_feature_fit(fit: pd.DataFrame, value: str, logy: bool = False,
+                     title: str | None = None) -> Figure:
+    """How well students fit the teacher's blocks over training: one panel per (s, t) pair, one
+    line per run (mean over seeds, 95 % band); ``value``: raw | relative | cosine."""
+    pairs = sorted(_unique(fit["pair"]), key=lambda p: int(p.split("-")[0][1:]))
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 3.8), squeeze=False,
+                                 sharey=True)
+        for ax, pair in zip(axes[0], pairs):
+            _mean_lines(ax, fit[fit["pair"] == pair], "epoch", value, "run", band=True)
+            ax.set(xlabel="epoch (0-based)", title=f"pair {pair}")
+            if logy:
+                ax.set_yscale("log")
+        axes[0, 0].set_ylabel({"raw": "SpectralKD loss (raw)",
+                               "relative": "loss / all-zero-prediction loss",
+                               "cosine": "token cosine (student, pooled teacher)"}.get(value, value))
+        axes[0, -1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig
