@@ -276,7 +276,8 @@ def accuracy_summary(acc: pd.DataFrame, column: str = "final_acc1",
         if baseline in wide.columns:
             d = paired_difference(wide[cell].to_numpy(), wide[baseline].to_numpy(),
                                   names=(cell, baseline))
-            row.update({f"diff_vs_{baseline}": d.mean, "diff_lo": d.lo, "diff_hi": d.hi})
+            row.update({f"diff_vs_{baseline}": d.mean, "diff_lo": d.lo, "diff_hi": d.hi,
+                        "diff_half_width": d.half_width})
         rows.append(row)
     order = [c for c in CELLS if c in wide.columns]
     return pd.DataFrame(rows).set_index("run").loc[order].reset_index()
