@@ -28,6 +28,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ddkit.stats import bootstrap_ci  # noqa: E402
+
 # colours keyed by run name and by method name (Okabe-Ito, colour-blind safe)
 METHOD_COLORS = {"SoftKD": "#333333", "SpectralKD": "#D55E00", "ProjectorKD": "#009E73",
                  "Teacher": "#000000", "Student": "#0072B2", "CE": "#999999"}
@@ -117,16 +119,15 @@ def _depth_colorbar(fig, ax, cmap, n_layers: int, what: str = "layer") -> None:
 
 
 def mean_ci(values, level: float = 95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean and its percentile-bootstrap ``level`` % CI (seaborn's
-    ``errorbar=("ci", 95)``; seeded, so figures are reproducible). One value: low = high = mean."""
+    """(mean, low, high): the mean and its percentile-bootstrap ``level`` % CI
+    (``stats.bootstrap_ci``; seeded, so figures are reproducible). One value: low = high = mean."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    m = float(v.mean()) if len(v) else np.nan
     if len(v) < 2:
+        m = float(v.mean()) if len(v) else np.nan
         return m, m, m
-    boots = v[np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))].mean(1)
-    lo, hi = np.percentile(boots, [(100 - level) / 2, 100 - (100 - level) / 2])
-    return m, float(lo), float(hi)
+    e = bootstrap_ci(v, level=level / 100, n_boot=n_boot, seed=seed)
+    return e.mean, e.lo, e.hi
 
 
 def _mean_lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, band: bool, **kw) -> None:
