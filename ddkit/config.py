@@ -322,6 +322,7 @@ class Profile:
     save_every: int = 1
     device: str = "auto"
     analysis: dict = field(default_factory=dict)    # settings for the dynamics notebooks
+    sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
 
     def _data(self, role: RoleConfig) -> DataConfig:
         return from_dict(DataConfig, {**to_dict(self.data), **role.data}, "data")
@@ -374,6 +375,13 @@ def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
     profile = from_dict(Profile, data, "")
     profile = replace(profile, **overrides) if overrides else profile
     _choice(profile.teacher_source, TEACHER_SOURCES, "teacher_source")
+    for setting, changes in profile.sweep.items():
+        if not isinstance(changes, dict):
+            raise ConfigError(f"sweep.{setting}: expected a mapping of dotted keys to values")
+        try:
+            replace(profile, **changes)
+        except ConfigError as err:
+            raise ConfigError(f"sweep.{setting}: {err}") from None
     if not profile.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                     for s in profile.seeds):
         raise ConfigError(f"seeds={profile.seeds!r} must be a non-empty list of integers")

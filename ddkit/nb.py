@@ -184,3 +184,22 @@ def verdict_summary(table) -> str:
     seeded = table[~table["variant"].str.contains("teacher") & ~table["claim"].str.startswith("C2")]
     verdicts = seeded.groupby("verdict").size().to_dict()
     return f"rows per claim: {per_claim}\nseed-based verdicts: {verdicts}"
+
+
+def write_table(session: Session, table, name: str) -> None:
+    """Write a result table as ``<figures>/<name>.csv``."""
+    from ddkit.store import write_text
+    write_text(session.figures / f"{name}.csv", table.to_csv(index=False))
+
+
+def sweep_summary(table) -> str:
+    settings = list(dict.fromkeys(table["setting"]))
+    return (f"settings: {settings}\nrows per setting: "
+            f"{table.groupby('setting', sort=False).size().to_dict()}")
+
+
+def sweep_as_effects(table):
+    """The sweep table in the shape ``plots.plot_effects`` draws: one panel per claim, one row
+    per (setting, variant), no paper column."""
+    return table.assign(variant=table["setting"] + ": " + table["variant"], kit=table["mean"],
+                        kit_lo=table["lo"], kit_hi=table["hi"], paper=float("nan"))

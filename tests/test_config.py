@@ -104,3 +104,15 @@ def test_profile_overrides_are_validated():
     with pytest.raises(ConfigError, match="epochs"):
         load_profile("smoke", **{"teacher.optim.epochs": "1"})
     assert isinstance(p.data, DataConfig)
+
+
+def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
+    from ddkit.sweep import settings
+    p = load_profile("default")
+    variants = settings(p)
+    assert variants["base"] is p and len(variants) == 1 + len(p.sweep)
+    assert variants["longer (20 epochs)"].student.optim.epochs == 20
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep:\n  typo: {student.optim.epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"sweep\.typo: unknown key 'epoch'"):
+        load_profile(bad)

@@ -1,0 +1,58 @@
+"""Does a claim that is absent at a profile's size appear with more data, longer training or a
+stronger teacher/student gap? Each setting of a profile's ``sweep`` section overrides the profile
+(dotted keys), trains the SoftKD and SpectralKD-Last students over the profile's seeds (cached like
+every run), and is judged with the same rules as the claims notebook.
+
+    sweep:
+      more data (16k): {data.train_subset: 16000}
+      longer (24 epochs): {student.optim.epochs: 24}
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from ddkit import claims, evidence, study
+from ddkit.config import Profile, replace
+
+CELLS = ("SoftKD", "SpectralKD-Last")
+
+
+def settings(profile: Profile) -> dict[str, Profile]:
+    """The base profile and one profile per sweep setting."""
+    out = {"base": profile}
+    for name, overrides in profile.sweep.items():
+        out[name] = replace(profile, **overrides)
+    return out
+
+
+def _verdicts(runs, x, y) -> list[claims.Verdict]:
+    history = study.histories(runs)
+    finals = study.final_dynamics(runs, x, y)
+    final = history[history["epoch"] == history["epoch"].max()]
+    pick = lambda cell: evidence._by_seed(final, cell, "test_acc1")   # noqa: E731
+    return [claims.c3_negative_transfer(pick("SpectralKD-Last"), pick("SoftKD"), "top1, SpectralKD"),
+            *[v for v in evidence.c6(finals)],
+            claims.c1_u_shape(evidence._profiles(finals, "SoftKD", "token_entropy", "seed"),
+                              "raw, SoftKD students"),
+            claims.c1_u_shape(evidence._profiles(finals, "SoftKD", "token_entropy_per_layer",
+                                                 "seed"), "per_layer_range, SoftKD students")]
+
+
+def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
+    """One row per (setting, claim, variant): estimate, CI, verdict, and the wall time the
+    setting's runs took (training seconds recorded by each run, summed)."""
+    teacher, _ = study.teacher_model(profile, progress)
+    x, y = study.analysis_batch(profile)
+    rows = []
+    for name, variant in settings(profile).items():
+        began = time.perf_counter()
+        runs = study.student_runs(variant, cells=CELLS, teacher=teacher, progress=progress)
+        wall = sum(r.summary["wall_time_s"] for r in runs.values())
+        table = claims.claims_table(_verdicts(runs, x, y))
+        rows.append(table.assign(setting=name, train_wall_s=round(wall, 1),
+                                 session_s=round(time.perf_counter() - began, 1)))
+    out = pd.concat(rows, ignore_index=True)
+    return out[["setting", "claim", "variant", "mean", "lo", "hi", "verdict", "train_wall_s",
+                "session_s", "statistic"]]
