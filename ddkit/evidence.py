@@ -79,14 +79,17 @@ def _by_seed(table: pd.DataFrame, run: str, value: str, **where) -> np.ndarray:
 # --------------------------------------------------------------------------- per claim
 
 
-def c1(finals: pd.DataFrame, reps: pd.DataFrame, teacher: str = "teacher") -> list[claims.Verdict]:
-    """U-shaped entropy: the SoftKD students over seeds, the teacher over image resamples."""
+def c1(finals: pd.DataFrame, reps: pd.DataFrame | None = None,
+       teacher: str = "teacher") -> list[claims.Verdict]:
+    """U-shaped entropy: the SoftKD students over seeds, and (given ``reps``) the teacher over
+    image resamples."""
     out = []
     for metric, variant in (("token_entropy", "raw"), ("token_entropy_per_layer", "per_layer_range")):
-        v = claims.c1_u_shape(_profiles(finals, "SoftKD", metric, "seed"), f"{variant}, SoftKD students")
-        out.append(v)
-        out.append(claims.c1_u_shape(_profiles(reps, teacher, metric, "replicate"),
-                                     f"{variant}, teacher", replicates=True))
+        out.append(claims.c1_u_shape(_profiles(finals, "SoftKD", metric, "seed"),
+                                     f"{variant}, SoftKD students"))
+        if reps is not None:
+            out.append(claims.c1_u_shape(_profiles(reps, teacher, metric, "replicate"),
+                                         f"{variant}, teacher", replicates=True))
     return out
 
 
@@ -106,16 +109,19 @@ def c2(reps: pd.DataFrame, teacher: str = "teacher", student: str = "SoftKD") ->
     return out
 
 
-def c3(history: pd.DataFrame) -> list[claims.Verdict]:
-    """Late alignment below SoftKD (final top-1, paired by seed); early alignment neutral."""
+def c3(history: pd.DataFrame, methods: tuple[str, ...] = ("SpectralKD", "ProjectorKD"),
+       early_layers: bool = True) -> list[claims.Verdict]:
+    """Late alignment below SoftKD (final top-1, paired by seed); with ``early_layers``, early
+    alignment neutral too."""
     final = history[history["epoch"] == history["epoch"].max()]
     soft = _by_seed(final, "SoftKD", "test_acc1")
     out = []
-    for method in ("SpectralKD", "ProjectorKD"):
+    for method in methods:
         last = _by_seed(final, f"{method}-Last", "test_acc1")
         out.append(claims.c3_negative_transfer(last, soft, f"top1, {method}"))
-        first = _by_seed(final, f"{method}-First", "test_acc1")
-        out.append(claims.c3_early_neutral(first, soft, variant=f"top1, {method}"))
+        if early_layers:
+            first = _by_seed(final, f"{method}-First", "test_acc1")
+            out.append(claims.c3_early_neutral(first, soft, variant=f"top1, {method}"))
     return out
 
 

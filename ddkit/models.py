@@ -95,6 +95,13 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
     return model
 
 
+def create_from_config(cfg, checkpoint: str | Path | None = None) -> nn.Module:
+    """``create_model`` from a ``config.ModelConfig`` (name, pretrained, checkpoint, kwargs);
+    ``checkpoint`` overrides the config's weights file."""
+    return create_model(cfg.name, pretrained=cfg.pretrained,
+                        checkpoint=checkpoint or cfg.checkpoint, **cfg.kwargs)
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file (a ddkit checkpoint works)."""
     path = Path(path)

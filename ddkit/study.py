@@ -247,10 +247,8 @@ def model_table(profile: Profile) -> pd.DataFrame:
 
 
 def load_teacher(teacher: ModelConfig, device: str | torch.device = "cpu") -> nn.Module:
-    from ddkit.models import create_model
-    model = create_model(teacher.name, pretrained=teacher.pretrained,
-                         checkpoint=teacher.checkpoint, **teacher.kwargs)
-    return model.to(device).eval()
+    from ddkit.models import create_from_config
+    return create_from_config(teacher).to(device).eval()
 
 
 def teacher_history(profile: Profile, run: Run | None) -> pd.DataFrame:

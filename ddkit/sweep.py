@@ -28,16 +28,9 @@ def settings(profile: Profile) -> dict[str, Profile]:
 
 
 def _verdicts(runs, x, y) -> list[claims.Verdict]:
-    history = study.histories(runs)
     finals = study.final_dynamics(runs, x, y)
-    final = history[history["epoch"] == history["epoch"].max()]
-    pick = lambda cell: evidence._by_seed(final, cell, "test_acc1")   # noqa: E731
-    return [claims.c3_negative_transfer(pick("SpectralKD-Last"), pick("SoftKD"), "top1, SpectralKD"),
-            *[v for v in evidence.c6(finals)],
-            claims.c1_u_shape(evidence._profiles(finals, "SoftKD", "token_entropy", "seed"),
-                              "raw, SoftKD students"),
-            claims.c1_u_shape(evidence._profiles(finals, "SoftKD", "token_entropy_per_layer",
-                                                 "seed"), "per_layer_range, SoftKD students")]
+    return [*evidence.c3(study.histories(runs), methods=("SpectralKD",), early_layers=False),
+            *evidence.c6(finals), *evidence.c1(finals)]
 
 
 def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:

@@ -29,10 +29,10 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from ddkit.config import RunConfig, config_hash, identity, to_dict, validate
+from ddkit.config import RunConfig, config_hash, identity, replace, to_dict, validate
 from ddkit.data import build_dataset
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
-from ddkit.models import create_model, num_blocks
+from ddkit.models import create_from_config, num_blocks
 from ddkit.store import RunDir, runs_root, save_weights, torch_save, write_json
 from ddkit.task import DistillationTask
 from ddkit.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
@@ -74,8 +74,7 @@ class Run:
     def load_model(self, epoch: int | None = None, device: str | torch.device = "cpu"):
         """The trained model (final weights, or those kept at ``epoch``), in eval mode."""
         path = self.dir.final_weights if epoch is None else self.dir.epoch_weights(epoch)
-        m = self.config.model
-        model = create_model(m.name, pretrained=False, checkpoint=path, **m.kwargs)
+        model = create_from_config(replace(self.config.model, pretrained=False), checkpoint=path)
         return model.to(device).eval()
 
 
@@ -152,11 +151,11 @@ def _loader(dataset, batch_size: int, train: bool, seed: int, epoch: int, world:
 
 def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask, int]:
     m, d = cfg.model, cfg.distill
-    student = create_model(m.name, pretrained=m.pretrained, checkpoint=m.checkpoint, **m.kwargs)
+    student = create_from_config(m)
     teacher, pairs = None, []
     if cfg.uses_teacher:
         t = d.teacher
-        teacher = create_model(t.name, pretrained=t.pretrained, checkpoint=t.checkpoint, **t.kwargs)
+        teacher = create_from_config(t)
         if d.feature != "none":
             pairs = resolve_layer_pairs(d.layers, num_blocks(student), num_blocks(teacher))
     criterion = DistillationLoss(
