@@ -1,4 +1,4 @@
-"""Verdicts for the paper's claims C1–C6 (DESIGN.md §1), computed from the numbers given.
+"""Verdicts for the paper's claims C1–C6 (docs/design.md §1), computed from the numbers given.
 
 Each rule takes plain arrays (shapes in its docstring) and returns a :class:`Verdict`:
 ``reproduced``, ``not reproduced`` or ``inconclusive``, with the statistic behind it (a string that
@@ -150,7 +150,7 @@ def c1_u_shape(profiles, variant: str = "raw", *, level: float = 0.95, min_depth
       refutes only in the degenerate case of an end tied with the minimum in every row; give a
       positive ``min_depth`` (in the profile's unit) to test "this side is flat" for real.
     * l* at an end: no interior compression on average. Not reproduced if the other end lies
-      clearly above l* (its CI > 0: a monotone trend, as DESIGN §7 saw) or is flat with it (its
+      clearly above l* (its CI > 0: a monotone trend, as docs/design.md §7 saw) or is flat with it (its
       CI at or below ``min_depth``; only reachable with ``min_depth > 0`` or exact ties); else
       inconclusive (noise could hide a shallow U).
 
@@ -194,7 +194,7 @@ def c2_distributed_code(teacher_first, teacher_last, variant: str = "intensity",
     intensity, intensity ÷ magnitude, effective rank, ...) at the teacher's first and last block,
     paired by image (or by bootstrap replicate with ``replicates=True``). Reproduced if the paired
     last − first CI > 0, not reproduced if it is <= 0, else inconclusive. Use a scale-controlled
-    ``variant`` beside the raw one (DESIGN §7: raw intensity mostly tracks magnitude).
+    ``variant`` beside the raw one (docs/design.md §7: raw intensity mostly tracks magnitude).
     """
     d = _diff(teacher_last, teacher_first, level, ("teacher_last", "teacher_first"), replicates)
     verdict = directional(d, "greater")
@@ -270,7 +270,7 @@ def c4_last_harder(loss_last, loss_first, factor: float = 2.0, variant: str = "r
 
     ``loss_last``, ``loss_first``: [S] end-of-training feature loss per seed (> 0) for the last and
     first layer pairs, paired by seed. ``variant`` "raw" for the loss itself, "relative_to_zero"
-    for loss ÷ the loss of an all-zero prediction (DESIGN §7: raw losses mostly track scale).
+    for loss ÷ the loss of an all-zero prediction (docs/design.md §7: raw losses mostly track scale).
     R = geometric-mean ratio last/first: reproduced if its lower bound > ``factor``; not reproduced
     if its upper bound < 1 (the last pair is fitted better); else inconclusive.
     """

@@ -2,7 +2,7 @@
 
 Fashion-MNIST is found locally (explicit root, Debian's `dataset-fashion-mnist`, the ddkit cache)
 or downloaded through torchvision; it is held in memory as uint8 and normalised per item.
-CIFAR and ImageFolder use timm's `create_transform` with the paper's DeiT recipe (DESIGN.md §2).
+CIFAR and ImageFolder use timm's `create_transform` with the paper's DeiT recipe (docs/design.md §2).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``analyze`` returns rows ``(model, checkpoint, epoch, layer, metric, value)``: layer is 0-based,
 one row per metric and block, for one model or every kept checkpoint of a run (the analogue of
-the official per-checkpoint student entropy tables). Metrics (``ddkit.metrics``; DESIGN.md §2):
+the official per-checkpoint student entropy tables). Metrics (``ddkit.metrics``; docs/design.md §2):
 
     token_entropy            bits, 100 bins over one range shared by all layers (the paper's)
     token_entropy_per_layer  bits, each layer binned over its own range (scale-controlled)

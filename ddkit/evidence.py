@@ -11,7 +11,7 @@ Inputs are the tidy tables the notebooks already build (``ddkit.study``):
     history  per-epoch logs of every student: rows (run, seed, epoch, test_acc1, ...)
 
 Every claim is tested on the paper's raw metric and on its scale-controlled versions
-(DESIGN.md §7); a claim that holds only on the raw metric shows as such in the table.
+(docs/design.md §7); a claim that holds only on the raw metric shows as such in the table.
 """
 from __future__ import annotations
 

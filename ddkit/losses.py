@@ -1,6 +1,6 @@
 """Distillation losses: SoftKD, hard KD, SpectralKD, ProjectorKD, layer maps, the total loss.
 
-Definitions follow DESIGN.md §2 (as the official Distillation Dynamics code computes them).
+Definitions follow docs/design.md §2 (as the official Distillation Dynamics code computes them).
 Feature maps are `[B, C, H, W]` over the token grid (prefix tokens dropped). Teacher tensors are
 targets: they are detached before any loss is taken.
 """
@@ -218,7 +218,7 @@ def _dim_for(dims: Dims, block: int, name: str) -> int:
 
 
 class DistillationLoss(nn.Module):
-    """Total loss = loss_base + loss_dist + loss_fft (DESIGN.md §2).
+    """Total loss = loss_base + loss_dist + loss_fft (docs/design.md §2).
 
     loss_base = (1-α)·CE_ls(s, y) when kd != "none", else CE_ls(s, y)
     loss_dist = α·(soft: tau²·KL batchmean | hard: CE vs teacher argmax); 0 when kd="none"

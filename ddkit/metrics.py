@@ -8,7 +8,7 @@ extra memory is a few chunks (default about ``DEFAULT_CHUNK_ELEMENTS`` values ea
 two centred layers) no matter how many layers or images there are. ``chunk_tokens=`` caps the
 tokens per chunk (rounded down to whole images, at least one image).
 
-Paper metrics (DESIGN.md §2): ``channel_spectrum``, ``token_entropy``, ``activation_magnitude``,
+Paper metrics (docs/design.md §2): ``channel_spectrum``, ``token_entropy``, ``activation_magnitude``,
 ``gradient_magnitude``, ``spatial_log_amplitude``. Capacity metrics (our additions):
 ``effective_rank``, ``pca_dims``, ``channel_energy_concentration``, ``linear_cka``.
 """

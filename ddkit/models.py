@@ -14,6 +14,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.cait import Cait
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -29,9 +30,16 @@ _FMNIST_COMMON = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, mlp
 PRESET_ARGS = {
     "ddkit_vit_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=96, depth=8, num_heads=4),
     "ddkit_vit_student_fmnist": dict(_FMNIST_COMMON, embed_dim=48, depth=4, num_heads=2),
+    # Paper-shaped pair: the depths of CaiT-S24 (24 self-attention blocks with LayerScale, then 2
+    # class-attention blocks) and DeiT-Tiny (12 blocks), width ratio 2 (CaiT-S24 384 : DeiT-Tiny
+    # 192), 16 channels per head in both; the same 7x7 token grid as the default pair.
+    "ddkit_cait_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=64, depth=24, num_heads=4,
+                                      init_values=1e-5, depth_token_only=2),
+    "ddkit_deit_student_fmnist": dict(_FMNIST_COMMON, embed_dim=32, depth=12, num_heads=2),
 }
+PRESET_CLASSES = {"ddkit_cait_teacher_fmnist": Cait}
 
-# The paper pair (DESIGN.md §1): teacher CaiT-S24 at 224, student DeiT-Tiny from scratch.
+# The paper pair (docs/design.md §1): teacher CaiT-S24 at 224, student DeiT-Tiny from scratch.
 PAPER_TEACHER = "cait_s24_224"
 PAPER_STUDENT = "deit_tiny_patch16_224"
 
@@ -45,12 +53,15 @@ default_cfgs = generate_default_cfgs({
     # `.shipped` loads the teacher trained by ddkit and committed with the kit.
     "ddkit_vit_teacher_fmnist.shipped": _fmnist_cfg(file=str(SHIPPED_TEACHER)),
     "ddkit_vit_student_fmnist": _fmnist_cfg(),
+    "ddkit_cait_teacher_fmnist": _fmnist_cfg(),
+    "ddkit_deit_student_fmnist": _fmnist_cfg(),
 })
 
 
-def _create(variant: str, pretrained: bool, **kwargs) -> VisionTransformer:
+def _create(variant: str, pretrained: bool, **kwargs) -> nn.Module:
     args = {**PRESET_ARGS[variant], **kwargs}
-    return build_model_with_cfg(VisionTransformer, variant, pretrained, **args)
+    model_cls = PRESET_CLASSES.get(variant, VisionTransformer)
+    return build_model_with_cfg(model_cls, variant, pretrained, **args)
 
 
 @register_model
@@ -63,6 +74,19 @@ def ddkit_vit_teacher_fmnist(pretrained: bool = False, **kwargs) -> VisionTransf
 def ddkit_vit_student_fmnist(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """Default student: ViT 48-dim, 4 blocks, 2 heads, patch 4 on 1x28x28 (7x7 tokens)."""
     return _create("ddkit_vit_student_fmnist", pretrained, **kwargs)
+
+
+@register_model
+def ddkit_cait_teacher_fmnist(pretrained: bool = False, **kwargs) -> Cait:
+    """Paper-shaped teacher: CaiT 64-dim, 24 LayerScale self-attention blocks + 2 class-attention
+    blocks, 4 heads, patch 4 on 1x28x28 (7x7 tokens)."""
+    return _create("ddkit_cait_teacher_fmnist", pretrained, **kwargs)
+
+
+@register_model
+def ddkit_deit_student_fmnist(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """Paper-shaped student: ViT 32-dim, 12 blocks (DeiT-Tiny's depth), 2 heads, 7x7 tokens."""
+    return _create("ddkit_deit_student_fmnist", pretrained, **kwargs)
 
 
 def check_model_name(name: str) -> None:

@@ -29,10 +29,32 @@ class Session:
     profile: Profile
     figures: Path
 
-    def save(self, fig, name: str, paper: bool = False) -> None:
-        """Write ``fig`` to the profile's figure folder as PNG (and PDF for paper figures)."""
-        from ddkit.plots import save_figure
-        save_figure(fig, name, self.figures, pdf=paper)
+    def save(self, fig, name: str, paper: bool = False) -> Path:
+        """Write ``fig`` to the profile's figure folder as PNG (and PDF for paper figures), then
+        show that PNG file in the notebook and close the figure, so what a reader sees inline is
+        byte for byte the file in ``figures/``. The image output carries the file name in its
+        metadata (``ddkit_figure``). Returns the PNG's path."""
+        import matplotlib.pyplot as plt
+        from ddkit.plots import SAVE_DPI, save_figure
+        png = save_figure(fig, name, self.figures, pdf=paper)[0]
+        plt.close(fig)
+        show_png(png, scale=100 / SAVE_DPI, metadata={FIGURE_KEY: png.name})
+        return png
+
+
+FIGURE_KEY = "ddkit_figure"  # output metadata naming the figure file an image output shows
+
+
+def show_png(path: Path, scale: float = 1.0, metadata: dict | None = None) -> None:
+    """Display a PNG file in the running notebook at ``scale`` of its pixel width (nothing
+    outside a kernel)."""
+    from IPython import get_ipython
+    from IPython.display import Image, display
+    if get_ipython() is None:
+        return
+    data = Path(path).read_bytes()
+    width = int.from_bytes(data[16:20], "big")  # the PNG IHDR chunk's width field
+    display(Image(data=data, format="png", width=round(width * scale)), metadata=metadata)
 
 
 def _user_names(namespace: dict) -> dict:

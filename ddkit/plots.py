@@ -12,7 +12,7 @@ Every function takes an optional ``ax``, returns the Figure and never calls ``pl
 from __future__ import annotations
 
 import os
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +43,8 @@ PALETTE = {
     "ProjectorKD-First+Last": "#0072B2",
     **{k: v for k, v in METHOD_COLORS.items() if k != "SoftKD"},
 }
-SEQUENTIAL = "viridis"  # depth and training-time colour maps
+SEQUENTIAL = "viridis"
+SAVE_DPI = 150  # committed PNGs; notebooks show them at the screen's 100 dpi  # depth and training-time colour maps
 
 LABELS = {
     "test_acc1": "top-1 accuracy (%)", "test_acc5": "top-5 accuracy (%)",
@@ -64,6 +65,24 @@ _STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
           "figure.figsize": (6.0, 4.0), "figure.dpi": 100, "savefig.dpi": 150,
           "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
           "legend.fontsize": 9, "lines.linewidth": 1.6, "grid.linewidth": 0.6}
+
+
+@contextmanager
+def style(**extra):
+    """The kit's style (plus ``extra`` rcParams) while a figure is drawn.
+
+    Unlike ``plt.rc_context``, only the keys set here are restored on exit. The first figure of
+    a Jupyter kernel loads the inline backend, which switches interactive mode on; a full
+    rcParams restore (``rc_context``) would switch it off again on leaving the block, and every
+    later figure would then be saved but never shown.
+    """
+    changes = {**_STYLE, **extra}
+    before = {key: plt.rcParams[key] for key in changes}
+    plt.rcParams.update(changes)
+    try:
+        yield
+    finally:
+        plt.rcParams.update(before)
 
 
 def set_style() -> None:
@@ -159,7 +178,7 @@ def plot_curves(history: pd.DataFrame, y: str = "test_acc1", hue: str = "run", a
     if epochs is not None:
         data = data[(data["epoch"] >= epochs[0]) & (data["epoch"] <= epochs[1])]
     data = data.dropna(subset=[y])
-    with plt.rc_context(_STYLE):
+    with style():
         fig, ax = _axes(ax)
         _mean_lines(ax, data, "epoch", y, hue, band=True)
         if logy:
@@ -187,7 +206,7 @@ def plot_layer_profile(layers: pd.DataFrame, metric: str, hue: str = "model",
         raise ValueError(f"several checkpoints in the table, pick one: {_unique(data['checkpoint'])}")
     if data.empty:
         raise ValueError(f"no {metric!r} rows at checkpoint {checkpoint!r}")
-    with plt.rc_context(_STYLE):
+    with style():
         fig, ax = _axes(ax)
         _mean_lines(ax, data, "layer", "value", hue, band=False, marker="o", ms=4)
         _layer_ticks(ax, _unique(data["layer"]))
@@ -213,7 +232,7 @@ def plot_profile_over_checkpoints(layers: pd.DataFrame, metric: str, model: str,
     epochs = data["epoch"].astype(float)
     norm = mpl.colors.Normalize(epochs.min(), max(epochs.max(), epochs.min() + 1))
     cmap = plt.get_cmap(SEQUENTIAL)
-    with plt.rc_context(_STYLE):
+    with style():
         fig, ax = _axes(ax)
         for (epoch, checkpoint), line in mean.groupby(level=["epoch", "checkpoint"], sort=True):
             line = line.droplevel(["epoch", "checkpoint"])
@@ -244,7 +263,7 @@ def plot_spectra(spectrum, freqs=None, layers: Sequence[int] | None = None, ax=N
     if len(freqs) != half:
         raise ValueError(f"need {half} frequencies for C={c}, got {len(freqs)}")
     cmap = plt.get_cmap(SEQUENTIAL)
-    with plt.rc_context(_STYLE):
+    with style():
         fig, ax = _axes(ax)
         for layer in range(n_layers) if layers is None else layers:
             ax.plot(freqs, spec[layer, :half], color=cmap(layer / max(n_layers - 1, 1)), label=f"L{layer + 1}")
@@ -264,7 +283,7 @@ def plot_log_amplitude(dlogamp, ax=None, title: str | None = None) -> Figure:
     n_layers, k = amp.shape
     x = np.linspace(0, np.pi, k)
     cmap = plt.get_cmap(SEQUENTIAL)
-    with plt.rc_context(_STYLE):
+    with style():
         fig, ax = _axes(ax)
         for layer in range(n_layers):
             ax.plot(x, amp[layer], color=cmap(layer / max(n_layers - 1, 1)), label=f"L{layer + 1}")
@@ -281,7 +300,7 @@ def plot_matrix(matrix, row_label: str, col_label: str, ax=None, title: str | No
     mat = _numpy(matrix)  # [L_a, L_b]
     if mat.ndim != 2:
         raise ValueError(f"matrix must be 2-D, got shape {mat.shape}")
-    with plt.rc_context({**_STYLE, "axes.grid": False}):
+    with style(**{"axes.grid": False}):
         fig, ax = _axes(ax, figsize=(5.5, 4.5))
         im = ax.imshow(mat, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
                        interpolation="nearest")
@@ -304,7 +323,7 @@ def plot_bars(table: pd.DataFrame, x: str, y: str, hue: str | None = None, err: 
         raise ValueError("several rows per bar: aggregate the table first")
     colors = palette(hues if hue else xs)
     width = 0.8 / len(hues)
-    with plt.rc_context(_STYLE):
+    with style():
         fig, ax = _axes(ax)
         for j, h in enumerate(hues):
             rows = table if h is None else table[table[hue] == h]
@@ -328,24 +347,16 @@ def plot_bars(table: pd.DataFrame, x: str, y: str, hue: str | None = None, err: 
 
 
 def save_figure(fig: Figure, name: str, out_dir: str | Path, pdf: bool = False) -> list[Path]:
-    """Write ``out_dir/name.png`` (150 dpi) and, with ``pdf``, ``out_dir/name.pdf``, each to a
-    temporary name first and then renamed into place. Returns the paths written."""
+    """Write ``out_dir/name.png`` (150 dpi) and, with ``pdf``, ``out_dir/name.pdf``, each
+    atomically (a temporary name renamed into place). Returns the paths written."""
+    from ddkit.store import atomic_write
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in ("png", "pdf") if pdf else ("png",):
-        path = out_dir / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = Path(out_dir) / f"{name}.{fmt}"
+        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=SAVE_DPI,
+                                                            bbox_inches="tight"))
         paths.append(path)
     return paths
 
@@ -355,7 +366,7 @@ def plot_metric_panels(layers: pd.DataFrame, metrics: Sequence[str], hue: str = 
                        title: str | None = None) -> Figure:
     """Small multiples: one ``plot_layer_profile`` panel per metric, same hue lines in each."""
     nrows = -(-len(metrics) // ncols)
-    with plt.rc_context(_STYLE):
+    with style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
         for ax, metric in zip(axes.flat, metrics):
             plot_layer_profile(layers, metric, hue=hue, checkpoint=checkpoint, ax=ax)
@@ -376,7 +387,7 @@ def plot_samples(images, labels, class_names: Sequence[str] | None = None,
     """A grid of ``per_class`` images (rows) for every class (columns); images ``[N, C, H, W]``."""
     images, labels = _numpy(images), _numpy(labels).astype(int)
     classes = sorted(set(labels.tolist()))
-    with plt.rc_context(_STYLE):
+    with style():
         fig, axes = plt.subplots(per_class, len(classes), squeeze=False,
                                  figsize=(0.9 * len(classes), 0.9 * per_class))
         for col, cls in enumerate(classes):
@@ -396,7 +407,7 @@ def plot_effects(table: pd.DataFrame, column: str = "kit", title: str | None = N
     """The kit's estimate (95 % CI bar) per (claim, variant) beside the paper's effect (x marker),
     one small panel per claim since units differ (accuracy points, bits, a ratio)."""
     claims = _unique(table["claim"])
-    with plt.rc_context(_STYLE):
+    with style():
         fig, axes = plt.subplots(len(claims), 1, squeeze=False,
                                  figsize=(7.5, 0.55 * len(table) + 0.9 * len(claims)))
         for ax, claim in zip(axes[:, 0], claims):
@@ -422,7 +433,7 @@ def plot_feature_fit(fit: pd.DataFrame, value: str, logy: bool = False,
     """How well students fit the teacher's blocks over training: one panel per (s, t) pair, one
     line per run (mean over seeds, 95 % band); ``value``: raw | relative | cosine."""
     pairs = sorted(_unique(fit["pair"]), key=lambda p: int(p.split("-")[0][1:]))
-    with plt.rc_context(_STYLE):
+    with style():
         fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 3.8), squeeze=False,
                                  sharey=True)
         for ax, pair in zip(axes[0], pairs):

@@ -174,7 +174,7 @@ def official_entropy(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def paper_numbers(logs: pd.DataFrame | None = None, entropy: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The headline numbers behind claims C1, C3-C6 (DESIGN.md §1), computed from the tables
+    """The headline numbers behind claims C1, C3-C6 (docs/design.md §1), computed from the tables
     (default: the shipped ones). Columns: claim, quantity, value, source.
 
     - C1, C6: entropy (bits) of the ``model_best`` checkpoint; layers are reported 1-based (L1..L12)

@@ -3,7 +3,7 @@
 Layout of one run (``runs/<name>-<hash>/``)::
 
     config.json            the RunConfig that made it (and its hash)
-    metrics.jsonl          one JSON line per epoch, official keys (DESIGN.md §2)
+    metrics.jsonl          one JSON line per epoch, official keys (docs/design.md §2)
     checkpoint.pt          last epoch's full state, for resume (rewritten atomically)
     weights/epoch_NNNN.safetensors   weights kept every K epochs, for dynamics analysis
     model.safetensors      final weights

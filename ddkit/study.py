@@ -200,7 +200,7 @@ def feature_fit(run: Run, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 pairs: list[tuple[int, int]]) -> pd.DataFrame:
     """How well each kept checkpoint of a student fits the teacher's blocks, per (s, t) pair:
     raw SpectralKD loss, the loss of an all-zero prediction, their ratio, and token cosine
-    (the scale-controlled views, DESIGN.md §7). Rows (epoch, pair, raw, zero, relative, cosine)."""
+    (the scale-controlled views, docs/design.md §7). Rows (epoch, pair, raw, zero, relative, cosine)."""
     from ddkit.hooks import block_features
     from ddkit.losses import feature_loss_diagnostics
 

@@ -6,7 +6,7 @@ loss modules, every RNG), so an interrupted run resumes where it stopped and, on
 bit-identical to an uninterrupted one. Under ``torchrun`` the student is wrapped in DDP (gloo on
 CPU, nccl on GPU) and rank 0 alone logs and writes. bf16 autocast and channels-last on CUDA only.
 
-Recipe (DeiT / the official code, DESIGN.md §2): AdamW via timm's ``create_optimizer_v2`` (no
+Recipe (DeiT / the official code, docs/design.md §2): AdamW via timm's ``create_optimizer_v2`` (no
 weight decay on norms and biases), timm's ``CosineLRScheduler`` stepped per epoch with linear
 warm-up. Unlike DeiT, the schedule is applied at the start of each epoch, so the logged
 ``train_lr`` of epoch e is the scheduled lr(e) (the official logs lag it by one epoch).

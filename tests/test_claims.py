@@ -143,7 +143,7 @@ def test_c4_last_harder_each_verdict():
     r = ratio_estimate(first * [37.0, 40.0, 35.0], first)
     assert (v.claim, v.variant, v.verdict) == ("C4", "raw", REPRODUCED)
     assert v.estimate == r and v.statistic.startswith(f"last/first loss ratio {r.mean:.3f} [")
-    # DESIGN §7: relative to a zero prediction the last pair was fitted better (0.39 vs 1.36)
+    # docs/design.md §7: relative to a zero prediction the last pair was fitted better (0.39 vs 1.36)
     rel = c4_last_harder([0.39, 0.41, 0.37], [1.36, 1.30, 1.40], variant="relative_to_zero")
     assert rel.verdict == NOT_REPRODUCED and rel.variant == "relative_to_zero"
     assert c4_last_harder(first * [0.5, 3.0, 1.5], first).verdict == INCONCLUSIVE
