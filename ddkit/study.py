@@ -21,7 +21,8 @@ from torch import nn
 
 from ddkit.config import ConfigError, ModelConfig, Profile, RunConfig
 from ddkit.models import SHIPPED_TEACHER, load_state_dict
-from ddkit.store import write_json, write_text
+from ddkit.progress import emit
+from ddkit.store import RunDir, write_json, write_text
 from ddkit.train import Run, train
 
 LAYER_NAMES = {"first": "First", "last": "Last", "first_last": "First+Last"}
@@ -87,6 +88,9 @@ def student_runs(profile: Profile, cells: Iterable[str] | None = None,
     if teacher is None and any(c != "no-KD" for c in cells):
         teacher, _ = teacher_model(profile, progress)
     configs = {(c, s): student_config(profile, c, s, teacher) for c in cells for s in seeds}
+    cached = sum(RunDir.for_config(cfg).is_complete for cfg in configs.values())
+    emit("plan", label=f"{profile.name}: {len(cells)} cells x {len(seeds)} seeds",
+         total=len(configs), cached=cached)
     return {key: train(cfg, progress=progress) for key, cfg in configs.items()}
 
 
