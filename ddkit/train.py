@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ddkit.config import RunConfig, config_hash, identity, replace, to_dict, validate
 from ddkit.data import build_dataset
-from ddkit import progress
+from ddkit.progress import emit
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.models import create_from_config, num_blocks
 from ddkit.store import RunDir, runs_root, save_weights, torch_save, write_json
@@ -289,7 +289,7 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
     run_dir = RunDir.for_config(cfg, root)
     if run_dir.is_complete:
         summary = run_dir.read_summary()
-        progress.emit("run_done", run=run_dir.path.name, acc1=summary["final_acc1"],
+        emit("run_done", run=run_dir.path.name, acc1=summary["final_acc1"],
                       wall_s=summary["wall_time_s"], cached=True)
         return Run(cfg, run_dir)
 
@@ -328,7 +328,7 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
         run_dir.write_config(cfg)
 
     if rank == 0:
-        progress.emit("run_start", run=run_dir.path.name, epochs=cfg.optim.epochs,
+        emit("run_start", run=run_dir.path.name, epochs=cfg.optim.epochs,
                       resumed_from=start)
     teacher_cache = None
     if cfg.uses_teacher and cfg.share_teacher_pass and not data.augment and world == 1:
@@ -356,7 +356,7 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
         records.append(record)
         epochs.set_postfix(acc1=f"{tested['test_acc1']:.2f}")
         if rank == 0:
-            progress.emit("epoch", run=run_dir.path.name, epoch=epoch + 1,
+            emit("epoch", run=run_dir.path.name, epoch=epoch + 1,
                           epochs=cfg.optim.epochs, acc1=tested["test_acc1"],
                           elapsed_s=round(elapsed, 1))
             last = epoch == cfg.optim.epochs - 1
@@ -379,7 +379,7 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
             "best_epoch": best["epoch"], "wall_time_s": round(elapsed, 1),
             "n_parameters": n_parameters, "device": str(device), "world_size": world,
             "torch": torch.__version__, "config": to_dict(cfg)})
-        progress.emit("run_done", run=run_dir.path.name, acc1=records[-1]["test_acc1"],
+        emit("run_done", run=run_dir.path.name, acc1=records[-1]["test_acc1"],
                       wall_s=round(elapsed, 1), cached=False)
     if world > 1:
         dist.barrier()
