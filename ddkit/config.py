@@ -318,11 +318,16 @@ class Profile:
     student: RoleConfig = field(default_factory=RoleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     seeds: list = field(default_factory=lambda: [0])
+    cell_seeds: dict = field(default_factory=dict)  # {ablation cell: seeds} where a cell needs more
     teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
     analysis: dict = field(default_factory=dict)    # settings for the dynamics notebooks
     sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
+
+    def seeds_for(self, cell: str) -> list[int]:
+        """The seeds of one ablation cell: ``cell_seeds[cell]`` when given, else ``seeds``."""
+        return list(self.cell_seeds.get(cell, self.seeds))
 
     def _data(self, role: RoleConfig) -> DataConfig:
         return from_dict(DataConfig, {**to_dict(self.data), **role.data}, "data")
@@ -382,7 +387,17 @@ def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
             replace(profile, **changes)
         except ConfigError as err:
             raise ConfigError(f"sweep.{setting}: {err}") from None
-    if not profile.seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                    for s in profile.seeds):
-        raise ConfigError(f"seeds={profile.seeds!r} must be a non-empty list of integers")
+    for key, seeds in [("seeds", profile.seeds),
+                       *((f"cell_seeds.{c}", s) for c, s in profile.cell_seeds.items())]:
+        if not isinstance(seeds, list) or not seeds or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise ConfigError(f"{key}={seeds!r} must be a non-empty list of integers")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{key}={seeds!r} lists a seed twice")
+    if profile.cell_seeds:
+        from ddkit.study import check_cells  # local: study imports config
+        try:
+            check_cells(profile.cell_seeds)
+        except ConfigError as err:
+            raise ConfigError(f"cell_seeds: {err}") from None
     return profile

@@ -82,15 +82,15 @@ def student_config(profile: Profile, cell: str, seed: int, teacher: ModelConfig 
 def student_runs(profile: Profile, cells: Iterable[str] | None = None,
                  seeds: Iterable[int] | None = None, teacher: ModelConfig | None = None,
                  progress: bool = True) -> dict[tuple[str, int], Run]:
-    """Train (or read from cache) every (cell, seed) student; seeds default to the profile's."""
+    """Train (or read from cache) every (cell, seed) student. ``seeds`` (the same for every
+    cell) default to each cell's own, ``profile.seeds_for(cell)``."""
     cells = check_cells(cells if cells is not None else CELLS)
-    seeds = list(seeds if seeds is not None else profile.seeds)
     if teacher is None and any(c != "no-KD" for c in cells):
         teacher, _ = teacher_model(profile, progress)
-    configs = {(c, s): student_config(profile, c, s, teacher) for c in cells for s in seeds}
+    configs = {(c, s): student_config(profile, c, s, teacher) for c in cells
+               for s in (list(seeds) if seeds is not None else profile.seeds_for(c))}
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in configs.values())
-    emit("plan", label=f"{profile.name}: {len(cells)} cells x {len(seeds)} seeds",
-         total=len(configs), cached=cached)
+    emit("plan", label=f"{profile.name}: {len(cells)} cells", total=len(configs), cached=cached)
     return {key: train(cfg, progress=progress) for key, cfg in configs.items()}
 
 

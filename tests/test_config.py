@@ -116,3 +116,19 @@ def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
     bad.write_text("sweep:\n  typo: {student.optim.epoch: 3}\n")
     with pytest.raises(ConfigError, match=r"sweep\.typo: unknown key 'epoch'"):
         load_profile(bad)
+
+
+def test_cell_seeds_override_the_profile_seeds_for_their_cell():
+    profile = load_profile("smoke", cell_seeds={"SoftKD": [0, 1, 2]})
+    assert profile.seeds_for("SoftKD") == [0, 1, 2]
+    assert profile.seeds_for("no-KD") == profile.seeds
+
+
+@pytest.mark.parametrize("cell_seeds,message", [
+    ({"Soft": [0]}, "cell_seeds: unknown cell"),
+    ({"SoftKD": []}, "cell_seeds.SoftKD"),
+    ({"SoftKD": [1, 1]}, "lists a seed twice"),
+])
+def test_bad_cell_seeds_are_refused(cell_seeds, message):
+    with pytest.raises(ConfigError, match=message):
+        load_profile("smoke", cell_seeds=cell_seeds)
