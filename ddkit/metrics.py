@@ -250,17 +250,22 @@ class _Binning(NamedTuple):
 
 
 def _binning(lo: float, hi: float, bins: int, dtype: torch.dtype,
-             device: torch.device) -> _Binning:
+             device: torch.device, range_dtype: torch.dtype = torch.float64) -> _Binning:
     """Edges as numpy.histogram(range=(lo, hi)) builds them for data of ``dtype``.
 
-    numpy widens an empty range to (lo - 0.5, hi + 0.5), computes linspace in float64 from the
-    Python-float range, pins the last edge to hi, then casts the edges to the data dtype.
+    numpy widens an empty range to (lo - 0.5, hi + 0.5), computes linspace in the range's
+    dtype (float64 for Python floats; float32 for a float32 range under numpy >= 2), pins the
+    last edge to hi, then casts the edges to the data dtype.
     """
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    step = (hi - lo) / bins
-    edges = torch.arange(bins + 1, dtype=torch.float64) * step + lo  # [bins + 1]
-    edges[-1] = hi
+    if range_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"range_dtype: expected torch.float32 or torch.float64, got {range_dtype}")
+    lo_t, hi_t = torch.tensor([lo, hi], dtype=range_dtype)  # the range as numpy receives it
+    if lo_t == hi_t:
+        lo_t, hi_t = lo_t - 0.5, hi_t + 0.5
+    step = (hi_t - lo_t) / bins
+    edges = torch.arange(bins + 1, dtype=range_dtype) * step + lo_t  # [bins + 1]
+    edges[-1] = hi_t
+    lo, hi = float(lo_t), float(hi_t)
     edges = edges.to(dtype)
     if not bool((edges[1:] > edges[:-1]).all()):
         raise ValueError(f"bins: {bins} bins of equal width do not fit the value range "
@@ -359,7 +364,8 @@ def _layer_entropy(f: torch.Tensor, b: _Binning, bins: int, explicit: bool,
 
 def token_entropy(feats: Feats, bins: int = 100,
                   value_range: str | tuple[float, float] = "global", *,
-                  chunk_tokens: int | None = None) -> torch.Tensor:
+                  chunk_tokens: int | None = None,
+                  range_dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Mean Shannon entropy (bits) of each token's channel histogram → ``[L]``.
 
     For every (l, b, h, w) the C values are histogrammed into ``bins`` equal bins exactly as
@@ -368,6 +374,9 @@ def token_entropy(feats: Feats, bins: int = 100,
     (b, h, w). ``value_range``: ``"global"`` = one range ``[F.min(), F.max()]`` over all layers
     (the paper's), ``"per_layer"`` = each layer's own min/max, or an explicit ``(lo, hi)``
     (values outside it are dropped, as numpy does; a token with none left has entropy 0).
+    ``range_dtype``: the dtype of the range handed to numpy, which sets the dtype numpy builds
+    the bin edges in: ``torch.float64`` (Python floats, ddkit's default) or ``torch.float32``
+    (the official analysis passes float32 numbers: under numpy >= 2 its edges are float32).
     """
     _check_chunk(chunk_tokens)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
@@ -398,7 +407,7 @@ def token_entropy(feats: Feats, bins: int = 100,
     with _one_cpu_thread(device):
         for f, r in zip(layers, ranges):
             if binning is None or value_range == "per_layer":
-                binning = _binning(r[0], r[1], bins, dtype, device)
+                binning = _binning(r[0], r[1], bins, dtype, device, range_dtype)
             out.append(_layer_entropy(f, binning, bins, explicit, chunk_tokens, scratch))
     return torch.stack(out).to(dtype)  # [L]
 

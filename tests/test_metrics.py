@@ -477,3 +477,60 @@ def test_layers_that_must_agree():
 def test_bad_arguments_raise_naming_the_argument(call, pattern):
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+# ----------------------------------------------------------------------------- float32 edges
+
+
+def _entropy_from_counts(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_float32_range_gives_numpys_float32_edges():
+    """The official analysis hands numpy.histogram a float32 range: under numpy >= 2 its edges
+    are float32 (a float32 linspace). range_dtype=float32 reproduces them; the default (Python
+    floats: a float64 linspace rounded to float32) keeps numpy's other answer. Values placed on
+    the edges where the two disagree land in different bins, so the two entropies differ."""
+    rng = np.random.default_rng(7)
+    tokens, found = [], 0
+    while len(tokens) < 24:
+        v = (rng.standard_normal(192) * 10 ** rng.uniform(-2, 2)).astype(np.float32)
+        lo, hi = v.min(), v.max()
+        e32 = np.histogram_bin_edges(v, 100, range=(np.float32(lo), np.float32(hi)))
+        e64 = np.histogram_bin_edges(v, 100, range=(float(lo), float(hi)))
+        assert e32.dtype == e64.dtype == np.float32
+        differ = np.flatnonzero(e32[1:-1] != e64[1:-1]) + 1
+        if len(differ):
+            k = differ[0]
+            v[1:4] = min(e32[k], e64[k])       # inside the range: one bin apart in the two
+            found += 1
+        tokens.append(v)
+    assert found > 5
+    f = torch.from_numpy(np.stack(tokens)).T.reshape(1, 1, 192, 4, 6)     # [L, B, C, H, W]
+    vecs = f[0, 0].permute(1, 2, 0).reshape(-1, 192).numpy()               # tokens in (h, w) order
+    per_token = {}
+    for range_dtype, cast in ((torch.float32, np.float32), (torch.float64, float)):
+        expected = [_entropy_from_counts(np.histogram(
+            t, 100, range=(cast(t.min()), cast(t.max())))[0]) for t in vecs]
+        per_token[cast] = [M.token_entropy(f[..., i // 6:i // 6 + 1, i % 6:i % 6 + 1],
+                                           value_range="per_layer",
+                                           range_dtype=range_dtype).item() for i in range(24)]
+        np.testing.assert_allclose(per_token[cast], expected, rtol=0, atol=1e-6)
+    differ = sum(a != b for a, b in zip(per_token[np.float32], per_token[float]))
+    assert differ >= 5     # the edge values moved bins (same entropy only where both bins'
+                           # other counts are equal, e.g. both empty)
+    f32 = M.token_entropy(f, value_range="per_layer", range_dtype=torch.float32)
+    f64 = M.token_entropy(f, value_range="per_layer")
+    lo, hi = float(f.min()), float(f.max())
+    for dtype in (torch.float32, torch.float64):
+        edges = M._binning(lo, hi, 100, torch.float32, f.device, dtype).edges.numpy()
+        cast = np.float32 if dtype == torch.float32 else float
+        np.testing.assert_array_equal(edges, np.histogram_bin_edges(
+            f.numpy().ravel(), 100, range=(cast(lo), cast(hi))))
+    assert f32.dtype == f64.dtype == torch.float32
+
+
+def test_range_dtype_is_checked():
+    with pytest.raises(ValueError, match="range_dtype"):
+        M.token_entropy(torch.randn(1, 1, 8, 2, 2), range_dtype=torch.float16)
