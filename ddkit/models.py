@@ -113,9 +113,13 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
         if not SHIPPED_TEACHER.exists():
             raise FileNotFoundError(f"shipped teacher weights missing at {SHIPPED_TEACHER}; "
                                     "retrain them with ./run_all.sh --retrain-teacher")
-    model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as err:  # an argument the model class does not take
+        raise ValueError(f"model {name!r}: {err}; model arguments go to timm.create_model "
+                         "(check their names)") from None
     if checkpoint is not None:
-        model.load_state_dict(load_state_dict(checkpoint))
+        load_weights(model, checkpoint)
     return model
 
 
@@ -126,23 +130,104 @@ def create_from_config(cfg, checkpoint: str | Path | None = None) -> nn.Module:
                         checkpoint=checkpoint or cfg.checkpoint, **cfg.kwargs)
 
 
+class WeightsFileError(ValueError):
+    """A weights file is unreadable (truncated, corrupt) or does not fit the model."""
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file (a ddkit checkpoint works)."""
+    """Read a state dict from ``.safetensors`` or a torch file (a ddkit checkpoint works).
+
+    A missing file raises FileNotFoundError; an unreadable one WeightsFileError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors, zip, pickle and OS errors all mean "unreadable"
+        raise WeightsFileError(f"{path}: unreadable weights file, truncated or corrupt "
+                               f"({type(err).__name__}: {err}); write or download it "
+                               "again") from None
+    if not isinstance(state, dict):
+        raise WeightsFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
     return state.get("model", state.get("state_dict", state))
 
 
-def residual_blocks(model: nn.Module) -> nn.Sequential | nn.ModuleList:
-    """The residual-stream blocks whose outputs ddkit analyses (CaiT: self-attention blocks only)."""
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the weights file ``path`` into ``model``; a file that does not fit the model raises
+    WeightsFileError naming the file and the first mismatching keys."""
+    try:
+        model.load_state_dict(load_state_dict(path))
+    except RuntimeError as err:
+        raise WeightsFileError(f"{path}: does not fit {type(model).__name__} "
+                               f"({str(err).splitlines()[0]} {_first_lines(err)}); pass the "
+                               "model name and arguments the weights were trained with") from None
+    return model
+
+
+def _first_lines(err: Exception, n: int = 3) -> str:
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    return " ".join(lines[:n])[:400]
+
+
+# --------------------------------------------------------------------------- ViT-likeness
+
+VIT_LIKE = ("VisionTransformer (ViT, DeiT, DeiT-distilled, register-token ViTs), Cait, Eva "
+            "(EVA-02): a `blocks` stack over a `patch_embed` token grid, with "
+            "`forward_intermediates`")
+
+
+class NotViTLikeError(ValueError):
+    """The model is not a timm ViT-like model (no token grid of residual blocks to read)."""
+
+
+def check_vit_like(model: nn.Module) -> None:
+    """Raise NotViTLikeError unless ``model`` has what ddkit reads: a non-empty ``blocks`` stack,
+    a ``patch_embed`` with a ``grid_size`` (timm's patch-token embedding) and timm's
+    ``forward_intermediates``. Swin, XCiT, CNNs (EfficientNet, ResNet) and friends fail here."""
+    name = type(model).__name__
     blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        raise ValueError(f"{type(model).__name__} has no `blocks`: ddkit needs a timm ViT-like model")
-    return blocks
+    patch_embed = getattr(model, "patch_embed", None)
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0:
+        reason = "no `blocks` stack"
+    elif patch_embed is None or getattr(patch_embed, "grid_size", None) is None:
+        reason = ("no `patch_embed` with a token grid" if patch_embed is None else
+                  f"its patch embedding {type(patch_embed).__name__} has no `grid_size`")
+    elif not callable(getattr(model, "forward_intermediates", None)):
+        reason = "no `forward_intermediates`"
+    else:
+        return
+    raise NotViTLikeError(f"{name} is not a timm ViT-like model ({reason}); ddkit needs one "
+                          f"such as {VIT_LIKE}")
+
+
+def residual_blocks(model: nn.Module) -> nn.Sequential | nn.ModuleList:
+    """The residual-stream blocks whose outputs ddkit analyses (CaiT: self-attention blocks only).
+    Raises NotViTLikeError for a model that is not ViT-like (``check_vit_like``)."""
+    check_vit_like(model)
+    return model.blocks
+
+
+def block_prefix_tokens(model: nn.Module) -> int:
+    """How many prefix (class, distillation, register) tokens precede the patch tokens in a
+    residual block's output: CaiT's self-attention blocks see patch tokens only (0), every other
+    ViT-like model ``num_prefix_tokens``."""
+    if isinstance(model, Cait):
+        return 0
+    return int(getattr(model, "num_prefix_tokens", 0))
+
+
+def input_size(model: nn.Module) -> int | None:
+    """The square image size a ViT-like model was built for (``patch_embed.img_size``)."""
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else size
+    if h != w:
+        raise ValueError(f"{type(model).__name__} expects {h}x{w} images; ddkit's data sets "
+                         "give square images")
+    return int(h)
 
 
 def num_blocks(model: nn.Module) -> int:
