@@ -34,6 +34,7 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 TRAIN_RECIPE = dict(auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25, re_mode="pixel",
                     interpolation="bicubic")
 EVAL_CROP_PCT = 0.875  # resize 256 → centre-crop 224
+INTERPOLATIONS = ("bicubic", "bilinear")  # eval resize: the kit's (DeiT's) | the official analysis'
 
 # IDX type code → big-endian numpy dtype
 IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
@@ -246,7 +247,7 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict:
     """Static facts of a data set: num_classes, in_chans, img_size (default), mean, std.
 
     For "imagefolder" num_classes is 1000 (ImageNet-1k) unless `root` is given, then the
-    number of class folders in `root/train`.
+    number of class folders in `image_folder_split(root, ...)` (train/, else val/).
     """
     imagenet = dict(in_chans=3, mean=tuple(IMAGENET_DEFAULT_MEAN), std=tuple(IMAGENET_DEFAULT_STD))
     infos = {
@@ -260,18 +261,44 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict:
         raise ValueError(f"unknown dataset {name!r}; valid names: {DATASETS}")
     info = dict(infos[name])
     if name == "imagefolder" and root is not None:
-        info["num_classes"] = sum(p.is_dir() for p in (Path(root) / "train").iterdir())
+        try:
+            folder = image_folder_split(root, held_out=False)
+        except DatasetNotFoundError:
+            folder = image_folder_split(root, held_out=True)
+        info["num_classes"] = sum(p.is_dir() for p in folder.iterdir())
     return info
 
 
-def build_transform(name: str, img_size: int, augment: bool):
-    """timm transform for the RGB data sets: DeiT training recipe, or resize/centre-crop eval."""
+def image_folder_split(root: str | Path, held_out: bool) -> Path:
+    """The ImageFolder tree of a split: `root/train`, or for the held-out split `root/val` (else
+    `root/test`); a `root` without such folders that holds class folders itself (e.g. ImageNet's
+    val/ alone) serves as the held-out split."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"ImageFolder root {root} is not a folder")
+    names = ("val", "test") if held_out else ("train",)
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    has_splits = any((root / s).is_dir() for s in ("train", "val", "test"))
+    if held_out and not has_splits and any(p.is_dir() for p in root.iterdir()):
+        return root
+    raise DatasetNotFoundError(f"ImageFolder split folder {root / names[0]} does not exist "
+                               f"(expected {root}/train and {root}/val, each holding one folder "
+                               "per class)")
+
+
+def build_transform(name: str, img_size: int, augment: bool, interpolation: str = "bicubic"):
+    """timm transform for the RGB data sets: DeiT training recipe, or the eval resize to
+    img_size / 0.875 (256 for 224) with ``interpolation``, then a centre crop of img_size."""
     info = dataset_info(name)
     if augment:
         return create_transform(img_size, is_training=True, mean=info["mean"], std=info["std"],
                                 **TRAIN_RECIPE)
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r}; choose one of {INTERPOLATIONS}")
     return create_transform(img_size, is_training=False, crop_pct=EVAL_CROP_PCT,
-                            interpolation="bicubic", mean=info["mean"], std=info["std"])
+                            interpolation=interpolation, mean=info["mean"], std=info["std"])
 
 
 def _held_out(split: str) -> bool:
@@ -288,9 +315,7 @@ def _torchvision_dataset(name: str, held_out: bool, root: str | Path | None, tra
     if name == "imagefolder":
         if root is None:
             raise ValueError("dataset 'imagefolder' needs root= a folder with train/ and val/")
-        folder = Path(root) / ("val" if held_out else "train")
-        if not folder.is_dir():
-            raise DatasetNotFoundError(f"ImageFolder split folder {folder} does not exist")
+        folder = image_folder_split(root, held_out)
         return datasets.ImageFolder(str(folder), transform=transform)
     root = Path(root) if root is not None else default_data_dir()
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -303,11 +328,14 @@ def _torchvision_dataset(name: str, held_out: bool, root: str | Path | None, tra
 
 def build_dataset(name: str, split: str, root: str | Path | None = None,
                   img_size: int | None = None, subset: int | None = None, seed: int = 0,
-                  augment: bool = False, download: bool = True) -> Dataset:
+                  augment: bool = False, download: bool = True,
+                  interpolation: str = "bicubic") -> Dataset:
     """Data set `name` (one of DATASETS) for `split` ("train" | "test"/"val", the held-out split).
 
     Items are (float image [C, H, W], int label). img_size defaults to dataset_info's; augment
     selects the training augmentation; subset=n keeps a seeded class-balanced subset of n items.
+    interpolation: the un-augmented RGB resize, "bicubic" (the kit's) or "bilinear" (the
+    official analysis'); Fashion-MNIST is always resized bilinearly.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {DATASETS}")
@@ -319,8 +347,8 @@ def build_dataset(name: str, split: str, root: str | Path | None = None,
             keep = balanced_subset(labels, subset, seed)  # [n]
             images, labels = images[keep], labels[keep]
         return FashionMNISTDataset(images, labels, img_size, augment)
-    dataset = _torchvision_dataset(name, held_out, root, build_transform(name, img_size, augment),
-                                   download)
+    transform = build_transform(name, img_size, augment, interpolation)
+    dataset = _torchvision_dataset(name, held_out, root, transform, download)
     if subset is not None:
         dataset = Subset(dataset, balanced_subset(dataset.targets, subset, seed).tolist())
     return dataset

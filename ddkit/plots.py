@@ -57,6 +57,7 @@ LABELS = {
     "effective_rank": "effective rank", "pca_dims": "PCs for 90 % energy",
     "energy_concentration_50": "fraction of bins, 50 % energy",
     "energy_concentration_90": "fraction of bins, 90 % energy",
+    "dlogamp_high": "spatial ΔLogAmp, highest frequency",
     "mean": "final top-1 (%), mean over seeds",
     "diff_vs_SoftKD": "top-1 minus SoftKD (pt), paired by seed",
 }
@@ -107,9 +108,16 @@ def palette(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def label(metric: str) -> str:
-    """Axis label of a metric or log key (the key itself when unknown)."""
-    return LABELS.get(metric, metric)
+def label(metric: str, layers: pd.DataFrame | None = None) -> str:
+    """Axis label of a metric or log key (the key itself when unknown). With a layers table
+    holding a ``prefix_tokens`` column, a magnitude's label says whether its rows kept the
+    prefix tokens (the official averaging) or dropped them (``dynamics.analyze``)."""
+    text = LABELS.get(metric, metric)
+    if layers is None or "prefix_tokens" not in layers.columns or not metric.endswith("_magnitude"):
+        return text
+    kinds = sorted(layers.loc[layers["metric"] == metric, "prefix_tokens"].dropna().unique())
+    words = {"keep": "prefix tokens kept", "drop": "prefix tokens dropped"}
+    return f"{text}, {' / '.join(words.get(k, str(k)) for k in kinds)}" if kinds else text
 
 
 def _axes(ax, figsize=None):
@@ -210,7 +218,7 @@ def plot_layer_profile(layers: pd.DataFrame, metric: str, hue: str = "model",
         fig, ax = _axes(ax)
         _mean_lines(ax, data, "layer", "value", hue, band=False, marker="o", ms=4)
         _layer_ticks(ax, _unique(data["layer"]))
-        ax.set(xlabel="layer", ylabel=label(metric), title=title)
+        ax.set(xlabel="layer", ylabel=label(metric, data), title=title)
         ax.legend(title=None)
     return fig
 
@@ -239,7 +247,7 @@ def plot_profile_over_checkpoints(layers: pd.DataFrame, metric: str, model: str,
             ax.plot(line.index, line.to_numpy(), marker="o", ms=3, color=cmap(norm(epoch)), label=checkpoint)
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="epoch (0-based)")
         _layer_ticks(ax, _unique(data["layer"]))
-        ax.set(xlabel="layer", ylabel=label(metric), title=title or model)
+        ax.set(xlabel="layer", ylabel=label(metric, data), title=title or model)
     return fig
 
 
@@ -370,7 +378,7 @@ def plot_metric_panels(layers: pd.DataFrame, metrics: Sequence[str], hue: str = 
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
         for ax, metric in zip(axes.flat, metrics):
             plot_layer_profile(layers, metric, hue=hue, checkpoint=checkpoint, ax=ax)
-            ax.set_title(label(metric), fontsize=10)
+            ax.set_title(label(metric, layers), fontsize=10)
             ax.set_ylabel("")
             if ax is not axes.flat[0]:
                 ax.get_legend().remove()
