@@ -10,12 +10,15 @@ Layout of one run (``runs/<name>-<hash>/``)::
     summary.json           written last: its presence marks the run complete (a cache hit)
 
 Every file is written to a temporary name and renamed into place, so an interrupted write never
-leaves a half file where a good one was.
+leaves a half file where a good one was. A file damaged anyway (a full disk, a copy cut short)
+raises RunFileError naming the file and the fix; nothing is overwritten to "repair" it, and a
+cache hit verifies its files before it is used (``RunDir.verify``).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +73,41 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
-def read_jsonl(path: Path) -> list[dict]:
+class RunFileError(ValueError):
+    """A file of a run or of the teacher cache is unreadable; the message names it and the fix."""
+
+
+def read_json(path: Path, fix: str = "") -> Any:
+    """The JSON document in ``path``; an unreadable one raises RunFileError with ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunFileError(f"{path}: unreadable ({type(err).__name__}: {err}){fix}") from None
+
+
+def read_jsonl(path: Path, fix: str = "") -> list[dict]:
+    """One dict per non-empty line of ``path`` ([] when there is no file)."""
     path = Path(path)
     if not path.exists():
         return []
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    try:
+        with open(path) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunFileError(f"{path}: unreadable ({type(err).__name__}: {err}){fix}") from None
+
+
+def check_safetensors(path: Path, fix: str = "") -> None:
+    """Raise RunFileError unless ``path`` is a whole safetensors file (its header read and the
+    data it announces present; the tensors themselves are not read)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as err:  # SafetensorError, OSError: both mean "not a whole file"
+        raise RunFileError(f"{path}: unreadable weights file, truncated or corrupt "
+                           f"({type(err).__name__}: {err}){fix}") from None
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,12 @@ class RunDir:
     def epoch_weights(self, epoch: int) -> Path:
         return self.weights_dir / f"epoch_{epoch:04d}.safetensors"
 
+    @property
+    def fix(self) -> str:
+        """What to do about a damaged file of this run (appended to RunFileError messages)."""
+        return (f". Remove the run folder {self.path} to train it again from scratch (or pass "
+                "--force to `ddkit train`)")
+
     def kept_weights(self) -> dict[int, Path]:
         """Saved per-epoch weights, ``{epoch: path}`` in epoch order."""
         files = sorted(self.weights_dir.glob("epoch_*.safetensors"))
@@ -107,11 +145,35 @@ class RunDir:
         return self.summary.exists()
 
     def records(self) -> list[dict]:
-        return read_jsonl(self.log)
+        return read_jsonl(self.log, self.fix)
 
     def read_summary(self) -> dict:
-        with open(self.summary) as fh:
-            return json.load(fh)
+        return read_json(self.summary, self.fix)
+
+    def read_config(self) -> dict:
+        """The run's recorded config (``config.json``'s ``config``)."""
+        if not self.config.is_file():
+            raise RunFileError(f"{self.path} is not a ddkit run folder: it has no config.json")
+        data = read_json(self.config, self.fix)
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise RunFileError(f"{self.config}: holds no run config{self.fix}")
+        return data["config"]
+
+    def verify(self) -> None:
+        """Check a complete run's files before it is used as a cache hit: summary, config and log
+        parse, the final and kept weights are whole safetensors files. Raises RunFileError."""
+        self.read_summary()
+        self.read_config()
+        self.records()
+        for path in (self.final_weights, *self.kept_weights().values()):
+            if not path.is_file():
+                raise RunFileError(f"{path}: missing{self.fix}")
+            check_safetensors(path, self.fix)
+
+    def discard(self) -> None:
+        """Delete this run's folder (``ddkit train --force``)."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
 
     def write_config(self, cfg: RunConfig) -> None:
         write_json(self.config, {"hash": config_hash(cfg), "config": to_dict(cfg)})

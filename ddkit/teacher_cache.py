@@ -4,7 +4,8 @@ When the training images are not augmented, the teacher sees the same input for 
 every epoch and in every student run. Its logits and the features of the blocks the feature
 losses use are then computed once per (teacher weights, training set) and read back by index.
 Stored in ``<runs>/teacher-cache/<key>.pt`` (atomic write); a run with augmentation or under
-DDP computes the teacher on the fly instead.
+DDP computes the teacher on the fly instead. A cached file is checked when read (it loads, and
+holds logits and every block for every image); a damaged one raises RunFileError naming it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ddkit.hooks import forward_with_features
-from ddkit.store import torch_save
+from ddkit.store import RunFileError, torch_save
 
 
 class IndexedDataset(Dataset):
@@ -70,11 +71,32 @@ def compute(teacher: torch.nn.Module, dataset: Dataset, layers: list[int], devic
     return TeacherOutputs(torch.cat(logits), {l: torch.cat(v) for l, v in feats.items()})
 
 
+def read(path: Path, n_images: int, layers: list[int]) -> TeacherOutputs:
+    """The cached teacher outputs in ``path``, checked to hold ``n_images`` logits and features of
+    every block in ``layers``; RunFileError naming the file otherwise."""
+    fix = (f"; delete {path} (the teacher pass is computed again by the next run that needs it, "
+           "nothing else is lost)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        logits = state["logits"]
+        feats = {int(k): v for k, v in state["feats"].items()}
+    except Exception as err:  # zip, pickle, OS errors or a wrong layout: the file is unusable
+        raise RunFileError(f"{path}: unreadable teacher cache, truncated or corrupt "
+                           f"({type(err).__name__}: {err}){fix}") from None
+    wrong = [f"logits for {len(logits)} images"] if len(logits) != n_images else []
+    wrong += [f"block {l} missing" for l in layers if l not in feats]
+    wrong += [f"block {l} for {len(feats[l])} images" for l in layers
+              if l in feats and len(feats[l]) != n_images]
+    if wrong:
+        raise RunFileError(f"{path}: teacher cache does not fit this training set of {n_images} "
+                           f"images and blocks {layers} ({', '.join(wrong)}){fix}")
+    return TeacherOutputs(logits, feats)
+
+
 def load_or_compute(path: Path, teacher: torch.nn.Module, dataset: Dataset, layers: list[int],
                     device: torch.device, progress: bool = True) -> TeacherOutputs:
     if path.exists():
-        state = torch.load(path, weights_only=True)
-        return TeacherOutputs(state["logits"], {int(k): v for k, v in state["feats"].items()})
+        return read(path, len(dataset), layers)
     outputs = compute(teacher, dataset, layers, device, progress=progress)
     torch_save(path, {"logits": outputs.logits,
                       "feats": {str(k): v for k, v in outputs.feats.items()}})

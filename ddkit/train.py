@@ -13,6 +13,7 @@ warm-up. Unlike DeiT, the schedule is applied at the start of each epoch, so the
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -34,7 +35,7 @@ from ddkit.data import build_dataset
 from ddkit.progress import emit
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.models import create_from_config, num_blocks
-from ddkit.store import RunDir, runs_root, save_weights, torch_save, write_json
+from ddkit.store import RunDir, RunFileError, runs_root, save_weights, torch_save, write_json
 from ddkit.task import DistillationTask
 from ddkit.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
 
@@ -42,8 +43,15 @@ LOG_KEYS = ("train_lr", "train_loss", "train_loss_base", "train_loss_fft", "trai
             "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters")
 
 
+log = logging.getLogger(__name__)   # cache hits and resumes; the CLI shows INFO lines
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The config asks for CUDA and no CUDA device is visible."""
 
 
 # --------------------------------------------------------------------------- runs
@@ -80,19 +88,41 @@ class Run:
 
 
 def load_run(path) -> Run:
-    """A run from its directory, with the config recorded there."""
-    import json
+    """A run from its directory, with the config recorded there (RunFileError when the folder
+    is not a run or its config.json is damaged)."""
     from pathlib import Path
-    from ddkit.config import from_dict
+    from ddkit.config import ConfigError, from_dict
     run_dir = RunDir(Path(path))
-    data = json.loads(run_dir.config.read_text())["config"]
-    return Run(from_dict(RunConfig, data), run_dir)
+    data = run_dir.read_config()
+    try:
+        return Run(from_dict(RunConfig, data), run_dir)
+    except ConfigError as err:
+        raise RunFileError(f"{run_dir.config}: {err}{run_dir.fix}") from None
 
 
 def find_run(cfg: RunConfig, root=None) -> Run | None:
-    """The completed run for ``cfg`` if it exists (no training)."""
+    """The completed run for ``cfg`` if it exists (no training); its files are verified."""
     run_dir = RunDir.for_config(cfg, root)
-    return Run(cfg, run_dir) if run_dir.is_complete else None
+    if not run_dir.is_complete:
+        return None
+    run_dir.verify()
+    return Run(cfg, run_dir)
+
+
+def _read_checkpoint(run_dir: RunDir) -> dict | None:
+    """The state an interrupted run resumes from (None when it has none), read on the CPU."""
+    if not run_dir.checkpoint.exists():
+        return None
+    try:
+        state = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:  # zip, pickle and OS errors all mean "unreadable"
+        raise RunFileError(f"{run_dir.checkpoint}: unreadable checkpoint, truncated or corrupt "
+                           f"({type(err).__name__}: {err}){run_dir.fix}") from None
+    missing = {"trainable", "optimizer", "scheduler", "rng", "epoch", "elapsed"} - set(state)
+    if missing:
+        raise RunFileError(f"{run_dir.checkpoint}: not a ddkit checkpoint (lacks "
+                           f"{sorted(missing)}){run_dir.fix}")
+    return state
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -108,7 +138,8 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but no CUDA device is visible; use device='cpu'")
+            raise DeviceUnavailableError("device='cuda' but no CUDA device is visible; run on "
+                                         "the CPU with --device cpu (device: cpu in a profile)")
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
@@ -288,10 +319,14 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
     validate(cfg)
     run_dir = RunDir.for_config(cfg, root)
     if run_dir.is_complete:
+        run_dir.verify()
         summary = run_dir.read_summary()
+        log.info("cache hit: %s (trained before: %d epochs, final top-1 %.2f %%)",
+                 run_dir.path, summary["epochs"], summary["final_acc1"])
         emit("run_done", run=run_dir.path.name, acc1=summary["final_acc1"],
                       wall_s=summary["wall_time_s"], cached=True)
         return Run(cfg, run_dir)
+    state = _read_checkpoint(run_dir)      # a damaged checkpoint stops here, before any compute
 
     rank, world, local_rank = _dist_env()
     device = _resolve_device(cfg.device, local_rank)
@@ -313,14 +348,16 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch=(len(train_set) // world) // data.batch_size)
 
     start, records, elapsed = 0, [], 0.0
-    if run_dir.checkpoint.exists():
-        state = torch.load(run_dir.checkpoint, map_location=device, weights_only=False)
+    if state is not None:
         task.trainable_module.load_state_dict(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start, elapsed = state["epoch"] + 1, state["elapsed"]
         records = [r for r in run_dir.records() if r["epoch"] < start]
+        if rank == 0:
+            log.info("resuming %s from epoch %d of %d", run_dir.path, start, cfg.optim.epochs)
+        del state
     if world > 1:
         task.prepare_distributed(device_ids=[local_rank] if device.type == "cuda" else None)
     if rank == 0:
