@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -168,8 +169,12 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def replace(cfg: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` with dotted keys: ``replace(run, **{"optim.epochs": 3})``."""
+def replace(cfg: Any, _prefix: str = "", **changes: Any) -> Any:
+    """``dataclasses.replace`` with dotted keys: ``replace(run, **{"optim.epochs": 3})``.
+
+    A dotted key may also reach into a mapping field (``{"student.model.kwargs.depth": 6}``).
+    Errors name the full dotted key: ``student.optim.lr: expected a number, got 'fast'``.
+    """
     nested: dict[str, dict] = {}
     flat = {}
     for key, value in changes.items():
@@ -178,15 +183,47 @@ def replace(cfg: Any, **changes: Any) -> Any:
             nested.setdefault(head, {})[rest] = value
         else:
             flat[key] = value
+    if isinstance(cfg, dict):
+        out = dict(cfg)
+        out.update(flat)
+        for head, sub in nested.items():
+            inner = out.get(head, {})
+            if not isinstance(inner, dict):
+                raise ConfigError(f"{_prefix}{head}={inner!r} is not a mapping; cannot set "
+                                  f"{[_prefix + head + '.' + k for k in sub]}")
+            out[head] = replace(inner, f"{_prefix}{head}.", **sub)
+        return out
     valid = [f.name for f in dataclasses.fields(cfg)]
     for key in [*flat, *nested]:
         if key not in valid:
-            raise ConfigError(f"unknown key {key!r}; valid keys: {valid}")
+            where = f" of {_prefix[:-1]}" if _prefix else ""
+            raise ConfigError(f"unknown key {_prefix + key!r}; valid keys{where}: {valid}")
     hints = typing.get_type_hints(type(cfg))
-    flat = {k: _coerce(v, hints[k], k) for k, v in flat.items()}
+    flat = {k: _coerce(v, hints[k], _prefix + k) for k, v in flat.items()}
     for head, sub in nested.items():
-        flat[head] = replace(getattr(cfg, head), **sub)
+        flat[head] = replace(getattr(cfg, head), f"{_prefix}{head}.", **sub)
     return dataclasses.replace(cfg, **flat)
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"student.optim.lr=1e-3"`` -> ``("student.optim.lr", 0.001)``: the value is read as YAML
+    (numbers, true/false, null, lists ``[0, 1]``, mappings ``{depth: 6}``), where ``1e-3`` counts
+    as a number too."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value, e.g. "
+                          "student.optim.lr=0.001")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: cannot read {raw!r} as a value ({err.problem})") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    return key, value
 
 
 # --------------------------------------------------------------------------- validation
@@ -307,8 +344,23 @@ class RoleConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """The keys a profile's ``analysis`` section may hold (checked when the profile loads)."""
+    n_images: int = 200          # analysis images of the dynamics tables (test split)
+    paper_faithful: bool = False  # the first n_images in order instead of a balanced sample
+    early_epoch: int = 1         # the epoch C5 compares (0-based)
+    n_boot: int = 30             # bootstrap resamples of the analysis images
+
+
+@dataclass(frozen=True)
 class Profile:
-    """A study recipe: data, teacher, student, the distillation defaults and the seeds."""
+    """A study recipe: data, teacher, student, the distillation defaults and the seeds.
+
+    ``distill``: the loss parameters every student shares, and in ``kd``/``feature``/``layers``
+    the recipe ``ddkit train`` trains when no ``--kd/--feature/--layers`` is given (``kd``
+    defaults to ``soft`` in a profile); the ablation grid's cells set their own kd, feature and
+    layers. ``analysis``: the keys of ``AnalysisConfig``.
+    """
     name: str = "default"
     description: str = ""
     command: str = ""
@@ -322,7 +374,7 @@ class Profile:
     teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
-    analysis: dict = field(default_factory=dict)    # settings for the dynamics notebooks
+    analysis: dict = field(default_factory=dict)    # AnalysisConfig keys, for the notebooks
     sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
 
     def seeds_for(self, cell: str) -> list[int]:
@@ -374,12 +426,29 @@ def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown profile {name_or_path!r}; valid profiles: {profile_names()}")
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of profile keys, got {type(data).__name__}")
     data.setdefault("name", path.stem)
+    distill = data.get("distill", {})
+    if isinstance(distill, dict):          # a profile's recipe is SoftKD unless it says otherwise
+        data["distill"] = {"kd": "soft", **distill}
     profile = from_dict(Profile, data, "")
     profile = replace(profile, **overrides) if overrides else profile
+    check_profile(profile)
+    return profile
+
+
+def check_profile(profile: Profile) -> Profile:
+    """Every value of a loaded profile, before any compute: the teacher_source, the analysis
+    keys, the seeds, the sweep settings, both roles' data and model (arguments included), and
+    the distill recipe with its layer indices range-checked against the two models' depths."""
     _choice(profile.teacher_source, TEACHER_SOURCES, "teacher_source")
+    from_dict(AnalysisConfig, profile.analysis, "analysis")
     for setting, changes in profile.sweep.items():
         if not isinstance(changes, dict):
             raise ConfigError(f"sweep.{setting}: expected a mapping of dotted keys to values")
@@ -400,4 +469,41 @@ def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
             check_cells(profile.cell_seeds)
         except ConfigError as err:
             raise ConfigError(f"cell_seeds: {err}") from None
+    _check_roles(profile)
     return profile
+
+
+def _check_roles(profile: Profile) -> None:
+    """Both roles' data overrides and models, and the profile's default student recipe."""
+    for role in ("teacher", "student"):
+        config = getattr(profile, role)
+        from_dict(DataConfig, {**to_dict(profile.data), **config.data}, f"{role}.data")
+        _check_builds(config.model, f"{role}.model")
+    d = profile.distill
+    if d.teacher is not None:
+        _check_builds(d.teacher, "distill.teacher")
+    # the teacher the students will distil from (study.teacher_model), without weights yet
+    teacher = d.teacher if profile.teacher_source == "hub" else profile.teacher.model
+    if teacher is None:
+        raise ConfigError("teacher_source: hub needs distill.teacher in the profile")
+    teacher = dataclasses.replace(teacher, checkpoint=None)
+    student = profile.student_config(kd=d.kd, feature=d.feature, layers=d.layers, teacher=teacher)
+    validate(profile.teacher_config())
+    validate(student)
+
+
+def _check_builds(model: ModelConfig, key: str) -> None:
+    """The model name exists and timm takes its arguments (built on the meta device: no
+    compute, no weights)."""
+    import timm
+    import torch
+    from ddkit.models import check_model_name
+    try:
+        check_model_name(model.name)
+    except ValueError as err:
+        raise ConfigError(f"{key}.name: {err}") from None
+    try:
+        with torch.device("meta"):
+            timm.create_model(model.name.split(".")[0], pretrained=False, **model.kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{key}.kwargs={model.kwargs!r}: {err}") from None

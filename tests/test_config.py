@@ -114,7 +114,7 @@ def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
     assert variants["longer (20 epochs)"].student.optim.epochs == 20
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep:\n  typo: {student.optim.epoch: 3}\n")
-    with pytest.raises(ConfigError, match=r"sweep\.typo: unknown key 'epoch'"):
+    with pytest.raises(ConfigError, match=r"sweep\.typo: unknown key 'student\.optim\.epoch'"):
         load_profile(bad)
 
 
