@@ -1,98 +1,396 @@
-"""Command line: train one run of a profile (also under torchrun), or the teacher + one student.
+"""ddkit's command line (``ddkit`` once installed, or ``python -m ddkit.cli``).
 
-    python -m ddkit.cli train --profile default --role teacher
-    python -m ddkit.cli train --profile smoke --kd soft --feature spectral --layers first_last
+    ddkit analyze vit_small_patch16_224 --pretrained --data /data/imagenet --n 200
+    ddkit analyze --teacher cait_s24_224 --teacher-pretrained --student runs/<student run> --data /data/imagenet
+    ddkit train --profile default --role teacher
+    ddkit train --profile smoke --kd soft --feature spectral --layers first_last --set student.optim.lr=2e-3
     torchrun --nproc_per_node 8 -m ddkit.cli train --profile paper --kd soft --feature spectral --layers last
-    python -m ddkit.cli pair --profile default      # the teacher, then a SpectralKD First+Last student
-    python -m ddkit.cli notebooks --profile smoke [--only 02 | --from 02]
-    python -m ddkit.cli ship-teacher                # retrain the default teacher, write ddkit/shipped/
+    ddkit pair --profile default           # the teacher, then a SpectralKD First+Last student
+    ddkit notebooks --profile smoke [--only 02 | --from 02]
+    ddkit profiles                         # the profiles and what each one is for
+    ddkit ship-teacher                     # retrain the default teacher, write ddkit/shipped/
+
+Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
+print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
+import os
 import sys
+from pathlib import Path
 
-from ddkit.config import (FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Profile,
-                          load_profile, profile_names)
-from ddkit.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
-from ddkit.study import ship_teacher, teacher_model
-from ddkit.train import Run, load_run, train
+from ddkit.config import (DEVICES, FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Profile,
+                          load_profile, parse_override, profile_names, replace, to_dict)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+ANALYZE_HELP = """\
+The paper's per-layer signals (token entropy, channel spectrum, activation and gradient
+magnitude, spatial ΔLogAmp, effective rank, ...) of one timm ViT-like model (ViT, DeiT, CaiT,
+EVA-02, register-token ViTs) or of a teacher and a student, on held-out images. Writes to --out:
+layers.csv (the tidy per-layer table), figures/*.png, summary.md (the entropy U, trends, raw and
+scale-controlled) and settings.json; a pair adds cka.csv and feature_fit.csv.
+
+  ddkit analyze deit_tiny_patch16_224 --pretrained --data /data/imagenet --paper-faithful
+  ddkit analyze vit_tiny_patch16_224 --model-arg img_size=32 --model-arg depth=4 --data cifar10
+  ddkit analyze runs/default-student-soft-1a2b3c4d5e6f --n 500
+  ddkit analyze --teacher cait_s24_224 --teacher-pretrained --student deit_tiny_patch16_224
+                --student-checkpoint student.safetensors --data /data/imagenet --layers last
+"""
 
 
-def _student(profile: Profile, args: argparse.Namespace) -> Run:
-    teacher = None
-    if args.kd != "none" or args.feature != "none":
-        teacher, _ = teacher_model(profile)
-    cfg = profile.student_config(kd=args.kd, feature=args.feature, layers=args.layers,
-                                 seed=args.seed, teacher=teacher)
+# --------------------------------------------------------------------------- arguments
+
+
+def _common(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    group = parser.add_argument_group("common options")
+    group.add_argument("--runs-dir", metavar="DIR", default=None,
+                       help="where runs live (sets $DDKIT_RUNS; default: runs/ in the repository)")
+    if device:
+        group.add_argument("--device", choices=DEVICES, default=None,
+                           help="run on this device (default: the profile's; analyze: auto)")
+    group.add_argument("--traceback", action="store_true",
+                       help="show the full traceback of an error instead of one line")
+
+
+def _profile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="default",
+                        help=f"one of {profile_names()} or a YAML path (default: default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a profile value by its dotted key, e.g. "
+                             "student.optim.lr=2e-3 or seeds=[0,1] (repeatable)")
+
+
+def _model_options(parser: argparse.ArgumentParser, role: str) -> None:
+    """--[role-]pretrained, --[role-]checkpoint, --[role-]model-arg for one model."""
+    flag = f"--{role}-" if role else "--"
+    dest = f"{role}_" if role else ""
+    who = role or "the model"
+    parser.add_argument(f"{flag}pretrained", dest=f"{dest}pretrained", action="store_true",
+                        help=f"load {who}'s hub weights (internet)")
+    parser.add_argument(f"{flag}checkpoint", dest=f"{dest}checkpoint", metavar="PATH",
+                        help=f"load {who}'s weights from a local .safetensors / .pt file")
+    parser.add_argument(f"{flag}{'arg' if role else 'model-arg'}", dest=f"{dest}args",
+                        action="append", default=[], metavar="KEY=VALUE",
+                        help=f"an argument of timm.create_model for {who}, e.g. depth=6 "
+                             "(repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    an = sub.add_parser("analyze", help="the paper's per-layer signals of any timm ViT (or a "
+                        "teacher/student pair) on a data set, written to a folder",
+                        description=ANALYZE_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    an.add_argument("model", nargs="?", help="a timm model name (e.g. deit_tiny_patch16_224) or "
+                    "a kit run folder")
+    _model_options(an, "")
+    pair = an.add_argument_group("a teacher/student pair (adds CKA and the feature fit)")
+    pair.add_argument("--teacher", help="the teacher: a timm name or a kit run folder")
+    pair.add_argument("--student", help="the student: a timm name or a kit run folder")
+    _model_options(pair, "teacher")
+    _model_options(pair, "student")
+    pair.add_argument("--layers", default="first_last",
+                      help="layer map of the feature fit: first, last, first_last or pairs "
+                           "[[s, t], ...] (default first_last)")
+    data = an.add_argument_group("data and sampling")
+    data.add_argument("--data", default="fashion_mnist",
+                      help="fashion_mnist, cifar10, cifar100 or an ImageFolder folder (with val/ "
+                           "or class folders), default fashion_mnist; the held-out split is read")
+    data.add_argument("--data-root", default=None, help="where the named data set lives")
+    data.add_argument("--img-size", type=int, default=None,
+                      help="image size (default: the model's input size)")
+    data.add_argument("--n", type=int, default=None,
+                      help="analysis images (default 200; paper-faithful 32)")
+    data.add_argument("--batch-size", type=int, default=None,
+                      help="images per forward/backward pass (memory only; default all)")
+    data.add_argument("--seed", type=int, default=0, help="seed of the class-balanced sample")
+    data.add_argument("--paper-faithful", action="store_true",
+                      help="the official analysis: first 32 images, magnitudes on the first 5 "
+                           "each alone with prefix tokens, bilinear resize, float32 bin edges")
+    data.add_argument("--prefix-tokens", choices=("drop", "keep"), default=None,
+                      help="magnitudes over patch tokens only (drop) or the whole block output "
+                           "(keep); default keep when paper-faithful, else drop")
+    an.add_argument("--out", default=None, help="output folder (default ddkit-analysis/<model>)")
+    an.add_argument("--no-figures", dest="figures", action="store_false",
+                    help="write the tables and the summary only")
+    _common(an)
+
+    for name, text in (("train", "train one run of a profile: its teacher or a student"),
+                       ("pair", "train a profile's teacher, then a SoftKD + SpectralKD "
+                        "First+Last student")):
+        p = sub.add_parser(name, help=text, description=text)
+        _profile_options(p)
+        p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the "
+                       "profile's first)")
+        p.add_argument("--force", action="store_true",
+                       help="delete the run folder(s) this command trains and train again")
+        if name == "train":
+            p.add_argument("--role", choices=("teacher", "student"), default="student")
+            p.add_argument("--kd", choices=KD_KINDS, default=None,
+                           help="logit distillation (default: the profile's distill.kd, soft)")
+            p.add_argument("--feature", choices=FEATURE_KINDS, default=None,
+                           help="feature loss (default: the profile's distill.feature)")
+            p.add_argument("--layers", choices=LAYER_MAPS, default=None,
+                           help="feature layer map (default: the profile's distill.layers; "
+                                "explicit pairs with --set distill.layers=[[0,3]])")
+        _common(p)
+
+    nbs = sub.add_parser("notebooks", help="run the notebooks in order with papermill")
+    _profile_options(nbs)
+    nbs.add_argument("--only", default=None, help="one notebook number, e.g. 02")
+    nbs.add_argument("--from", dest="start", default=None, help="start at this notebook number")
+    nbs.add_argument("--train-teacher", action="store_true",
+                     help="01 trains the teacher with the profile recipe instead of loading it")
+    _common(nbs)
+
+    prof = sub.add_parser("profiles", help="list the profiles: data, models, seeds, command")
+    _common(prof, device=False)
+
+    ship = sub.add_parser("ship-teacher", help="train the default teacher and write "
+                          "ddkit/shipped/")
+    _profile_options(ship)
+    ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
+    _common(ship)
+
+    refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
+                             "place and keep the outputs nbval checks")
+    _common(refresh, device=False)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    overrides = dict(parse_override(text) for text in args.overrides)
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    profile = load_profile(args.profile, **overrides)
+    if profile.device == "cuda":
+        _check_cuda("the profile's device is cuda")
+    return profile
+
+
+def _check_cuda(why: str) -> None:
+    import torch
+    from ddkit.train import DeviceUnavailableError
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"{why} but no CUDA device is visible; run on the CPU "
+                                     "with --device cpu")
+
+
+def _discard(cfg) -> None:
+    from ddkit.store import RunDir
+    run_dir = RunDir.for_config(cfg)
+    if run_dir.path.exists():
+        logging.getLogger("ddkit").info("--force: deleting %s", run_dir.path)
+        run_dir.discard()
+
+
+def _teacher(profile: Profile, force: bool):
+    from ddkit.study import teacher_model
+    if force and profile.teacher_source == "train":
+        _discard(profile.teacher_config())
+    return teacher_model(profile)
+
+
+def _student(profile: Profile, args: argparse.Namespace, kd: str, feature: str, layers,
+             teacher=None):
+    from ddkit.train import train
+    if teacher is None and (kd != "none" or feature != "none"):
+        teacher, _ = _teacher(profile, force=False)
+    cfg = profile.student_config(kd=kd, feature=feature, layers=layers, seed=args.seed,
+                                 teacher=teacher)
+    if args.force:
+        _discard(cfg)
     return train(cfg)
 
 
-def _report(run: Run) -> dict:
+def _report(run) -> dict:
     s = run.summary
     return {"run": str(run.dir.path), "final_acc1": round(s["final_acc1"], 2),
             "best_acc1": round(s["best_acc1"], 2), "wall_time_s": s["wall_time_s"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddkit.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    nbs = sub.add_parser("notebooks", help="run the notebooks in order with papermill")
-    nbs.add_argument("--profile", default="default")
-    nbs.add_argument("--only", default=None, help="one notebook number, e.g. 02")
-    nbs.add_argument("--from", dest="start", default=None, help="start at this notebook number")
-    nbs.add_argument("--train-teacher", action="store_true",
-                     help="01 trains the teacher with the profile recipe instead of loading it")
-    sub.add_parser("refresh-notebooks", help="execute notebooks at smoke size in place, keep "
-                   "the outputs nbval checks")
-    ship = sub.add_parser("ship-teacher", help="train the default teacher and write ddkit/shipped/")
-    ship.add_argument("--profile", default="default")
-    ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
-    for name in ("train", "pair"):
-        p = sub.add_parser(name)
-        p.add_argument("--profile", default="default",
-                       help=f"one of {profile_names()} or a YAML path")
-        p.add_argument("--seed", type=int, default=None)
-    tr = sub.choices["train"]
-    tr.add_argument("--role", choices=("teacher", "student"), default="student")
-    tr.add_argument("--kd", choices=KD_KINDS, default="soft")
-    tr.add_argument("--feature", choices=FEATURE_KINDS, default="none")
-    tr.add_argument("--layers", choices=LAYER_MAPS, default="none")
-    args = parser.parse_args(argv)
-    if args.command == "refresh-notebooks":
-        refresh_outputs()
-        return 0
-    try:
-        profile = load_profile(args.profile)
-        if args.command == "notebooks":
-            extra = {"01": {"train_teacher": True}} if args.train_teacher else {}
-            out = run_notebooks(select(args.only, args.start), args.profile, extra)
-            print(f"[ddkit] executed notebooks in {out}", file=sys.stderr)
-            return 0
-        if args.command == "ship-teacher":
-            run = load_run(args.run_dir) if args.run_dir else None
-            record = ship_teacher(profile, run=run)
-            print(json.dumps({k: v for k, v in record.items() if k != "config"}))
-            return 0
-        if args.command == "train" and args.role == "teacher":
-            runs = [train(profile.teacher_config())]
-        elif args.command == "train":
-            runs = [_student(profile, args)]
-        else:
-            teacher_cfg, teacher_run = teacher_model(profile)
-            args.kd, args.feature, args.layers = "soft", "spectral", "first_last"
-            runs = [r for r in (teacher_run, _student(profile, args)) if r is not None]
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except NotebookFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for run in runs:
-        print(json.dumps(_report(run)))
+def _train(args: argparse.Namespace) -> int:
+    from ddkit.train import train
+    profile = _profile(args)
+    if args.command == "train" and args.role == "teacher":
+        cfg = profile.teacher_config()
+        if args.seed is not None:
+            cfg = replace(cfg, seed=args.seed)
+        if args.force:
+            _discard(cfg)
+        runs = [train(cfg)]
+    elif args.command == "train":
+        d = profile.distill
+        recipe = (args.kd or d.kd, args.feature or d.feature,
+                  args.layers if args.layers is not None else d.layers)
+        runs = [_student(profile, args, *recipe)]
+    else:
+        teacher, teacher_run = _teacher(profile, args.force)
+        student = _student(profile, args, "soft", "spectral", "first_last", teacher)
+        runs = [r for r in (teacher_run, student) if r is not None]
+    if int(os.environ.get("RANK", 0)) == 0:
+        for run in runs:
+            print(json.dumps(_report(run)))
     return 0
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from ddkit.pipeline import run_notebooks, select
+    profile = _profile(args)
+    target = args.profile
+    if args.overrides or args.device:
+        target = str(_resolved_profile_file(profile, changed=bool(args.overrides)))
+    extra = {"01": {"train_teacher": True}} if args.train_teacher else {}
+    out = run_notebooks(select(args.only, args.start), target, extra)
+    print(f"[ddkit] executed notebooks in {out}", file=sys.stderr)
+    return 0
+
+
+def _resolved_profile_file(profile: Profile, changed: bool) -> Path:
+    """The profile with its overrides as a YAML file under ``<runs>/profiles/`` for the notebook
+    kernels. A profile whose values changed gets its own name (``<name>-set-<digest>``), so its
+    figures never overwrite those of the profile it came from."""
+    import yaml
+    from ddkit.store import runs_root, write_text
+    data = json.loads(json.dumps(to_dict(profile)))
+    if changed:
+        digest = hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "device"},
+                                           sort_keys=True).encode()).hexdigest()[:6]
+        data["name"] = f"{profile.name}-set-{digest}"
+    path = runs_root() / "profiles" / f"{data['name']}.yaml"
+    write_text(path, "# written by `ddkit notebooks` from a profile and its --set/--device "
+               "overrides\n" + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _profiles(_args: argparse.Namespace) -> int:
+    for name in profile_names():
+        p = load_profile(name)
+        print(f"{name}: {' '.join(p.description.split())}\n"
+              f"    data {p.data.name}; teacher {p.teacher.model.name} ({p.teacher_source}); "
+              f"student {p.student.model.name}; seeds {p.seeds}; device {p.device}\n"
+              f"    run: {p.command}")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from ddkit.study import ship_teacher
+    from ddkit.train import load_run
+    profile = _profile(args)
+    run = load_run(args.run_dir) if args.run_dir else None
+    record = ship_teacher(profile, run=run)
+    print(json.dumps({k: v for k, v in record.items() if k != "config"}))
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from ddkit import report
+    if args.model and (args.teacher or args.student):
+        raise ConfigError("give one MODEL, or --teacher and --student, not both")
+    if bool(args.teacher) != bool(args.student):
+        raise ConfigError("a pair needs both --teacher and --student")
+    if not (args.model or args.teacher):
+        raise ConfigError("name a model: `ddkit analyze MODEL` or --teacher T --student S "
+                          "(a timm name such as deit_tiny_patch16_224, or a kit run folder)")
+    roles = {"model": ""} if args.model else {"teacher": "teacher_", "student": "student_"}
+    models = {}
+    for role, dest in roles.items():
+        spec = args.model if role == "model" else getattr(args, role)
+        kwargs = dict(parse_override(text) for text in getattr(args, f"{dest}args"))
+        models[role] = report.ModelSource(spec, getattr(args, f"{dest}pretrained"),
+                                          getattr(args, f"{dest}checkpoint"), kwargs)
+    if args.model:   # one model: label its rows by its name
+        models = {Path(args.model).name: models["model"]}
+    _, layers = parse_override(f"layers={args.layers}")
+    out = args.out or str(Path("ddkit-analysis") / report._slug(
+        "_vs_".join(Path(m.spec).name for m in models.values())))
+    request = report.Request(
+        models=models, data=args.data, data_root=args.data_root, img_size=args.img_size,
+        n=args.n, batch_size=args.batch_size, device=args.device or "auto",
+        paper_faithful=args.paper_faithful, prefix_tokens=args.prefix_tokens, layers=layers,
+        seed=args.seed, out=out, figures=args.figures)
+    report.run(request)
+    return 0
+
+
+def _refresh(_args: argparse.Namespace) -> int:
+    from ddkit.pipeline import refresh_outputs
+    refresh_outputs()
+    return 0
+
+
+COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
+            "profiles": _profiles, "ship-teacher": _ship, "refresh-notebooks": _refresh}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can cause and fix: printed as one line, not a traceback."""
+    import torch
+    from ddkit.pipeline import NotebookFailed
+    from ddkit.train import DeviceUnavailableError, NonFiniteLossError
+    return (ConfigError, ValueError, FileNotFoundError, NonFiniteLossError,
+            DeviceUnavailableError, NotebookFailed, torch.OutOfMemoryError)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _show_progress_lines() -> None:
+    """Cache hits, resumes and --force lines of the kit's loggers on stderr (rank 0 only)."""
+    logger = logging.getLogger("ddkit")
+    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("[ddkit] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if int(os.environ.get("RANK", 0)) == 0 else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.runs_dir:
+        from ddkit.store import RUNS_ENV
+        os.environ[RUNS_ENV] = str(Path(args.runs_dir).expanduser().resolve())
+    _show_progress_lines()
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume (finished epochs are "
+              "kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _expected_errors() as err:
+        if args.traceback:
+            raise
+        import torch
+        message = " ".join(str(err).split()) if not isinstance(err, torch.OutOfMemoryError) \
+            else "out of memory; lower --batch-size (analyze) or data.batch_size (--set)"
+        if isinstance(err, FileNotFoundError) and not str(err):
+            message = repr(err)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, ConfigError) else EXIT_ERROR
 
 
 if __name__ == "__main__":
