@@ -148,8 +148,11 @@ def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
             load_weights(model, source.checkpoint)
     else:
         model = create_model(name, checkpoint=source.checkpoint, **kwargs)
-    weights = ("hub weights" if source.pretrained else
-               f"weights `{source.checkpoint}`" if source.checkpoint else "random init")
+    shipped = source.pretrained and name == "ddkit_vit_teacher_fmnist"
+    weights = ("the teacher shipped with ddkit" if shipped else "hub weights" if source.pretrained
+               else f"weights `{source.checkpoint}`" if source.checkpoint else "random init")
+    if source.pretrained and source.checkpoint:
+        weights = f"weights `{source.checkpoint}` (over hub weights)"
     args = ", ".join(f"{k}={v}" for k, v in source.kwargs.items())
     return model.eval(), f"`{name}`{f' ({args})' if args else ''}, {weights}"
 
@@ -241,7 +244,7 @@ def summary_lines(table: pd.DataFrame, model: str) -> list[str]:
     silent = ([f"- the last block's gradient is exactly 0: with prefix tokens dropped, its patch "
                "tokens do not reach the logits (the head reads the class/pooled prefix token); "
                "`--prefix-tokens keep` averages over the whole block output, as the official "
-               "analysis", ""] if kept == "dropped" and len(grads) and grads.iloc[-1] == 0 else [])
+               "analysis"] if kept == "dropped" and len(grads) and grads.iloc[-1] == 0 else [])
     return [
         "Raw (the paper's views; global-range entropy and intensity follow the feature scale):",
         "",
@@ -324,7 +327,8 @@ def run(request: Request) -> Path:
     test_set = build_dataset(name, "test", root=root, img_size=size, interpolation=interpolation)
     x, y = dynamics.analysis_images(test_set, request.n, request.paper_faithful, request.seed)
     how = "the first" if request.paper_faithful else "a class-balanced sample of"
-    say(f"{how} {len(x)} held-out images of {name} at {size} px ({interpolation} resize), on {device}")
+    say(f"{how} {len(x)} held-out images of {name} ({_resize(name, size, interpolation)}), on "
+        f"{device}")
     prefix_tokens = request.prefix_tokens or ("keep" if request.paper_faithful else "drop")
 
     from ddkit.metrics import channel_spectrum, linear_cka, spatial_log_amplitude
