@@ -40,7 +40,7 @@ class DataConfig:
     train_subset: int | None = None   # class-balanced subset of the training split; None = all
     eval_subset: int | None = None    # class-balanced subset of the test split; None = all
     img_size: int | None = None       # None = the dataset's native size
-    augment: bool = False
+    augment: bool | str = False       # false | true (the dataset's standard) | "official" (DeiT's)
     batch_size: int = 128             # per process
     eval_batch_size: int = 500
     num_workers: int = 0
@@ -243,11 +243,13 @@ def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value of a run before any compute; return it unchanged or raise ConfigError."""
-    from ddkit.data import DATASETS  # local: data imports torchvision
+    from ddkit.data import AUGMENT_RECIPES, DATASETS  # local: data imports torchvision
     from ddkit.losses import resolve_layer_pairs
     from ddkit.models import check_model_name, model_depth
 
     _choice(cfg.data.name, tuple(DATASETS), "data.name")
+    if isinstance(cfg.data.augment, str):
+        _choice(cfg.data.augment, AUGMENT_RECIPES, "data.augment")
     _choice(cfg.device, DEVICES, "device")
     for key in ("train_subset", "eval_subset", "img_size"):
         _positive(getattr(cfg.data, key), f"data.{key}")

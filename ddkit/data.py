@@ -30,9 +30,12 @@ FASHION_MNIST_FILES = {
 }
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 
-# the paper's (DeiT's) training augmentation, for timm's create_transform; no mixup/cutmix
+# the paper's (DeiT's) training augmentation, for timm's create_transform (random resized crop,
+# flip, RandAugment, random erasing); no mixup/cutmix, no repeated augmentation
 TRAIN_RECIPE = dict(auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25, re_mode="pixel",
                     interpolation="bicubic")
+# data.augment may name a recipe: "official" is TRAIN_RECIPE on any data set, Fashion-MNIST too
+AUGMENT_RECIPES = ("official",)
 EVAL_CROP_PCT = 0.875  # resize 256 → centre-crop 224
 INTERPOLATIONS = ("bicubic", "bilinear")  # eval resize: the kit's (DeiT's) | the official analysis'
 
@@ -182,16 +185,25 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None,
 class FashionMNISTDataset(Dataset):
     """In-memory Fashion-MNIST: item → (float image [1, S, S] normalised, int label).
 
-    augment: random crop of the 2-pixel zero-padded image and a horizontal flip with p=0.5,
-    both drawn from torch's global RNG (reproducible under torch.manual_seed). Images are
-    resized bilinearly to `img_size` when it is not 28.
+    augment: False; True = a random crop of the 2-pixel zero-padded image and a horizontal flip
+    with p=0.5, drawn from torch's global RNG (reproducible under torch.manual_seed);
+    "official" = the paper's DeiT recipe (``TRAIN_RECIPE`` through timm's ``create_transform``
+    on the grayscale image: random resized crop, flip, RandAugment m9, random erasing 0.25),
+    drawn from Python's, numpy's and torch's RNGs (all seeded and checkpointed by training).
+    Images are resized bilinearly to `img_size` when it is not 28 (the official recipe crops
+    straight to `img_size`).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, img_size: int = 28,
-                 augment: bool = False):
+                 augment: bool | str = False):
+        if augment not in (False, True, *AUGMENT_RECIPES):
+            raise ValueError(f"augment={augment!r}: expected false, true or one of {AUGMENT_RECIPES}")
         self.images, self.labels = images, labels  # [N, 28, 28] uint8, [N] int64
         self.targets = labels.tolist()
         self.img_size, self.augment = img_size, augment
+        self.recipe = (create_transform(img_size, is_training=True, mean=(FASHION_MNIST_MEAN,),
+                                        std=(FASHION_MNIST_STD,), **TRAIN_RECIPE)
+                       if augment == "official" else None)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -206,6 +218,10 @@ class FashionMNISTDataset(Dataset):
         return img
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.recipe is not None:
+            from PIL import Image
+            image = Image.fromarray(self.images[index].numpy(), mode="L")
+            return self.recipe(image), int(self.labels[index])  # [1, S, S] normalised
         img = self.images[index].unsqueeze(0)  # [1, 28, 28] uint8
         if self.augment:
             img = self._augment(img)
@@ -288,9 +304,11 @@ def image_folder_split(root: str | Path, held_out: bool) -> Path:
                                "per class)")
 
 
-def build_transform(name: str, img_size: int, augment: bool, interpolation: str = "bicubic"):
-    """timm transform for the RGB data sets: DeiT training recipe, or the eval resize to
-    img_size / 0.875 (256 for 224) with ``interpolation``, then a centre crop of img_size."""
+def build_transform(name: str, img_size: int, augment: bool | str,
+                    interpolation: str = "bicubic"):
+    """timm transform for the RGB data sets: DeiT training recipe (augment true or "official",
+    the same here), or the eval resize to img_size / 0.875 (256 for 224) with
+    ``interpolation``, then a centre crop of img_size."""
     info = dataset_info(name)
     if augment:
         return create_transform(img_size, is_training=True, mean=info["mean"], std=info["std"],
@@ -328,7 +346,7 @@ def _torchvision_dataset(name: str, held_out: bool, root: str | Path | None, tra
 
 def build_dataset(name: str, split: str, root: str | Path | None = None,
                   img_size: int | None = None, subset: int | None = None, seed: int = 0,
-                  augment: bool = False, download: bool = True,
+                  augment: bool | str = False, download: bool = True,
                   interpolation: str = "bicubic") -> Dataset:
     """Data set `name` (one of DATASETS) for `split` ("train" | "test"/"val", the held-out split).
 

@@ -41,7 +41,7 @@ def test_unknown_key_is_named_with_valid_keys():
 @pytest.mark.parametrize("data, key", [
     ({"seed": "zero"}, "seed"),
     ({"optim": {"epochs": 2.5}}, "optim.epochs"),
-    ({"data": {"augment": "yes"}}, "data.augment"),
+    ({"data": {"augment": 3}}, "data.augment"),
     ({"model": {"kwargs": [1]}}, "model.kwargs"),
 ])
 def test_wrong_types_name_the_key(data, key):

@@ -227,3 +227,30 @@ def test_dataset_info_and_bad_names(tmp_path):
         build_dataset("imagefolder", "train")
     with pytest.raises(DatasetNotFoundError, match="cifar10"):
         build_dataset("cifar10", "train", root=tmp_path, download=False)
+
+
+def test_official_recipe_augments_fashion_mnist_reproducibly():
+    import random
+
+    import numpy as np
+    import torch
+
+    from ddkit.data import build_dataset
+
+    def draw(seed):
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        ds = build_dataset("fashion_mnist", "train", subset=20, seed=0, augment="official")
+        return torch.stack([ds[i][0] for i in range(20)])
+
+    a, b, c = draw(1), draw(1), draw(2)
+    assert a.shape == (20, 1, 28, 28) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    plain = build_dataset("fashion_mnist", "train", subset=20, seed=0)
+    assert not torch.equal(a, torch.stack([plain[i][0] for i in range(20)]))
+
+
+def test_unknown_augment_recipe_is_refused():
+    from ddkit.config import ConfigError, replace, validate
+    from conftest import tiny_config
+    with pytest.raises(ConfigError, match="data.augment"):
+        validate(replace(tiny_config(), **{"data.augment": "heavy"}))
