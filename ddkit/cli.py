@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="layer map of the feature fit: first, last, first_last or pairs "
                            "[[s, t], ...] (default first_last)")
     data = an.add_argument_group("data and sampling")
-    data.add_argument("--data", default="fashion_mnist",
+    data.add_argument("--data", default=None,
                       help="fashion_mnist, cifar10, cifar100 or an ImageFolder folder (with val/ "
-                           "or class folders), default fashion_mnist; the held-out split is read")
+                           "or class folders); default: a run folder's own data set, else "
+                           "fashion_mnist; the held-out split is read")
     data.add_argument("--data-root", default=None, help="where the named data set lives")
     data.add_argument("--img-size", type=int, default=None,
                       help="image size (default: the model's input size)")
@@ -188,8 +189,12 @@ def _check_cuda(why: str) -> None:
 
 
 def _discard(cfg) -> None:
+    """--force: delete the run folder of ``cfg`` (one process only, never under torchrun)."""
     from ddkit.store import RunDir
     run_dir = RunDir.for_config(cfg)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError(f"--force under torchrun: delete {run_dir.path} first, then start "
+                          "the distributed run without --force")
     if run_dir.path.exists():
         logging.getLogger("ddkit").info("--force: deleting %s", run_dir.path)
         run_dir.discard()

@@ -61,7 +61,8 @@ class ModelSource:
 class Request:
     """One ``ddkit analyze`` call. ``models``: ``{label: source}``, one model or teacher + student."""
     models: dict
-    data: str = "fashion_mnist"        # a name of data.DATASETS or an ImageFolder path
+    data: str | None = None            # data.DATASETS name or ImageFolder path; None: a run
+                                       # folder's own data set, else fashion_mnist
     data_root: str | None = None
     img_size: int | None = None        # None: the (first) model's input size
     n: int | None = None               # None: 200, or 32 paper-faithful
@@ -78,8 +79,17 @@ class Request:
 # --------------------------------------------------------------------------- inputs
 
 
-def resolve_data(data: str, root: str | None) -> tuple[str, str | None]:
-    """``(dataset name, root)``: a name of ``DATASETS`` or an existing folder (an ImageFolder)."""
+def resolve_data(data: str | None, root: str | None,
+                 models: dict | None = None) -> tuple[str, str | None]:
+    """``(dataset name, root)``: a name of ``DATASETS`` or an existing folder (an ImageFolder);
+    ``None``: the data set of the first model that is a kit run folder, else Fashion-MNIST."""
+    if data is None:
+        for source in (models or {}).values():
+            if Path(source.spec).is_dir():
+                from ddkit.train import load_run
+                run_data = load_run(source.spec).config.data
+                return run_data.name, root or run_data.root
+        data = "fashion_mnist"
     if data in DATASETS and data != "imagefolder":
         return data, root
     if data == "imagefolder":
@@ -294,7 +304,7 @@ def run(request: Request) -> Path:
     from ddkit.losses import feature_loss_diagnostics, resolve_layer_pairs
     began = time.perf_counter()
     device = resolve_device(request.device)
-    name, root = resolve_data(request.data, request.data_root)
+    name, root = resolve_data(request.data, request.data_root, request.models)
     if request.n is not None and request.n < 1:
         raise ValueError(f"--n {request.n}: need at least one image")
     if request.batch_size is not None and request.batch_size < 1:
