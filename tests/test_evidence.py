@@ -235,3 +235,15 @@ def test_gaussian_intensity_over_magnitude_matches_simulation():
         ratio = float(metrics.channel_spectrum(f)[1][0] / metrics.activation_magnitude(f)[0])
         assert ratio == pytest.approx(evidence.gaussian_intensity_over_magnitude(C), rel=0.01)
     assert evidence.gaussian_intensity_over_magnitude(96) == pytest.approx(0.1131, abs=1e-4)
+
+
+def test_accuracy_summary_pairs_on_common_seeds():
+    from ddkit.study import accuracy_summary
+    acc = pd.DataFrame([{"run": run, "seed": s, "final_acc1": base + 0.1 * s}
+                        for run, seeds, base in (("SoftKD", SEEDS10, 80.0), ("no-KD", SEEDS3, 78.0))
+                        for s in seeds])
+    out = accuracy_summary(acc).set_index("run")
+    assert out.loc["SoftKD", "n"] == 10 and out.loc["no-KD", "n"] == 3
+    assert out.loc["SoftKD", "mean"] == pytest.approx(80.45)
+    assert out.loc["no-KD", "diff_vs_SoftKD"] == pytest.approx(-2.0)   # seeds 0-2 of both
+    assert out.loc["no-KD", "diff_half_width"] == pytest.approx(0.0, abs=1e-9)
