@@ -1,377 +1,340 @@
-"""Verdicts for the paper's claims C1–C6 (docs/design.md §1), computed from the numbers given.
+"""Verdicts for the paper's claims C1–C6 (docs/design.md §1), by the rules of docs/design.md §8.
 
-Each rule takes plain arrays (shapes in its docstring) and returns a :class:`Verdict`:
-``reproduced``, ``not reproduced`` or ``inconclusive``, with the statistic behind it (a string that
-names the numbers), the decisive :class:`~ddkit.stats.Estimate` and a one-line statement of the
-test. Nothing is typed in: change the numbers and the verdict follows.
+A claim is tested on one or more *variants* (a metric, a cell, a subject). Each variant is an
+:class:`Evidence`: an effect estimate with its sampling distribution (``ddkit.stats``: a t
+distribution over seeds, bootstrap replicates over images, or a max-min over layers), oriented so
+that the paper's direction is positive, and the claim's smallest effect of interest (SESOI, δ > 0,
+pre-set in ``ddkit.evidence`` from the paper's own numbers). Three one-sided tests per variant:
 
-Conventions
------------
-* Intervals are two-sided at ``level`` (default 0.95). Over seeds they are Student-t intervals of
-  paired differences (seed i of one arm is paired with seed i of the other: same data order and
-  initialisation). Per-image values are paired by image the same way.
-* Rows that are bootstrap replicates (``replicates=True`` where offered) already carry the
-  sampling spread: their percentile interval is used instead of a t interval.
-* "CI > t" means lo > t (strict); the opposite side is inclusive (hi <= t counts against a
-  claimed increase), so a difference that is exactly zero in every seed refutes a claimed
-  direction rather than hiding as "inconclusive".
-* An undefined interval (one seed) is always ``inconclusive``.
-* A claim made of several parts (a conjunction) is reproduced only if every part is, not
-  reproduced if any part is, and inconclusive otherwise. Its ``estimate`` is the binding part
-  (the one closest to failing); the statistic string names every part.
+    support    directional: H0 e <= 0 (α = 0.025: the 95 % interval above 0)
+               equivalence: H0 |e| >= δ, two one-sided tests (α = 0.05 each: 90 % interval in ±δ)
+               non-inferiority: H0 e >= δ (α = 0.05: the 90 % interval below δ)
+    opposite   directional: H0 e >= 0 (α = 0.025: the 95 % interval below 0)
+               equivalence / non-inferiority: H0 e within the margin, i.e. the 95 % interval
+               entirely beyond ±δ (beyond δ), α = 0.025 on that side
+    sesoi      directional only: H0 e >= δ (α = 0.05: the 90 % interval below δ)
+
+Within a claim, each test's p-values are Holm-adjusted over the variants of the same kind; the
+verdict of a variant comes from its adjusted p-values:
+
+    directional      opposite | reproduced (support, not sesoi) | smaller than the paper's
+                     (support and sesoi) | absent (sesoi only) | inconclusive
+    equivalence      reproduced (neutral) | opposite (not neutral) | inconclusive
+    non-inferiority  reproduced | opposite | inconclusive
+
+A claim's headline is its primary variant's verdict; a claim made of several parts (C5, C6) has
+several primary rows, combined by :func:`combine`. Any ``opposite`` among the other variants is
+reported beside the headline (``also_opposite``). Nothing is typed in: change the numbers and
+the verdict follows.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .stats import Estimate, paired_difference, ratio_estimate, replicate_interval
+from .stats import Dist, MaxMin, Replicates, TDist, holm
 
 REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
+SMALLER = "smaller than the paper's"
+ABSENT = "absent"
+OPPOSITE = "opposite"
 INCONCLUSIVE = "inconclusive"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+VERDICTS = (REPRODUCED, SMALLER, ABSENT, OPPOSITE, INCONCLUSIVE)
 
-TABLE_COLUMNS = ("claim", "variant", "verdict", "statistic", "mean", "lo", "hi", "n", "rule")
-DIGITS = 3  # decimals in statistic strings
+DIRECTIONAL, EQUIVALENCE, NONINFERIORITY = "directional", "equivalence", "non-inferiority"
+KINDS = (DIRECTIONAL, EQUIVALENCE, NONINFERIORITY)
+SLOTS = ("support", "opposite", "sesoi")
 
-Direction = Literal["less", "greater"]
+ALPHA_SIGN = 0.025   # one-sided: each tail of a 95 % interval (a sign, or beyond a margin)
+ALPHA_SESOI = 0.05   # one-sided: the 90 % interval (TOST, non-inferiority, "below δ")
+POWER_TARGET = 0.8   # the MDE is the effect detected with this probability
+ALPHA = {  # (kind, test) -> one-sided level
+    (DIRECTIONAL, "support"): ALPHA_SIGN, (DIRECTIONAL, "opposite"): ALPHA_SIGN,
+    (DIRECTIONAL, "sesoi"): ALPHA_SESOI,
+    (EQUIVALENCE, "support"): ALPHA_SESOI, (EQUIVALENCE, "opposite"): ALPHA_SIGN,
+    (NONINFERIORITY, "support"): ALPHA_SESOI, (NONINFERIORITY, "opposite"): ALPHA_SIGN,
+}
+
+TABLE_COLUMNS = ("claim", "variant", "primary", "kind", "estimate", "lo95", "hi95", "lo90", "hi90",
+                 "n", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power",
+                 "p_support", "p_support_holm", "p_opposite", "p_opposite_holm", "p_sesoi",
+                 "p_sesoi_holm", "verdict", "headline", "also_opposite", "statistic", "rule", "note")
+DIGITS = 3  # significant digits in statistic strings
+
+_KIND_RULES = {
+    DIRECTIONAL: ("e oriented so the paper's direction is positive; opposite if H0 e >= 0 is "
+                  "rejected at 2.5 % (95 % CI below 0); reproduced if H0 e <= 0 is rejected at "
+                  "2.5 % (95 % CI above 0) and H0 e >= δ is not rejected at 5 % (90 % CI reaches "
+                  "δ); smaller than the paper's if both are rejected; absent if only e >= δ is "
+                  "rejected; else inconclusive"),
+    EQUIVALENCE: ("neutral within ±δ: reproduced if both one-sided tests of |e| >= δ reject at "
+                  "5 % (TOST; 90 % CI inside ±δ); opposite (not neutral) if the 95 % CI lies "
+                  "entirely beyond +δ or -δ; else inconclusive"),
+    NONINFERIORITY: ("reproduced if H0 e >= δ is rejected at 5 % (90 % CI below δ); opposite if "
+                     "the 95 % CI lies entirely above δ; else inconclusive"),
+}
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """One claim's verdict under one metric variant, with the statistic and the test behind it."""
+class Sesoi:
+    """The smallest effect of interest of a claim (or a part of it), in display units (a ratio for
+    log-scale rows), with the reason it was set to that value."""
+
+    value: float
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.value) and self.value > 0):
+            raise ValueError(f"SESOI must be a finite number > 0, got {self.value!r} ({self.reason})")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One variant of one claim, before the claim's multiplicity correction.
+
+    ``dist``: the sampling distribution of the effect on the additive scale (the log of a ratio
+    when ``scale`` is "log"), oriented so the paper's direction is positive (for equivalence and
+    non-inferiority: the difference itself). ``paper``: the official release's value of the same
+    quantity, in display units and the same orientation (NaN when it has none). ``statistic``:
+    what the effect is, in words. ``note``: conditions a reader must know (one teacher run, a
+    width gap, ...).
+    """
 
     claim: str
     variant: str
-    verdict: str
+    kind: str
+    dist: Dist
+    sesoi: Sesoi
+    unit: str
     statistic: str
-    estimate: Estimate | None
-    rule: str
+    primary: bool = False
+    paper: float = math.nan
+    scale: str = "linear"
+    method: str = ""
+    note: str = ""
 
     def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.scale not in ("linear", "log"):
+            raise ValueError(f"scale must be 'linear' or 'log', got {self.scale!r}")
+        if self.scale == "log" and self.sesoi.value <= 1:
+            raise ValueError(f"{self.claim} {self.variant}: a log-scale SESOI is a ratio > 1, "
+                             f"got {self.sesoi.value}")
+        if isinstance(self.dist, MaxMin) and self.kind != DIRECTIONAL:
+            raise ValueError("max-min effects are tested directionally only")
 
-    def as_row(self) -> dict:
-        """A flat dict for a table: the columns of ``TABLE_COLUMNS``."""
-        e = self.estimate
-        nan = float("nan")
-        return {"claim": self.claim, "variant": self.variant, "verdict": self.verdict,
-                "statistic": self.statistic,
-                "mean": e.mean if e else nan, "lo": e.lo if e else nan, "hi": e.hi if e else nan,
-                "n": e.n if e else 0, "rule": self.rule}
+    @property
+    def delta(self) -> float:
+        """δ on the additive scale of ``dist``."""
+        return math.log(self.sesoi.value) if self.scale == "log" else self.sesoi.value
+
+    def display(self, x: float) -> float:
+        return math.exp(x) if self.scale == "log" else x
+
+    def p_values(self) -> dict[str, float]:
+        return {k: float(v) for k, v in pvalues(self.kind, self.dist, self.delta).items()}
+
+    def power(self) -> float:
+        """Power of the support test at the SESOI (directional: true e = δ; equivalence and
+        non-inferiority: true e = 0), taking the observed spread as the true one; before Holm."""
+        d = self.dist
+        if self.kind == DIRECTIONAL:
+            return d.power(self.delta, ALPHA_SIGN)
+        if self.kind == EQUIVALENCE:
+            return d.power_equivalence(self.delta, ALPHA_SESOI)
+        return d.power(self.delta, ALPHA_SESOI)  # P(upper bound < δ) at e = 0, by symmetry
+
+    def rule(self) -> str:
+        return (f"{_KIND_RULES[self.kind]}; {self.method or describe_dist(self.dist)}; p-values "
+                f"Holm-adjusted within the claim (docs/design.md §8)")
+
+    def row(self) -> dict:
+        """The table row before Holm: the columns of ``TABLE_COLUMNS`` except the adjusted
+        p-values, verdicts and headline."""
+        d = self.dist
+        show = self.display
+        mde = d.mde(ALPHA_SIGN, POWER_TARGET)
+        return {"claim": self.claim, "variant": self.variant, "primary": bool(self.primary),
+                "kind": self.kind, "estimate": show(float(d.mean)),
+                "lo95": show(float(d.lower(ALPHA_SIGN))), "hi95": show(float(d.upper(ALPHA_SIGN))),
+                "lo90": show(float(d.lower(ALPHA_SESOI))), "hi90": show(float(d.upper(ALPHA_SESOI))),
+                "n": int(d.n), "unit": self.unit, "scale": self.scale, "sesoi": self.sesoi.value,
+                "sesoi_reason": self.sesoi.reason, "paper": float(self.paper),
+                "mde": show(mde) if math.isfinite(mde) else math.nan, "power": self.power(),
+                **{f"p_{k}": v for k, v in self.p_values().items()},
+                "statistic": self.statistic, "rule": self.rule(), "note": self.note}
 
 
-def claims_table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
-    """One row per verdict, columns in ``TABLE_COLUMNS`` order (also for an empty list)."""
-    rows = [v.as_row() for v in verdicts]
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+def describe_dist(dist: Dist) -> str:
+    """How the interval and tests of ``dist`` are made, in words."""
+    if isinstance(dist, MaxMin):
+        inner = describe_dist(dist.arms)
+        a, k = dist.shape
+        return (f"max over {k} candidate layer(s) of the min over {a} arm(s), each arm {inner}; "
+                f"lower bound and support test Bonferroni over the {k} candidates, upper bound "
+                f"over the {a} arm(s), so choosing the minimum from the data does not bias it")
+    if isinstance(dist, Replicates):
+        return (f"percentile bootstrap over {dist.n} images ({dist.reps.shape[-1]} resamples), "
+                f"p = (1 + replicates on the null side) / (B + 1)")
+    return f"paired t over {dist.n} seed(s)"
 
 
-# ----------------------------------------------------------------------------- generic tests
+# ----------------------------------------------------------------------------- tests and verdicts
 
-def directional(estimate: Estimate, direction: Direction, threshold: float = 0.0) -> str:
-    """Verdict for "the quantity is ``direction`` than ``threshold``".
 
-    greater: reproduced if lo > threshold, not reproduced if hi <= threshold.
-    less:    reproduced if hi < threshold, not reproduced if lo >= threshold.
-    Otherwise (the CI straddles the threshold) or with an undefined CI: inconclusive.
+def pvalues(kind: str, dist: Dist, delta: float) -> dict[str, np.ndarray]:
+    """The raw one-sided p-values of one variant (or of many at once: arrays broadcast over the
+    distribution's leading axes). ``delta``: δ on the distribution's additive scale."""
+    if kind == DIRECTIONAL:
+        return {"support": dist.p_greater(0.0), "opposite": dist.p_less(0.0),
+                "sesoi": dist.p_less(delta)}
+    nan = np.full(np.shape(dist.mean), np.nan)
+    if kind == EQUIVALENCE:
+        return {"support": np.maximum(dist.p_greater(-delta), dist.p_less(delta)),
+                "opposite": np.minimum(dist.p_greater(delta), dist.p_less(-delta)), "sesoi": nan}
+    if kind == NONINFERIORITY:
+        return {"support": dist.p_less(delta), "opposite": dist.p_greater(delta), "sesoi": nan}
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def decide(kind: str, p_support, p_opposite, p_sesoi=math.nan) -> np.ndarray:
+    """Verdicts from (adjusted) one-sided p-values, elementwise; NaN p-values (one seed) reject
+    nothing, so they give ``inconclusive``."""
+    sup = np.asarray(p_support, dtype=np.float64) < ALPHA[(kind, "support")]
+    opp = np.asarray(p_opposite, dtype=np.float64) < ALPHA[(kind, "opposite")]
+    if kind == DIRECTIONAL:
+        below = np.asarray(p_sesoi, dtype=np.float64) < ALPHA_SESOI
+        sup, opp, below = np.broadcast_arrays(sup, opp, below)
+        return np.select([opp, sup & ~below, sup & below, below],
+                         [OPPOSITE, REPRODUCED, SMALLER, ABSENT], INCONCLUSIVE).astype(object)
+    sup, opp = np.broadcast_arrays(sup, opp)
+    return np.select([sup, opp], [REPRODUCED, OPPOSITE], INCONCLUSIVE).astype(object)
+
+
+def combine(parts: Sequence[str]) -> str:
+    """One verdict for a claim made of several parts that must all hold (C5: early speed-up, catch
+    up, overtake; C6: deeper middle, lower last layer): any part opposite → opposite; else any
+    absent → absent; else any smaller → smaller than the paper's; else all reproduced →
+    reproduced; else inconclusive. One part: its verdict."""
+    parts = list(parts)
+    bad = [p for p in parts if p not in VERDICTS]
+    if not parts or bad:
+        raise ValueError(f"combine: need verdicts from {VERDICTS}, got {parts}")
+    for verdict in (OPPOSITE, ABSENT, SMALLER):
+        if verdict in parts:
+            return verdict
+    return REPRODUCED if all(p == REPRODUCED for p in parts) else INCONCLUSIVE
+
+
+def judge(evidence: Sequence[Evidence]) -> pd.DataFrame:
+    """The verdict table: one row per variant (columns ``TABLE_COLUMNS``), Holm within each claim
+    (per kind and test), a verdict per row and the claim's headline on each of its rows."""
+    table = pd.DataFrame([e.row() for e in evidence])
+    if table.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    for slot in SLOTS:
+        table[f"p_{slot}_holm"] = np.nan
+    for _, idx in table.groupby(["claim", "kind"], sort=False).groups.items():
+        for slot in SLOTS:
+            table.loc[idx, f"p_{slot}_holm"] = holm(table.loc[idx, f"p_{slot}"].to_numpy(float))
+    table["verdict"] = [decide(k, s, o, b).item() for k, s, o, b in
+                        zip(table["kind"], table["p_support_holm"], table["p_opposite_holm"],
+                            table["p_sesoi_holm"])]
+    table["headline"], table["also_opposite"] = "", ""
+    for claim, rows in table.groupby("claim", sort=False):
+        primary = rows[rows["primary"]]
+        if primary.empty:
+            raise ValueError(f"claim {claim}: no primary variant; mark the pre-declared one(s)")
+        others = rows[~rows["primary"] & (rows["verdict"] == OPPOSITE)]
+        table.loc[rows.index, "headline"] = combine(primary["verdict"].tolist())
+        table.loc[rows.index, "also_opposite"] = "; ".join(others["variant"])
+    return table[list(TABLE_COLUMNS)]
+
+
+# ----------------------------------------------------------------------------- effect builders
+# Plain arrays in, a sampling distribution out (ddkit.stats); leading axes broadcast, so the
+# calibration tests build thousands of simulated studies at once.
+
+
+def paired(a, b) -> TDist:
+    """a - b paired over the last axis (seeds): a t distribution over the n pairs. a, b [..., n]."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same shape: {a.shape} vs {b.shape}")
+    return TDist.of(a - b)
+
+
+def log_ratio(num, den) -> TDist:
+    """log(num / den) paired over the last axis (all values > 0): its t distribution; the
+    geometric-mean ratio is its exp."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if (num <= 0).any() or (den <= 0).any():
+        raise ValueError("log_ratio needs positive values (losses)")
+    return paired(np.log(num), np.log(den))
+
+
+ARMS = ("first", "last")
+
+
+def u_depth(profiles, arms: Sequence[str] = ARMS, point=None, n_images: int = 0) -> MaxMin:
+    """The depth of a U in per-layer profiles: D = max over interior layers k of
+    min over ``arms`` of (end - x_k); with both arms min(x_first, x_last) - min_interior x.
+    D > 0: some interior layer lies below both ends (a U); D < 0: an end is the lowest (monotone).
+    One arm: "first - min" or "last - min" over the interior.
+
+    ``profiles`` [..., S, L] (L >= 3): rows are seeds (t per arm) — or, with ``point`` [..., L]
+    given, bootstrap replicates with ``point`` the full-sample profile (percentile per arm) over
+    ``n_images`` resampled images.
     """
-    if direction not in ("less", "greater"):
-        raise ValueError(f"direction must be 'less' or 'greater', got {direction!r}")
-    if not estimate.defined:
-        return INCONCLUSIVE
-    if direction == "greater":
-        if estimate.lo > threshold:
-            return REPRODUCED
-        return NOT_REPRODUCED if estimate.hi <= threshold else INCONCLUSIVE
-    if estimate.hi < threshold:
-        return REPRODUCED
-    return NOT_REPRODUCED if estimate.lo >= threshold else INCONCLUSIVE
+    P = np.asarray(profiles, dtype=np.float64)
+    if P.ndim < 2 or P.shape[-1] < 3:
+        raise ValueError(f"profiles: expected [..., S, L] with L >= 3 layers, got shape {P.shape}")
+    if not np.isfinite(P).all():
+        raise ValueError("profiles: contains non-finite values (NaN/inf)")
+    bad = [a for a in arms if a not in ARMS]
+    if bad or not arms:
+        raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {list(arms)}")
+    ends = {"first": P[..., :1], "last": P[..., -1:]}
+    diffs = np.stack([ends[a] - P[..., 1:-1] for a in arms], axis=-2)  # [..., S, A, K]
+    if point is None:
+        return MaxMin(TDist.of(np.moveaxis(diffs, -3, -1)))           # arms [..., A, K]
+    p = np.asarray(point, dtype=np.float64)
+    pe = {"first": p[..., :1], "last": p[..., -1:]}
+    centre = np.stack([pe[a] - p[..., 1:-1] for a in arms], axis=-2)  # [..., A, K]
+    return MaxMin(Replicates(centre, np.moveaxis(diffs, -3, -1), n=n_images))
 
 
-def conjunction(parts: Sequence[str]) -> str:
-    """All parts reproduced → reproduced; any part not reproduced → not reproduced; else inconclusive."""
-    if any(p == NOT_REPRODUCED for p in parts):
-        return NOT_REPRODUCED
-    if parts and all(p == REPRODUCED for p in parts):
-        return REPRODUCED
-    return INCONCLUSIVE
+def interior_min(profiles) -> np.ndarray:
+    """Per row, the minimum over the interior layers 1 .. L-2: [..., S, L] -> [..., S]."""
+    P = np.asarray(profiles, dtype=np.float64)
+    if P.shape[-1] < 3:
+        raise ValueError(f"profiles: need L >= 3 layers, got shape {P.shape}")
+    return P[..., 1:-1].min(axis=-1)
 
 
-def _fmt(e: Estimate, unit: str = "") -> str:
-    return e.format(unit=unit, digits=DIGITS)
+def fmt(x: float, digits: int = DIGITS) -> str:
+    """A number with ``digits`` significant digits, sign shown ("+0.627", "-1.14e-05")."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:+.{digits}g}"
 
 
-def _diff(a, b, level: float, names: tuple[str, str], replicates: bool) -> Estimate:
-    """Paired a - b: t interval over pairs, or percentile interval when rows are replicates."""
-    if not replicates:
-        return paired_difference(a, b, level, names=names)
-    d = paired_difference(a, b, level, names=names)  # validates; mean of a - b
-    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    return replicate_interval(x, level, name=f"{names[0]} - {names[1]}", point=d.mean)
+def estimate_text(e: Evidence) -> str:
+    """``"+0.627 [-0.052, +1.31] pt (n=3)"`` from the evidence's display values."""
+    d = e.dist
+    show = e.display
+    ci = f"[{fmt(show(float(d.lower(ALPHA_SIGN))))}, {fmt(show(float(d.upper(ALPHA_SIGN))))}]"
+    unit = f" {e.unit}" if e.unit else ""
+    return f"{fmt(show(float(d.mean)))} {ci}{unit} (n={d.n})"
 
 
-def _matrix(values, name: str, min_layers: int) -> np.ndarray:
-    """A finite [S, L] array with S >= 1 and L >= ``min_layers``; else ValueError naming ``name``."""
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected [S, L] (rows = seeds or replicates), got shape {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < min_layers:
-        raise ValueError(f"{name}: need at least 1 row and {min_layers} layers, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains non-finite values (NaN/inf)")
-    return arr
-
-
-def _level_word(level: float) -> str:
-    return f"{level:.0%} CI"
-
-
-# ----------------------------------------------------------------------------- C1: U-shaped entropy
-
-def c1_u_shape(profiles, variant: str = "raw", *, level: float = 0.95, min_depth: float = 0.0,
-               replicates: bool = False) -> Verdict:
-    """C1 — the per-layer entropy profile is U-shaped (compress early/middle, expand late).
-
-    ``profiles``: [S, L] entropy per layer (L >= 3), one row per seed (or per bootstrap replicate
-    with ``replicates=True``). l* = argmin over layers of the mean profile. d_first, d_last =
-    paired differences (first layer − layer l*) and (last layer − layer l*) over rows.
-
-    * l* interior (0 < l* < L-1): both ends must exceed the minimum by more than ``min_depth``:
-      reproduced if both CIs lie above ``min_depth``; not reproduced if either CI lies at or below
-      it (that side is flat within ``min_depth``: an L-shape, not a U); else inconclusive. Because
-      l* minimises the mean profile, both differences have mean >= 0 by construction — an end
-      cannot be significantly *below* the minimum — so with the default ``min_depth=0`` this path
-      refutes only in the degenerate case of an end tied with the minimum in every row; give a
-      positive ``min_depth`` (in the profile's unit) to test "this side is flat" for real.
-    * l* at an end: no interior compression on average. Not reproduced if the other end lies
-      clearly above l* (its CI > 0: a monotone trend, as docs/design.md §7 saw) or is flat with it (its
-      CI at or below ``min_depth``; only reachable with ``min_depth > 0`` or exact ties); else
-      inconclusive (noise could hide a shallow U).
-
-    Estimate: interior → the shallower side (smaller lower bound); end → the other end's difference.
-    """
-    P = _matrix(profiles, "profiles", 3)
-    S, L = P.shape
-    lstar = int(np.argmin(P.mean(axis=0)))
-    names_f = ("first layer", f"layer {lstar + 1}")
-    names_l = ("last layer", f"layer {lstar + 1}")
-    d_first = _diff(P[:, 0], P[:, lstar], level, names_f, replicates)
-    d_last = _diff(P[:, L - 1], P[:, lstar], level, names_l, replicates)
-    stat = (f"min at L{lstar + 1}/{L}; first−min {_fmt(d_first)}; last−min {_fmt(d_last)}")
-    ci = "percentile interval over replicates" if replicates else f"paired t {_level_word(level)} over seeds"
-    if 0 < lstar < L - 1:
-        verdict = conjunction([directional(d_first, "greater", min_depth),
-                               directional(d_last, "greater", min_depth)])
-        est = min((d_first, d_last), key=lambda e: (e.lo if e.defined else -np.inf, e.mean))
-    else:
-        other = d_last if lstar == 0 else d_first
-        if not other.defined:
-            verdict = INCONCLUSIVE
-        elif other.lo > 0 or other.hi <= min_depth:
-            verdict = NOT_REPRODUCED
-        else:
-            verdict = INCONCLUSIVE
-        est = other
-    rule = (f"l* = argmin of mean profile; reproduced if l* interior and first−min, last−min both "
-            f"> {min_depth:g} ({ci}); not reproduced if l* is an end and the other end is clearly "
-            f"above it (monotone), or a side's CI <= {min_depth:g} (flat)")
-    return Verdict("C1", variant, verdict, stat, est, rule)
-
-
-# ----------------------------------------------------------------------------- C2: distributed code
-
-def c2_distributed_code(teacher_first, teacher_last, variant: str = "intensity", *,
-                        level: float = 0.95, replicates: bool = False) -> Verdict:
-    """C2 — the teacher's late layers use a broader / higher-dimensional code than its first.
-
-    ``teacher_first``, ``teacher_last``: [N] values of a capacity or spectrum metric (spectrum
-    intensity, intensity ÷ magnitude, effective rank, ...) at the teacher's first and last block,
-    paired by image (or by bootstrap replicate with ``replicates=True``). Reproduced if the paired
-    last − first CI > 0, not reproduced if it is <= 0, else inconclusive. Use a scale-controlled
-    ``variant`` beside the raw one (docs/design.md §7: raw intensity mostly tracks magnitude).
-    """
-    d = _diff(teacher_last, teacher_first, level, ("teacher_last", "teacher_first"), replicates)
-    verdict = directional(d, "greater")
-    unit = "replicates" if replicates else "images"
-    return Verdict("C2", variant, verdict, f"teacher last−first {_fmt(d)}", d,
-                   f"paired last−first over {unit}: reproduced if {_level_word(level)} > 0, "
-                   f"not reproduced if <= 0")
-
-
-def c2_capacity_gap(teacher_last, student_last, variant: str = "effective_rank", *,
-                    level: float = 0.95, replicates: bool = False) -> Verdict:
-    """C2 (capacity) — the small student lacks the channel capacity of the teacher's last layer.
-
-    ``teacher_last``, ``student_last``: [N] values of a capacity metric (e.g. effective rank) at
-    the last block of teacher and student, paired by image (or replicate). Reproduced if teacher −
-    student CI > 0, not reproduced if <= 0, else inconclusive. The metric is compared as given:
-    normalise by width beforehand if that is the question.
-    """
-    d = _diff(teacher_last, student_last, level, ("teacher_last", "student_last"), replicates)
-    verdict = directional(d, "greater")
-    return Verdict("C2-capacity", variant, verdict, f"teacher−student at last layer {_fmt(d)}", d,
-                   f"paired teacher−student at the last layer: reproduced if {_level_word(level)} > 0, "
-                   f"not reproduced if <= 0")
-
-
-# ----------------------------------------------------------------------------- C3: negative transfer
-
-def c3_negative_transfer(acc_last, acc_soft, variant: str = "top1", *,
-                         level: float = 0.95) -> Verdict:
-    """C3 — late-layer feature alignment (Last) is worse than logit KD alone (SoftKD).
-
-    ``acc_last``, ``acc_soft``: [S] top-1 accuracy (percent) per seed, paired by seed. Reproduced if
-    the paired Last − SoftKD CI < 0, not reproduced if it is >= 0, else inconclusive.
-    """
-    d = paired_difference(acc_last, acc_soft, level, names=("acc_last", "acc_soft"))
-    verdict = directional(d, "less")
-    return Verdict("C3", variant, verdict, f"Last−SoftKD {_fmt(d, 'pt')}", d,
-                   f"paired Last−SoftKD over seeds: reproduced if {_level_word(level)} < 0, "
-                   f"not reproduced if >= 0")
-
-
-def c3_early_neutral(acc_first, acc_soft, margin: float = 0.5, variant: str = "top1", *,
-                     level: float = 0.95) -> Verdict:
-    """C3 (early) — early-layer alignment (First) is neutral relative to SoftKD.
-
-    ``acc_first``, ``acc_soft``: [S] top-1 accuracy (percent) per seed, paired. With d = First −
-    SoftKD: reproduced ("neutral") if the CI contains 0 and lies within ±``margin`` points; not
-    reproduced if the CI excludes 0 (a detectable effect, however small; its size is in the
-    statistic); inconclusive if it contains 0 but is wider than the margin (too few seeds), or
-    is undefined.
-    """
-    if not margin > 0:
-        raise ValueError(f"margin must be > 0 (points), got {margin!r}")
-    d = paired_difference(acc_first, acc_soft, level, names=("acc_first", "acc_soft"))
-    if not d.defined:
-        verdict = INCONCLUSIVE
-    elif not d.contains(0.0):
-        verdict = NOT_REPRODUCED
-    elif -margin <= d.lo and d.hi <= margin:
-        verdict = REPRODUCED
-    else:
-        verdict = INCONCLUSIVE
-    return Verdict("C3-early", variant, verdict, f"First−SoftKD {_fmt(d, 'pt')}; margin ±{margin:g} pt",
-                   d, f"paired First−SoftKD over seeds: reproduced if {_level_word(level)} contains 0 "
-                      f"within ±{margin:g} pt, not reproduced if it excludes 0")
-
-
-# ----------------------------------------------------------------------------- C4: last pair not fitted
-
-def c4_last_harder(loss_last, loss_first, factor: float = 2.0, variant: str = "raw", *,
-                   level: float = 0.95) -> Verdict:
-    """C4 — the student fits the teacher's last layer far worse than its first.
-
-    ``loss_last``, ``loss_first``: [S] end-of-training feature loss per seed (> 0) for the last and
-    first layer pairs, paired by seed. ``variant`` "raw" for the loss itself, "relative_to_zero"
-    for loss ÷ the loss of an all-zero prediction (docs/design.md §7: raw losses mostly track scale).
-    R = geometric-mean ratio last/first: reproduced if its lower bound > ``factor``; not reproduced
-    if its upper bound < 1 (the last pair is fitted better); else inconclusive.
-    """
-    if not factor >= 1:
-        raise ValueError(f"factor must be >= 1, got {factor!r}")
-    r = ratio_estimate(loss_last, loss_first, level, names=("loss_last", "loss_first"))
-    if not r.defined:
-        verdict = INCONCLUSIVE
-    elif r.lo > factor:
-        verdict = REPRODUCED
-    elif r.hi < 1.0:
-        verdict = NOT_REPRODUCED
-    else:
-        verdict = INCONCLUSIVE
-    return Verdict("C4", variant, verdict, f"last/first loss ratio {r.format(unit='×', digits=DIGITS)}",
-                   r, f"geometric-mean ratio last/first over seeds (t {_level_word(level)} on log): "
-                      f"reproduced if lo > {factor:g}, not reproduced if hi < 1")
-
-
-def c4_last_harder_cosine(cos_last, cos_first, variant: str = "cosine", *,
-                          level: float = 0.95) -> Verdict:
-    """C4 (cosine) — the last pair is aligned worse than the first.
-
-    ``cos_last``, ``cos_first``: [S] end-of-training mean cosine similarity between student and
-    teacher features for the last and first pairs, paired by seed. Reproduced if last − first CI
-    < 0, not reproduced if >= 0, else inconclusive.
-    """
-    d = paired_difference(cos_last, cos_first, level, names=("cos_last", "cos_first"))
-    verdict = directional(d, "less")
-    return Verdict("C4", variant, verdict, f"cosine last−first {_fmt(d)}", d,
-                   f"paired cosine last−first over seeds: reproduced if {_level_word(level)} < 0, "
-                   f"not reproduced if >= 0")
-
-
-# ----------------------------------------------------------------------------- C5: early speed-up
-
-def c5_early_speedup(acc_feat_early, acc_soft_early, acc_feat_final, acc_soft_final,
-                     variant: str = "top1", *, level: float = 0.95) -> Verdict:
-    """C5 — feature alignment speeds up early training, but SoftKD catches up.
-
-    All four: [S] top-1 (percent) per seed, paired by seed; "early" at a fixed early epoch, "final"
-    at the end. early = feat − soft early, final = feat − soft final.
-
-    * reproduced: early CI > 0, AND final mean < early mean, AND final CI lo <= 0 (contains 0 or
-      lies below: the gap has closed or reversed);
-    * not reproduced: early CI <= 0 (no speed-up), or final CI > 0 with final mean >= early mean
-      (feature KD stays ahead by as much or more: SoftKD never catches up);
-    * inconclusive: otherwise (e.g. the gap narrows but is still significantly open).
-
-    Estimate: the early difference.
-    """
-    names_e = ("acc_feat_early", "acc_soft_early")
-    names_f = ("acc_feat_final", "acc_soft_final")
-    early = paired_difference(acc_feat_early, acc_soft_early, level, names=names_e)
-    final = paired_difference(acc_feat_final, acc_soft_final, level, names=names_f)
-    if not (early.defined and final.defined):
-        verdict = INCONCLUSIVE
-    elif early.hi <= 0:
-        verdict = NOT_REPRODUCED
-    elif final.lo > 0 and final.mean >= early.mean:
-        verdict = NOT_REPRODUCED
-    elif early.lo > 0 and final.mean < early.mean and final.lo <= 0:
-        verdict = REPRODUCED
-    else:
-        verdict = INCONCLUSIVE
-    stat = f"early feat−SoftKD {_fmt(early, 'pt')}; final feat−SoftKD {_fmt(final, 'pt')}"
-    rule = (f"paired feat−SoftKD over seeds ({_level_word(level)}): reproduced if early > 0 and final "
-            f"mean < early mean with final lo <= 0; not reproduced if early <= 0 or final > 0 "
-            f"without narrowing")
-    return Verdict("C5", variant, verdict, stat, early, rule)
-
-
-# ----------------------------------------------------------------------------- C6: distorted profile
-
-def c6_profile_distortion(profile_last, profile_soft, variant: str = "raw", *,
-                          level: float = 0.95, replicates: bool = False) -> Verdict:
-    """C6 — late-layer alignment deepens the middle bottleneck and pins the last layer low.
-
-    ``profile_last``, ``profile_soft``: [S, L] entropy per layer (L >= 3) for Last-aligned and
-    SoftKD students, rows paired by seed (or replicate). Per row: middle minimum = min over layers
-    1 .. L-2 (0-based), and the last layer's value. Two paired differences Last − SoftKD:
-    d_mid and d_end. Reproduced if both CIs < 0; not reproduced if either CI >= 0 (that part is
-    refuted); else inconclusive. Estimate: the binding part (larger upper bound).
-    """
-    A = _matrix(profile_last, "profile_last", 3)
-    B = _matrix(profile_soft, "profile_soft", 3)
-    if A.shape != B.shape:
-        raise ValueError(f"profile_last {A.shape} and profile_soft {B.shape} must have the same [S, L]")
-    d_mid = _diff(A[:, 1:-1].min(axis=1), B[:, 1:-1].min(axis=1), level,
-                  ("profile_last middle min", "profile_soft middle min"), replicates)
-    d_end = _diff(A[:, -1], B[:, -1], level, ("profile_last last layer", "profile_soft last layer"),
-                  replicates)
-    verdict = conjunction([directional(d_mid, "less"), directional(d_end, "less")])
-    est = max((d_mid, d_end), key=lambda e: (e.hi if e.defined else np.inf, e.mean))
-    stat = f"middle-min Last−SoftKD {_fmt(d_mid)}; last-layer Last−SoftKD {_fmt(d_end)}"
-    rule = (f"paired Last−SoftKD of the middle-layer minimum and of the last layer "
-            f"({_level_word(level)}): reproduced if both < 0, not reproduced if either >= 0")
-    return Verdict("C6", variant, verdict, stat, est, rule)
-
-
-__all__ = ["REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "VERDICTS", "TABLE_COLUMNS", "Verdict",
-           "claims_table", "directional", "conjunction", "c1_u_shape", "c2_distributed_code",
-           "c2_capacity_gap", "c3_negative_transfer", "c3_early_neutral", "c4_last_harder",
-           "c4_last_harder_cosine", "c5_early_speedup", "c6_profile_distortion"]
+__all__ = ["REPRODUCED", "SMALLER", "ABSENT", "OPPOSITE", "INCONCLUSIVE", "VERDICTS",
+           "DIRECTIONAL", "EQUIVALENCE", "NONINFERIORITY", "KINDS", "ALPHA", "ALPHA_SIGN",
+           "ALPHA_SESOI", "TABLE_COLUMNS", "Sesoi", "Evidence", "pvalues", "decide", "combine",
+           "judge", "paired", "log_ratio", "u_depth", "interior_min", "describe_dist", "fmt",
+           "estimate_text"]

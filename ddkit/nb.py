@@ -179,38 +179,45 @@ def reference_summary(logs, entropy) -> str:
 
 # --------------------------------------------------------------------------- claims output
 
-README = REPO_ROOT / "README.md"
-RESULTS_BEGIN, RESULTS_END = "<!-- results:begin -->", "<!-- results:end -->"
-
 
 def write_claims(session: Session, table) -> None:
     """Write the claims table (CSV + Markdown) to the profile's figures; for the default profile
-    also regenerate the README's results section from it."""
-    from ddkit.evidence import results_markdown
+    also regenerate the README's generated blocks from the figures' CSVs (``ddkit.readme``)."""
+    from ddkit import readme
     from ddkit.store import write_text
     session.figures.mkdir(parents=True, exist_ok=True)
-    write_text(session.figures / "claims_table.csv", table.to_csv(index=False))
-    text = results_markdown(table, session.profile.name)
+    write_text(session.figures / readme.CLAIMS_CSV, table.to_csv(index=False))
+    text = readme.results_markdown(readme.read_table(session.figures / readme.CLAIMS_CSV),
+                                   session.profile.name)
     write_text(session.figures / "claims.md", text)
     if session.profile.name == "default":
-        readme = README.read_text()
-        head, _, rest = readme.partition(RESULTS_BEGIN)
-        _, _, tail = rest.partition(RESULTS_END)
-        if rest:
-            write_text(README, f"{head}{RESULTS_BEGIN}\n{text}{RESULTS_END}{tail}")
+        readme.update(figures=session.figures)
+
+
+def write_sweep(session: Session, table) -> None:
+    """Write the sweep table as CSV; for the default profile also regenerate the README's blocks."""
+    from ddkit import readme
+    write_table(session, table, readme.SWEEP_CSV.removesuffix(".csv"))
+    if session.profile.name == "default":
+        readme.update(figures=session.figures)
 
 
 def verdict_summary(table) -> str:
-    """Rows per claim, and the verdicts of the seed-based rows (stable at any size)."""
-    per_claim = table.groupby("claim").size().to_dict()
-    seeded = table[~table["variant"].str.contains("teacher") & ~table["claim"].str.startswith("C2")]
-    verdicts = seeded.groupby("verdict").size().to_dict()
-    return f"rows per claim: {per_claim}\nseed-based verdicts: {verdicts}"
+    """Stable at any size: rows per claim, the primary variants, and that every row carries its
+    SESOI, n and a verdict from the vocabulary."""
+    from ddkit.claims import VERDICTS
+    per_claim = table.groupby("claim", sort=False).size().to_dict()
+    primary = table[table["primary"]].groupby("claim", sort=False)["variant"].apply(list).to_dict()
+    ok = bool(table["sesoi"].gt(0).all() and table["n"].ge(1).all()
+              and table["verdict"].isin(VERDICTS).all() and table["headline"].isin(VERDICTS).all())
+    return (f"rows per claim: {per_claim}\nprimary: {primary}\n"
+            f"every row has a SESOI, n and a verdict from the vocabulary: {ok}")
 
 
 def write_table(session: Session, table, name: str) -> None:
     """Write a result table as ``<figures>/<name>.csv``."""
     from ddkit.store import write_text
+    session.figures.mkdir(parents=True, exist_ok=True)
     write_text(session.figures / f"{name}.csv", table.to_csv(index=False))
 
 
@@ -222,6 +229,5 @@ def sweep_summary(table) -> str:
 
 def sweep_as_effects(table):
     """The sweep table in the shape ``plots.plot_effects`` draws: one panel per claim, one row
-    per (setting, variant), no paper column."""
-    return table.assign(variant=table["setting"] + ": " + table["variant"], kit=table["mean"],
-                        kit_lo=table["lo"], kit_hi=table["hi"], paper=float("nan"))
+    per (setting, variant)."""
+    return table.assign(variant=table["setting"] + ": " + table["variant"])

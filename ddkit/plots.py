@@ -411,28 +411,53 @@ def plot_samples(images, labels, class_names: Sequence[str] | None = None,
     return fig
 
 
-def plot_effects(table: pd.DataFrame, column: str = "kit", title: str | None = None) -> Figure:
-    """The kit's estimate (95 % CI bar) per (claim, variant) beside the paper's effect (x marker),
-    one small panel per claim since units differ (accuracy points, bits, a ratio)."""
+def effect_percent(table: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` (an effect in the row's display units) as % of the row's SESOI: 100·x/δ, or
+    100·ln x / ln δ for log-scale rows (ratios)."""
+    log = table["scale"] == "log"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lin = 100 * table[column] / table["sesoi"]
+        lg = 100 * np.log(table[column]) / np.log(table["sesoi"])
+    return lg.where(log, lin)
+
+
+def plot_effects(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """Every claim's variants on one scale: the effect as % of the claim's smallest effect of
+    interest (SESOI; ratios on the log scale), oriented so the paper's direction is positive. One
+    panel per claim (titled with its headline verdict): the 90 % CI (thick), the 95 % CI (thin),
+    the kit's estimate (dot; filled for primary variants), the paper's like-for-like value (x, only
+    where the release has one), and a band from -100 % to +100 %: effects smaller than the SESOI.
+    Rows: ``claims.TABLE_COLUMNS``."""
     claims = _unique(table["claim"])
+    pct = {c: effect_percent(table, c) for c in ("estimate", "lo95", "hi95", "lo90", "hi90", "paper")}
     with style():
+        counts = [int((table["claim"] == c).sum()) for c in claims]
         fig, axes = plt.subplots(len(claims), 1, squeeze=False,
-                                 figsize=(7.5, 0.55 * len(table) + 0.9 * len(claims)))
+                                 gridspec_kw={"height_ratios": [n + 1.5 for n in counts]},
+                                 figsize=(8.0, 0.3 * len(table) + 0.75 * len(claims) + 0.8))
         for ax, claim in zip(axes[:, 0], claims):
-            rows = table[table["claim"] == claim].reset_index(drop=True)
+            rows = table.index[table["claim"] == claim]
             pos = np.arange(len(rows))[::-1]
-            lo = (rows[column] - rows[f"{column}_lo"]).fillna(0).to_numpy()
-            hi = (rows[f"{column}_hi"] - rows[column]).fillna(0).to_numpy()
-            ax.errorbar(rows[column], pos, xerr=[lo, hi], fmt="o", color="#0072B2", label="kit")
-            ax.scatter(rows["paper"], pos, marker="x", color="#D55E00", zorder=3, label="paper")
-            ax.axvline(1.0 if claim == "C4" else 0.0, color="#999999", lw=0.8)
-            ax.set_yticks(pos, [f"{v} ({d})" for v, d in zip(rows["variant"], rows["verdict"])],
-                          fontsize=8)
-            ax.set_title(claim, fontsize=10, loc="left")
-        axes[0, 0].legend(loc="best")
+            ax.axvspan(-100, 100, color="#999999", alpha=0.15, lw=0,
+                       label="|effect| < SESOI" if ax is axes[0, 0] else None)
+            ax.axvline(0.0, color="#666666", lw=0.8)
+            ax.hlines(pos, pct["lo95"][rows], pct["hi95"][rows], color="#0072B2", lw=1.0)
+            ax.hlines(pos, pct["lo90"][rows], pct["hi90"][rows], color="#0072B2", lw=3.0)
+            primary = table.loc[rows, "primary"].to_numpy(bool)
+            ax.scatter(pct["estimate"][rows], pos, s=28, zorder=3, color="#0072B2",
+                       facecolors=np.where(primary, "#0072B2", "white"), label="kit (95 %, 90 % CI)"
+                       if ax is axes[0, 0] else None)
+            ax.scatter(pct["paper"][rows], pos, marker="x", s=36, color="#D55E00", zorder=4,
+                       label="paper (same quantity)" if ax is axes[0, 0] else None)
+            labels = [f"{'★ ' if p else ''}{v} ({d})" for v, d, p in
+                      zip(table.loc[rows, "variant"], table.loc[rows, "verdict"], primary)]
+            ax.set_yticks(pos, labels, fontsize=7)
+            ax.set_title(f"{claim}: {table.loc[rows[0], 'headline']}", fontsize=9, loc="left")
+        axes[-1, 0].set_xlabel("effect as % of the claim's SESOI (paper's direction > 0)")
+        fig.legend(loc="upper right", ncol=3, fontsize=7, frameon=False)
         if title:
-            fig.suptitle(title)
-        fig.tight_layout()
+            fig.suptitle(title, x=0.02, ha="left")
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))
     return fig
 
 

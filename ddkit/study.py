@@ -267,16 +267,18 @@ def teacher_history(profile: Profile, run: Run | None) -> pd.DataFrame:
 
 def accuracy_summary(acc: pd.DataFrame, column: str = "final_acc1",
                      baseline: str = "SoftKD") -> pd.DataFrame:
-    """Per cell: mean top-1 with its 95 % CI over seeds, and the paired difference to ``baseline``."""
+    """Per cell: mean top-1 with its 95 % CI over the cell's seeds, and the paired difference to
+    ``baseline`` over the seeds both have (cells may have different seeds: ``cell_seeds``)."""
     from ddkit.stats import mean_ci, paired_difference
     wide = acc.pivot(index="seed", columns="run", values=column)
     rows = []
     for cell in wide.columns:
-        e = mean_ci(wide[cell].to_numpy(), name=cell)
+        e = mean_ci(wide[cell].dropna().to_numpy(), name=cell)
         row = {"run": cell, "mean": e.mean, "lo": e.lo, "hi": e.hi, "half_width": e.half_width,
                "n": e.n}
         if baseline in wide.columns:
-            d = paired_difference(wide[cell].to_numpy(), wide[baseline].to_numpy(),
+            both = wide[list(dict.fromkeys([cell, baseline]))].dropna()
+            d = paired_difference(both[cell].to_numpy(), both[baseline].to_numpy(),
                                   names=(cell, baseline))
             row.update({f"diff_vs_{baseline}": d.mean, "diff_lo": d.lo, "diff_hi": d.hi,
                         "diff_half_width": d.half_width})

@@ -1,7 +1,7 @@
 """Does a claim that is absent at a profile's size appear with more data, longer training or a
 stronger teacher/student gap? Each setting of a profile's ``sweep`` section overrides the profile
 (dotted keys), trains the SoftKD and SpectralKD-Last students over the profile's seeds (cached like
-every run), and is judged with the same rules as the claims notebook.
+every run), and is judged with the same rules as the claims notebook (docs/design.md §8).
 
     sweep:
       more data (16k): {data.train_subset: 16000}
@@ -27,25 +27,26 @@ def settings(profile: Profile) -> dict[str, Profile]:
     return out
 
 
-def _verdicts(runs, x, y) -> list[claims.Verdict]:
+def _evidence(runs, x, y, paper: evidence.Paper) -> list[claims.Evidence]:
     finals = study.final_dynamics(runs, x, y)
-    return [*evidence.c3(study.histories(runs), methods=("SpectralKD",), early_layers=False),
-            *evidence.c6(finals), *evidence.c1(finals)]
+    return [*evidence.c3(study.histories(runs), paper, methods=("SpectralKD",), early_layers=False),
+            *evidence.c6(finals, paper), *evidence.c1(finals, None, paper)]
 
 
 def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
-    """One row per (setting, claim, variant): estimate, CI, verdict, and the wall time the
+    """One row per (setting, claim, variant): the columns of ``claims.TABLE_COLUMNS`` (judged by
+    the same rules as notebook 05, Holm within each claim and setting), and the wall time the
     setting's runs took (training seconds recorded by each run, summed)."""
     teacher, _ = study.teacher_model(profile, progress)
     x, y = study.analysis_batch(profile)
+    paper = evidence.Paper()
     rows = []
     for name, variant in settings(profile).items():
         began = time.perf_counter()
         runs = study.student_runs(variant, cells=CELLS, teacher=teacher, progress=progress)
         wall = sum(r.summary["wall_time_s"] for r in runs.values())
-        table = claims.claims_table(_verdicts(runs, x, y))
+        table = claims.judge(_evidence(runs, x, y, paper))
         rows.append(table.assign(setting=name, train_wall_s=round(wall, 1),
                                  session_s=round(time.perf_counter() - began, 1)))
     out = pd.concat(rows, ignore_index=True)
-    return out[["setting", "claim", "variant", "mean", "lo", "hi", "verdict", "train_wall_s",
-                "session_s", "statistic"]]
+    return out[["setting", "train_wall_s", "session_s", *claims.TABLE_COLUMNS]]

@@ -1,4 +1,5 @@
-"""ddkit.claims: every rule reaches each of its verdicts from constructed numbers, and says why."""
+"""ddkit.claims: every rule reaches each of its verdicts from constructed numbers, Holm acts within
+a claim, the headline follows the primary variant(s), and the table says why."""
 from __future__ import annotations
 
 import math
@@ -6,213 +7,224 @@ import math
 import numpy as np
 import pytest
 
-from ddkit.claims import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, TABLE_COLUMNS, Verdict,
-                          c1_u_shape, c2_capacity_gap, c2_distributed_code, c3_early_neutral,
-                          c3_negative_transfer, c4_last_harder, c4_last_harder_cosine,
-                          c5_early_speedup, c6_profile_distortion, claims_table, conjunction,
-                          directional)
-from ddkit.stats import Estimate, paired_difference, ratio_estimate
+from ddkit.claims import (ABSENT, ALPHA_SESOI, ALPHA_SIGN, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE,
+                          NONINFERIORITY, OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS, VERDICTS,
+                          Evidence, Sesoi, combine, decide, estimate_text, interior_min, judge,
+                          log_ratio, paired, pvalues, u_depth)
+from ddkit.stats import Replicates, TDist, holm, t_quantile
 
-SEED_SHIFT = np.array([[0.0], [0.08], [-0.05]])        # [S, 1]: a per-seed offset, cancels in pairs
-JITTER = np.array([[0.01, -0.02, 0.0, 0.02, -0.01],  # [S, L]: small per-layer noise, column means 0
-                   [-0.01, 0.01, 0.02, -0.02, 0.02],
-                   [0.0, 0.01, -0.02, 0.0, -0.01]])
+DELTA = Sesoi(0.2, "test SESOI")
+BASE = np.array([76.99, 77.10, 76.85, 77.02, 76.91, 77.20, 76.80, 77.05, 76.95, 77.12])
+NOISE = np.array([0.03, -0.05, 0.02, -0.01, 0.04, -0.03, 0.0, 0.01, -0.02, 0.01])  # mean 0
 
 
-def profile(base) -> np.ndarray:
-    """[3, 5] seeds of a per-layer profile: base + per-seed offset + jitter."""
-    return np.asarray(base, dtype=float)[None, :] + SEED_SHIFT + JITTER
+def ev(a, b, kind=DIRECTIONAL, primary=False, variant="v", claim="C3", sesoi=DELTA) -> Evidence:
+    return Evidence(claim, variant, kind, paired(a, b), sesoi, "pt", "a - b", primary=primary)
 
 
-# ----------------------------------------------------------------------------- generic
-
-def test_directional_and_conjunction():
-    pos, neg, mid = Estimate(1, 0.5, 1.5, 3, 1), Estimate(-1, -1.5, -0.5, 3, 1), Estimate(0, -1, 1, 3, 1)
-    assert directional(pos, "greater") == REPRODUCED and directional(pos, "less") == NOT_REPRODUCED
-    assert directional(neg, "less") == REPRODUCED and directional(neg, "greater") == NOT_REPRODUCED
-    assert directional(mid, "greater") == INCONCLUSIVE and directional(mid, "less") == INCONCLUSIVE
-    assert directional(pos, "greater", threshold=0.6) == INCONCLUSIVE
-    assert directional(pos, "greater", threshold=2.0) == NOT_REPRODUCED
-    assert directional(Estimate(1, math.nan, math.nan, 1, math.nan), "greater") == INCONCLUSIVE
-    with pytest.raises(ValueError, match="direction"):
-        directional(pos, "up")  # type: ignore[arg-type]
-    assert conjunction([REPRODUCED, REPRODUCED]) == REPRODUCED
-    assert conjunction([REPRODUCED, INCONCLUSIVE]) == INCONCLUSIVE
-    assert conjunction([REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE]) == NOT_REPRODUCED
+# ----------------------------------------------------------------------------- decisions
 
 
-# ----------------------------------------------------------------------------- C1
-
-def test_c1_clear_u_is_reproduced():
-    u = profile([2.4, 2.0, 1.8, 2.2, 3.3])
-    v = c1_u_shape(u, "raw")
-    assert (v.claim, v.variant, v.verdict) == ("C1", "raw", REPRODUCED)
-    d_first = paired_difference(u[:, 0], u[:, 2])
-    assert v.statistic.startswith("min at L3/5; first−min 0.600 [")
-    assert f"{d_first.lo:.3f}, {d_first.hi:.3f}]" in v.statistic and "last−min 1.500 [" in v.statistic
-    assert v.estimate == d_first  # the shallower side binds
-
-
-def test_c1_monotone_rise_is_not_reproduced():
-    v = c1_u_shape(profile([1.0, 1.5, 2.0, 2.5, 3.0]), "per_layer_range")
-    assert v.verdict == NOT_REPRODUCED and v.variant == "per_layer_range"
-    assert v.statistic.startswith("min at L1/5; first−min 0.000 [0.000, 0.000]")
-    assert "last−min 2.000 [" in v.statistic and v.estimate.lo > 0
+@pytest.mark.parametrize("p, verdict", [
+    ((0.001, 0.999, 0.6), REPRODUCED),        # e > 0, effects of δ not excluded
+    ((0.001, 0.999, 0.01), SMALLER),          # e > 0 and e < δ
+    ((0.3, 0.7, 0.01), ABSENT),               # no sign shown, e < δ
+    ((0.999, 0.001, 0.0001), OPPOSITE),       # e < 0 (also below δ: opposite wins)
+    ((0.1, 0.9, 0.2), INCONCLUSIVE),
+    ((0.024, 0.976, 0.06), REPRODUCED),       # thresholds: 2.5 % for signs, 5 % for δ
+    ((0.026, 0.974, 0.049), ABSENT),
+    ((math.nan, math.nan, math.nan), INCONCLUSIVE),  # one seed: no test
+])
+def test_directional_decisions(p, verdict):
+    assert decide(DIRECTIONAL, *p).item() == verdict
 
 
-def test_c1_noisy_flat_is_inconclusive():
-    noisy = [[2.0, 1.8, 2.1], [2.0, 2.1, 1.9], [2.0, 1.9, 2.0]]  # mean min in the middle, within noise
-    v = c1_u_shape(noisy, "raw")
-    assert v.verdict == INCONCLUSIVE and v.statistic.startswith("min at L2/3")
-    flat_end = [[2.0, 2.1, 2.3], [2.0, 2.1, 1.8], [2.0, 2.05, 2.0]]  # min at L1, last end noisy
-    assert c1_u_shape(flat_end).verdict == INCONCLUSIVE
-    assert c1_u_shape([[2.4, 1.8, 3.3]]).verdict == INCONCLUSIVE  # one seed: no CI
+def test_equivalence_and_noninferiority_decisions():
+    assert decide(EQUIVALENCE, 0.04, 0.9).item() == REPRODUCED      # TOST at 5 %
+    assert decide(EQUIVALENCE, 0.06, 0.02).item() == OPPOSITE       # beyond the margin at 2.5 %
+    assert decide(EQUIVALENCE, 0.06, 0.03).item() == INCONCLUSIVE
+    assert decide(NONINFERIORITY, 0.04, 0.9).item() == REPRODUCED
+    assert decide(NONINFERIORITY, 0.5, 0.01).item() == OPPOSITE
+    assert decide(NONINFERIORITY, math.nan, math.nan).item() == INCONCLUSIVE
+    # vectorised over many problems at once
+    out = decide(DIRECTIONAL, np.array([0.001, 0.5]), np.array([0.999, 0.5]), np.array([0.9, 0.9]))
+    assert out.tolist() == [REPRODUCED, INCONCLUSIVE]
 
 
-def test_c1_min_depth_flags_a_flat_side():
-    l_shape = [[3.0, 2.0, 2.05], [3.1, 2.1, 2.14], [2.9, 1.9, 1.945]]  # last end barely above the min
-    assert c1_u_shape(l_shape).verdict == REPRODUCED
-    v = c1_u_shape(l_shape, min_depth=0.2)
-    assert v.verdict == NOT_REPRODUCED and "0.2" in v.rule
+def test_combine_parts():
+    assert combine([REPRODUCED]) == REPRODUCED and combine([ABSENT]) == ABSENT
+    assert combine([REPRODUCED, REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert combine([REPRODUCED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine([REPRODUCED, SMALLER]) == SMALLER
+    assert combine([SMALLER, ABSENT, INCONCLUSIVE]) == ABSENT
+    assert combine([REPRODUCED, ABSENT, OPPOSITE]) == OPPOSITE
+    with pytest.raises(ValueError, match="combine"):
+        combine([])
+    with pytest.raises(ValueError, match="combine"):
+        combine(["not reproduced"])
 
 
-def test_c1_bootstrap_replicates_use_percentiles():
-    reps = profile([2.4, 2.0, 1.8, 2.2, 3.3])
-    v = c1_u_shape(reps, replicates=True)
-    d = reps[:, 0] - reps[:, 2]
-    assert v.verdict == REPRODUCED and v.estimate.lo == pytest.approx(np.quantile(d, 0.025))
-    assert "percentile" in v.rule
-    with pytest.raises(ValueError, match="profiles"):
-        c1_u_shape([[1.0, 2.0]])
-    with pytest.raises(ValueError, match="profiles"):
-        c1_u_shape([[1.0, math.nan, 2.0], [1.0, 1.0, 2.0]])
+# ----------------------------------------------------------------------------- rows from data
 
 
-# ----------------------------------------------------------------------------- C2
-
-def test_c2_distributed_code_each_verdict():
-    first = np.array([0.10, 0.12, 0.11, 0.09])
-    v = c2_distributed_code(first, first + [0.05, 0.06, 0.04, 0.05], "intensity_over_magnitude")
-    assert (v.claim, v.variant, v.verdict) == ("C2", "intensity_over_magnitude", REPRODUCED)
-    assert v.statistic.startswith("teacher last−first 0.050 [") and "(n=4)" in v.statistic
-    assert c2_distributed_code(first, first - 0.03).verdict == NOT_REPRODUCED
-    assert c2_distributed_code(first, first + [0.02, -0.02, 0.01, -0.01]).verdict == INCONCLUSIVE
-
-
-def test_c2_capacity_gap_each_verdict():
-    student = np.array([20.0, 22.0, 21.0])
-    v = c2_capacity_gap(student + [30.0, 31.0, 29.0], student)
-    assert (v.claim, v.verdict) == ("C2-capacity", REPRODUCED)
-    assert "teacher−student at last layer 30.000 [" in v.statistic
-    assert c2_capacity_gap(student - 5.0, student).verdict == NOT_REPRODUCED
-    assert c2_capacity_gap(student + [3.0, -3.0, 1.0], student).verdict == INCONCLUSIVE
+def test_directional_rows_from_constructed_numbers():
+    soft = BASE
+    cases = {REPRODUCED: soft - 0.5 + NOISE,      # SoftKD - Last = +0.5 ± small: above 0, δ=0.2 not excluded
+             SMALLER: soft - 0.1 + NOISE,         # +0.1 precisely: above 0, below δ
+             ABSENT: soft + NOISE,                # 0 precisely
+             OPPOSITE: soft + 0.3 + NOISE}        # -0.3
+    for verdict, last in cases.items():
+        table = judge([ev(soft, last, primary=True)])
+        assert table.loc[0, "verdict"] == verdict == table.loc[0, "headline"]
+    wide = soft - np.array([0.9, -0.8, 0.7, -0.6, 0.1, -0.2, 0.5, -0.4, 0.3, 0.0])  # noisy
+    assert judge([ev(soft, wide, primary=True)]).loc[0, "verdict"] == INCONCLUSIVE
 
 
-# ----------------------------------------------------------------------------- C3
-
-def test_c3_negative_transfer_each_verdict():
-    soft = np.array([76.99, 77.10, 76.85])
-    v = c3_negative_transfer(soft - [0.16, 0.20, 0.12], soft, "spectral")
-    assert (v.claim, v.variant, v.verdict) == ("C3", "spectral", REPRODUCED)
-    e = paired_difference(soft - [0.16, 0.20, 0.12], soft)
-    assert v.statistic == f"Last−SoftKD {e.format(unit='pt', digits=3)}" and v.estimate == e
-    assert v.statistic.startswith("Last−SoftKD -0.160 [")
-    assert c3_negative_transfer(soft + [0.3, 0.4, 0.35], soft).verdict == NOT_REPRODUCED
-    assert c3_negative_transfer(soft + [0.3, -0.4, 0.05], soft).verdict == INCONCLUSIVE
-    with pytest.raises(ValueError, match=r"acc_last has 2.*acc_soft has 3"):
-        c3_negative_transfer(soft[:2], soft)
-
-
-def test_c3_early_neutral_each_verdict():
-    soft = np.array([76.99, 77.10, 76.85, 77.02])
-    v = c3_early_neutral(soft + [0.05, -0.05, 0.02, -0.01], soft)
-    assert (v.claim, v.verdict) == ("C3-early", REPRODUCED) and "margin ±0.5 pt" in v.statistic
-    assert c3_early_neutral(soft + [0.5, 0.6, 0.55, 0.52], soft).verdict == NOT_REPRODUCED
-    wide = soft + [1.0, -1.0, 0.5, -0.3]
-    assert c3_early_neutral(wide, soft).verdict == INCONCLUSIVE
-    assert c3_early_neutral(wide, soft, margin=5.0).verdict == REPRODUCED
-    with pytest.raises(ValueError, match="margin"):
-        c3_early_neutral(wide, soft, margin=0.0)
+def test_row_numbers_are_the_hand_computed_ones():
+    a, b = BASE, BASE - 0.5 + NOISE
+    d = a - b
+    row = judge([ev(a, b, primary=True)]).iloc[0]
+    sd, n = d.std(ddof=1), len(d)
+    assert list(judge([ev(a, b, primary=True)]).columns) == list(TABLE_COLUMNS)
+    assert row["estimate"] == pytest.approx(d.mean()) and row["n"] == n
+    assert row["lo95"] == pytest.approx(d.mean() - t_quantile(0.975, n - 1) * sd / math.sqrt(n))
+    assert row["hi90"] == pytest.approx(d.mean() + t_quantile(0.95, n - 1) * sd / math.sqrt(n))
+    assert row["sesoi"] == 0.2 and row["sesoi_reason"] == "test SESOI"
+    assert row["p_support"] < ALPHA_SIGN and row["p_support_holm"] == row["p_support"]
+    assert 0 < row["mde"] < row["estimate"] and 0 < row["power"] <= 1
+    assert "Holm" in row["rule"] and "docs/design.md §8" in row["rule"] and "paired t over 10" in row["rule"]
 
 
-# ----------------------------------------------------------------------------- C4
-
-def test_c4_last_harder_each_verdict():
-    first = np.array([0.061, 0.058, 0.065])
-    v = c4_last_harder(first * [37.0, 40.0, 35.0], first)
-    r = ratio_estimate(first * [37.0, 40.0, 35.0], first)
-    assert (v.claim, v.variant, v.verdict) == ("C4", "raw", REPRODUCED)
-    assert v.estimate == r and v.statistic.startswith(f"last/first loss ratio {r.mean:.3f} [")
-    # docs/design.md §7: relative to a zero prediction the last pair was fitted better (0.39 vs 1.36)
-    rel = c4_last_harder([0.39, 0.41, 0.37], [1.36, 1.30, 1.40], variant="relative_to_zero")
-    assert rel.verdict == NOT_REPRODUCED and rel.variant == "relative_to_zero"
-    assert c4_last_harder(first * [0.5, 3.0, 1.5], first).verdict == INCONCLUSIVE
-    # clearly above 1 but not above the factor: inconclusive, reproduced with a lower factor
-    assert c4_last_harder(first * [1.5, 1.6, 1.55], first).verdict == INCONCLUSIVE
-    assert c4_last_harder(first * [1.5, 1.6, 1.55], first, factor=1.2).verdict == REPRODUCED
+def test_equivalence_rows():
+    soft = BASE
+    neutral = soft + 0.03 + NOISE      # significantly above 0, but well inside ±0.2: neutral
+    t = judge([ev(neutral, soft, EQUIVALENCE, primary=True, claim="C3-early")])
+    assert t.loc[0, "lo95"] > 0 and t.loc[0, "verdict"] == REPRODUCED
+    beyond = soft + 0.6 + NOISE
+    assert judge([ev(beyond, soft, EQUIVALENCE, primary=True)]).loc[0, "verdict"] == OPPOSITE
+    noisy = soft + np.array([0.9, -0.8, 0.7, -0.6, 0.1, -0.2, 0.5, -0.4, 0.3, 0.0])
+    assert judge([ev(noisy, soft, EQUIVALENCE, primary=True)]).loc[0, "verdict"] == INCONCLUSIVE
+    assert math.isnan(t.loc[0, "p_sesoi"])
 
 
-def test_c4_cosine_each_verdict():
-    first = np.array([0.90, 0.92, 0.91])
-    v = c4_last_harder_cosine(first - [0.2, 0.25, 0.22], first)
-    assert (v.variant, v.verdict) == ("cosine", REPRODUCED) and "cosine last−first -0.223 [" in v.statistic
-    assert c4_last_harder_cosine(first + 0.05, first - 0.1).verdict == NOT_REPRODUCED
-    assert c4_last_harder_cosine(first + [0.05, -0.05, 0.01], first).verdict == INCONCLUSIVE
+def test_noninferiority_rows():
+    soft = BASE
+    assert judge([ev(soft + 0.05 + NOISE, soft, NONINFERIORITY, primary=True)]).loc[0, "verdict"] == REPRODUCED
+    assert judge([ev(soft + 0.8 + NOISE, soft, NONINFERIORITY, primary=True)]).loc[0, "verdict"] == OPPOSITE
 
 
-# ----------------------------------------------------------------------------- C5
-
-def test_c5_early_speedup_each_verdict():
-    soft_e, soft_f = np.array([32.7, 32.5, 33.0]), np.array([77.1, 76.9, 76.95])
-    feat_e = soft_e + [4.9, 4.7, 5.0]
-    v = c5_early_speedup(feat_e, soft_e, soft_f + [-0.1, -0.1, 0.15], soft_f)
-    assert (v.claim, v.verdict) == ("C5", REPRODUCED)
-    assert v.statistic.startswith("early feat−SoftKD 4.867 [") and "; final feat−SoftKD -0.017 [" in v.statistic
-    # no early speed-up
-    assert c5_early_speedup(soft_e - 1.0, soft_e, soft_f, soft_f + 0.1).verdict == NOT_REPRODUCED
-    # SoftKD never catches up: the gap stays as large
-    assert c5_early_speedup(feat_e, soft_e, soft_f + [5.1, 4.9, 5.3], soft_f).verdict == NOT_REPRODUCED
-    # noisy early gap, or a gap that narrows but stays open
-    assert c5_early_speedup(soft_e + [2.0, -1.5, 0.5], soft_e, soft_f, soft_f).verdict == INCONCLUSIVE
-    assert c5_early_speedup(feat_e, soft_e, soft_f + [2.0, 2.2, 1.9], soft_f).verdict == INCONCLUSIVE
-
-
-# ----------------------------------------------------------------------------- C6
-
-def test_c6_profile_distortion_each_verdict():
-    soft = profile([2.43, 2.01, 1.80, 2.60, 3.34])
-    last = profile([2.43, 1.20, 0.84, 1.50, 2.19])
-    v = c6_profile_distortion(last, soft, "raw")
-    assert (v.claim, v.verdict) == ("C6", REPRODUCED)
-    assert "middle-min Last−SoftKD -0.960 [" in v.statistic and "last-layer Last−SoftKD -1.150 [" in v.statistic
-    assert v.estimate.mean == pytest.approx(-0.96)  # the binding part: the smaller effect
-    assert c6_profile_distortion(soft, last).verdict == NOT_REPRODUCED
-    # one part refuted (last layer higher) → not reproduced
-    up_end = profile([2.43, 1.20, 0.84, 2.60, 3.60])
-    assert c6_profile_distortion(up_end, soft).verdict == NOT_REPRODUCED
-    noisy = soft + np.array([[0.2, -0.3, 0.3, 0.1, 0.4], [-0.1, 0.2, -0.4, 0.0, -0.5],
-                             [0.0, 0.1, 0.05, -0.1, 0.05]])
-    assert c6_profile_distortion(noisy, soft).verdict == INCONCLUSIVE
-    with pytest.raises(ValueError, match="profile_soft"):
-        c6_profile_distortion(last, soft[:, :4])
+def test_holm_within_a_claim_changes_a_borderline_verdict():
+    soft = BASE
+    # a variant whose raw one-sided p is just below 2.5 %: reproduced alone, not beside two
+    # other variants with the same p (Holm: 3 x p > 2.5 %)
+    shift = np.array([0.9, -0.6, 0.7, -0.5, 0.1, -0.2, 0.5, -0.3, 0.3, 0.0]) * 0.3
+    d = TDist.of(shift + 0.0)
+    k = (t_quantile(0.985, 9) * float(d.se) - float(d.mean))  # move the mean so p ≈ 0.015
+    last = soft - (shift + k)
+    one = judge([ev(soft, last, primary=True)])
+    assert one.loc[0, "p_support"] == pytest.approx(0.015, rel=1e-6)
+    assert one.loc[0, "verdict"] in (REPRODUCED, SMALLER)
+    three = judge([ev(soft, last, primary=True, variant="a"), ev(soft, last, variant="b"),
+                   ev(soft, last, variant="c")])
+    assert three["p_support_holm"].tolist() == pytest.approx([0.045] * 3, rel=1e-6)
+    assert set(three["verdict"]) == {INCONCLUSIVE}
+    # a different claim is a different family: its rows do not dilute this one
+    mixed = judge([ev(soft, last, primary=True), ev(soft, last, claim="C6", primary=True)])
+    assert mixed["p_support_holm"].tolist() == pytest.approx([0.015, 0.015], rel=1e-6)
+    # and kinds are separate families within a claim (their tests have different levels)
+    kinds = judge([ev(soft, last, primary=True), ev(soft, last, NONINFERIORITY)])
+    assert kinds.loc[0, "p_support_holm"] == pytest.approx(0.015, rel=1e-6)
 
 
-# ----------------------------------------------------------------------------- table
+def test_headline_and_the_opposites_beside_it():
+    soft = BASE
+    rows = [ev(soft, soft - 0.5 + NOISE, primary=True, variant="main"),
+            ev(soft, soft + 0.5 + NOISE, variant="other way"),
+            ev(soft, soft + NOISE, variant="flat")]
+    t = judge(rows)
+    assert t["headline"].tolist() == [REPRODUCED] * 3
+    assert t["also_opposite"].tolist() == ["other way"] * 3
+    parts = judge([ev(soft, soft - 0.5 + NOISE, primary=True, variant="part 1"),
+                   ev(soft, soft + NOISE, primary=True, variant="part 2")])
+    assert parts["headline"].tolist() == [ABSENT, ABSENT]
+    with pytest.raises(ValueError, match="no primary"):
+        judge([ev(soft, soft - 0.5)])
+    assert list(judge([]).columns) == list(TABLE_COLUMNS)
 
-def test_claims_table_rows_and_columns():
-    soft = np.array([76.99, 77.10, 76.85])
-    verdicts = [c3_negative_transfer(soft - 0.2, soft),
-                c1_u_shape(profile([2.4, 2.0, 1.8, 2.2, 3.3])),
-                c1_u_shape([[2.4, 1.8, 3.3]])]
-    df = claims_table(verdicts)
-    assert list(df.columns) == list(TABLE_COLUMNS) == ["claim", "variant", "verdict", "statistic",
-                                                       "mean", "lo", "hi", "n", "rule"]
-    assert len(df) == 3 and df["claim"].tolist() == ["C3", "C1", "C1"]
-    assert df["verdict"].tolist() == [REPRODUCED, REPRODUCED, INCONCLUSIVE]
-    assert df.loc[0, "mean"] == pytest.approx(-0.2) and df.loc[0, "n"] == 3
-    assert math.isnan(df.loc[2, "lo"])
-    assert list(claims_table([]).columns) == list(TABLE_COLUMNS)
-    none_row = Verdict("C2", "raw", INCONCLUSIVE, "no data", None, "n/a").as_row()
-    assert none_row["n"] == 0 and math.isnan(none_row["mean"])
-    with pytest.raises(ValueError, match="verdict"):
-        Verdict("C1", "raw", "maybe", "", None, "")
+
+def test_one_seed_is_inconclusive_with_nan_statistics():
+    t = judge([ev([77.0], [76.5], primary=True)])
+    row = t.iloc[0]
+    assert row["verdict"] == INCONCLUSIVE and row["n"] == 1
+    assert math.isnan(row["lo95"]) and math.isnan(row["p_support"]) and math.isnan(row["mde"])
+    assert estimate_text(ev([77.0], [76.5])) == "+0.5 [n/a, n/a] pt (n=1)"
+
+
+# ----------------------------------------------------------------------------- effect builders
+
+
+def test_log_ratio_rows_show_ratios():
+    first = np.array([0.061, 0.058, 0.065, 0.060])
+    e = Evidence("C4", "ratio", DIRECTIONAL, log_ratio(first * [37, 40, 35, 38], first),
+                 Sesoi(6.1, "half the log"), "x", "last/first", primary=True, scale="log",
+                 paper=37.2)
+    row = judge([e]).iloc[0]
+    assert row["estimate"] == pytest.approx(math.exp(np.log([37, 40, 35, 38]).mean()))
+    assert row["lo95"] < row["estimate"] < row["hi95"] and row["verdict"] == REPRODUCED
+    assert row["sesoi"] == 6.1 and row["paper"] == 37.2
+    small = Evidence("C4", "ratio", DIRECTIONAL, log_ratio(first * [2.2, 2.3, 2.25, 2.2], first),
+                     Sesoi(6.1, "half the log"), "x", "last/first", primary=True, scale="log")
+    assert judge([small]).loc[0, "verdict"] == SMALLER  # > 1 for sure, and below 6.1x for sure
+    with pytest.raises(ValueError, match="ratio > 1"):
+        Evidence("C4", "r", DIRECTIONAL, log_ratio(first, first), Sesoi(0.5, "x"), "x", "s", scale="log")
+    with pytest.raises(ValueError, match="positive"):
+        log_ratio([1.0, -1.0], [1.0, 1.0])
+
+
+PROFILE_NOISE = np.array([[0.01, -0.02, 0.0, 0.02], [-0.01, 0.01, 0.02, -0.02],
+                          [0.0, 0.01, -0.02, 0.0], [0.02, 0.0, 0.01, -0.01],
+                          [-0.02, 0.0, -0.01, 0.01]])   # [S=5, L=4]
+
+
+def test_u_depth_sign_and_arms():
+    u = np.array([2.4, 1.9, 1.8, 3.3]) + PROFILE_NOISE
+    d = u_depth(u)
+    assert float(d.mean) == pytest.approx(min(u[:, 0].mean(), u[:, 3].mean()) - u[:, 1:3].mean(0).min())
+    assert judge([Evidence("C1", "u", DIRECTIONAL, d, DELTA, "bits", "u", primary=True)]).loc[0, "verdict"] == REPRODUCED
+    mono = np.array([1.0, 1.5, 2.0, 2.5]) + PROFILE_NOISE
+    t = judge([Evidence("C1", "u", DIRECTIONAL, u_depth(mono), DELTA, "bits", "u", primary=True),
+               Evidence("C1", "first", DIRECTIONAL, u_depth(mono, ["first"]), DELTA, "bits", "f"),
+               Evidence("C1", "last", DIRECTIONAL, u_depth(mono, ["last"]), DELTA, "bits", "l")])
+    assert t["verdict"].tolist() == [OPPOSITE, OPPOSITE, REPRODUCED]  # no compression, expansion
+    assert t.loc[0, "estimate"] == pytest.approx(-0.5, abs=0.02)
+    with pytest.raises(ValueError, match="L >= 3"):
+        u_depth([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="arms"):
+        u_depth(u, ["middle"])
+
+
+def test_u_depth_from_bootstrap_replicates():
+    rng = np.random.default_rng(0)
+    point = np.array([1.0, 1.5, 2.0, 2.5, 3.0])
+    reps = point + rng.normal(0, 0.02, (400, 5))
+    d = u_depth(reps, point=point, n_images=200)
+    assert isinstance(d.arms, Replicates) and d.n == 200
+    assert float(d.mean) == pytest.approx(-0.5)
+    # the lower bound is the max over candidates of the per-arm percentile at 2.5 %/3
+    arms = np.stack([reps[:, :1] - reps[:, 1:4], reps[:, 4:] - reps[:, 1:4]])  # [2, B, 3]
+    lower = np.quantile(arms, 0.025 / 3, axis=1).min(0).max()
+    assert float(d.lower(0.025)) == pytest.approx(lower)
+    row = judge([Evidence("C1", "teacher", DIRECTIONAL, d, DELTA, "bits", "u", primary=True)]).iloc[0]
+    assert row["verdict"] == OPPOSITE and "percentile bootstrap over 200 images" in row["rule"]
+
+
+def test_pvalues_vectorised_and_interior_min():
+    rng = np.random.default_rng(1)
+    d = TDist.of(rng.normal(0.3, 0.1, (7, 10)))
+    p = pvalues(DIRECTIONAL, d, 0.2)
+    assert {k: v.shape for k, v in p.items()} == {"support": (7,), "opposite": (7,), "sesoi": (7,)}
+    assert np.allclose(p["support"] + p["opposite"], 1.0)
+    assert interior_min([[3.0, 1.0, 2.0, 0.5]]).tolist() == [1.0]
+    assert set(decide(DIRECTIONAL, p["support"], p["opposite"], p["sesoi"])) <= set(VERDICTS)
+    assert holm(p["support"]).shape == (7,)
+    assert ALPHA_SESOI == 0.05 and ALPHA_SIGN == 0.025

@@ -192,3 +192,36 @@ def test_save_figure(tmp_path):
     for bad in ("", "a/b", "..", "a\\b"):
         with pytest.raises(ValueError):
             plots.save_figure(fig, bad, tmp_path)
+
+
+def effects_table():
+    """Two claims in the claims-table shape: C3 in points, C4 as a ratio (log scale)."""
+    base = dict(kind="directional", n=10, note="", also_opposite="")
+    rows = [dict(claim="C3", variant="main", primary=True, estimate=0.1, lo95=-0.1, hi95=0.3,
+                 lo90=-0.05, hi90=0.25, sesoi=0.2, paper=0.16, unit="pt", scale="linear",
+                 verdict="inconclusive", headline="inconclusive", **base),
+            dict(claim="C3", variant="other", primary=False, estimate=-0.4, lo95=-0.6, hi95=-0.2,
+                 lo90=-0.55, hi90=-0.25, sesoi=0.2, paper=np.nan, unit="pt", scale="linear",
+                 verdict="opposite", headline="inconclusive", **base),
+            dict(claim="C4", variant="ratio", primary=True, estimate=6.1 ** 0.5, lo95=2.0, hi95=4.0,
+                 lo90=2.2, hi90=3.5, sesoi=6.1, paper=37.2, unit="x", scale="log",
+                 verdict="smaller than the paper's", headline="smaller than the paper's", **base)]
+    return pd.DataFrame(rows)
+
+
+def test_effects_on_the_sesoi_scale():
+    t = effects_table()
+    pct = plots.effect_percent(t, "estimate")
+    assert pct.tolist() == pytest.approx([50.0, -200.0, 50.0])   # 0.1/0.2; sqrt(6.1) is half of 6.1 on the log scale
+    fig = plots.plot_effects(t)
+    c3, c4 = fig.axes
+    assert c3.get_title(loc="left") == "C3: inconclusive"
+    assert c4.get_title(loc="left") == "C4: smaller than the paper's"
+    assert labels(c3, "y") == ["★ main (inconclusive)", "other (opposite)"]
+    assert c3.get_yticks().tolist() == [1, 0]                # the first row on top
+    dots, paper = c3.collections[-2], c3.collections[-1]      # kit estimates, paper marks
+    assert sorted(dots.get_offsets()[:, 0].tolist()) == pytest.approx([-200.0, 50.0])
+    marks = paper.get_offsets()[:, 0]
+    assert np.isfinite(marks).sum() == 1 and np.nanmax(marks) == pytest.approx(80.0)  # only like-for-like
+    assert c4.collections[-1].get_offsets()[0, 0] == pytest.approx(100 * np.log(37.2) / np.log(6.1))
+    assert "SESOI" in c4.get_xlabel()

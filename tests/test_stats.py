@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
-from ddkit.stats import (Estimate, bootstrap_ci, mean_ci, paired_difference, ratio_estimate,
-                         replicate_interval, t_cdf, t_quantile)
+from ddkit.stats import (Estimate, MaxMin, Replicates, TDist, bootstrap_ci, holm, mde_shift,
+                         mean_ci, nct_cdf, normal_quantile, paired_difference, ratio_estimate,
+                         replicate_interval, t_cdf, t_power, t_quantile, t_sf, tost_power)
 
 # two-sided 95 % critical values from printed t tables (4 decimals)
 T_TABLE_975 = [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)]
@@ -129,3 +131,118 @@ def test_bad_pairs_and_level_name_the_argument():
         mean_ci([1.0, 2.0], level=1.5)
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_ci([1.0, 2.0], n_boot=1)
+
+
+# ----------------------------------------------------------------------------- arrays, power, Holm
+
+def test_t_sf_matches_the_scalar_cdf_in_both_tails():
+    t = np.array([-40.0, -6.0, -2.26, -0.3, 0.0, 0.7, 2.0, 5.0, 40.0])
+    for df in (1, 2, 4.5, 9, 30, 1e6):
+        ref = np.array([1.0 - t_cdf(v, df) if v < 0 else 1.0 - t_cdf(v, df) for v in t])
+        got = t_sf(t, df)
+        assert np.allclose(got, ref, atol=1e-14)
+    # the far upper tail keeps relative precision (no 1 - cdf cancellation): for df = 2,
+    # P(T > t) = 1 / (s (s + t)) with s = sqrt(t² + 2)
+    for t2 in (3.0, 1e2, 1e4):
+        s = math.sqrt(t2 * t2 + 2)
+        assert t_sf(t2, 2) == pytest.approx(1 / (s * (s + t2)), rel=1e-10)
+    # symmetry and the closed form for df = 1 (Cauchy): P(T > t) = 1/2 - atan(t)/pi, even far out
+    assert np.allclose(t_sf(t, 3) + t_sf(-t, 3), 1.0)
+    assert t_sf(1e6, 1) == pytest.approx(0.5 - math.atan(1e6) / math.pi, rel=1e-9)
+    assert np.isnan(t_sf(np.nan, 3)) and t_sf(np.inf, 3) == 0.0 and t_sf(-np.inf, 3) == 1.0
+    assert t_sf([[0.5, 1.0]], [[3.0], [math.inf]]).shape == (2, 2)
+
+
+def _simulated_t(df: int, ncp: float, n: int = 200_000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(n) + ncp) / np.sqrt(rng.chisquare(df, n) / df)
+
+
+def test_noncentral_t_cdf_against_simulation_and_limits():
+    for df, ncp in ((2, 1.0), (9, 1.5), (29, -0.7)):
+        sims = _simulated_t(df, ncp)
+        for t in (-1.0, 0.0, 1.0, 2.5):
+            assert nct_cdf(t, df, ncp) == pytest.approx((sims <= t).mean(), abs=0.004)
+    # ncp = 0 is Student's t; df = inf is the normal shifted by ncp
+    for t in (-2.0, 0.3, 1.8):
+        assert nct_cdf(t, 7, 0.0) == pytest.approx(t_cdf(t, 7), abs=1e-9)
+        assert nct_cdf(t, math.inf, 1.0) == pytest.approx(NormalDist().cdf(t - 1.0), abs=1e-12)
+
+
+def test_power_and_mde():
+    # one-sample t, n = 10, effect 1 SD, two-sided 5 %: 0.8031 (R's power.t.test gives 0.8030962)
+    assert t_power(1.0 * math.sqrt(10), 9, 0.025) == pytest.approx(0.8030962, abs=1e-6)
+    sims = _simulated_t(9, 1.0 * math.sqrt(10), seed=3)
+    assert t_power(math.sqrt(10), 9, 0.025) == pytest.approx((sims > t_quantile(0.975, 9)).mean(), abs=0.004)
+    assert t_power(0.0, 9, 0.025) == pytest.approx(0.025, abs=1e-9)  # size at no effect
+    # the MDE in standard errors: z_0.975 + z_0.8 in the normal limit, larger with few seeds
+    assert mde_shift(math.inf) == pytest.approx(normal_quantile(0.975) + normal_quantile(0.8), abs=1e-6)
+    assert t_power(mde_shift(9), 9, 0.025) == pytest.approx(0.8, abs=1e-6)
+    assert mde_shift(2) > mde_shift(9) > mde_shift(math.inf)
+
+
+def test_tost_power_against_simulation():
+    rng = np.random.default_rng(5)
+    n, margin = 10, 0.9                         # margin in SD units of one value
+    x = rng.standard_normal((100_000, n))
+    m, se = x.mean(1), x.std(1, ddof=1) / math.sqrt(n)
+    c = t_quantile(0.95, n - 1)
+    rate = ((m - c * se > -margin) & (m + c * se < margin)).mean()
+    assert tost_power(margin * math.sqrt(n), n - 1, 0.05) == pytest.approx(rate, abs=0.005)
+    assert tost_power(0.5, 9, 0.05) < 1e-4       # a margin narrower than the interval: almost never
+
+
+def test_holm_hand_worked():
+    # sorted 0.005, 0.01, 0.03, 0.04 over m = 4: 0.02, 0.03, 0.06, max(0.04, 0.06) = 0.06
+    adj = holm([0.01, 0.04, 0.03, float("nan"), 0.005])
+    assert np.allclose(adj[[0, 1, 2, 4]], [0.03, 0.06, 0.06, 0.02]) and np.isnan(adj[3])
+    assert holm([0.9, 0.6]).tolist() == [1.0, 1.0]
+    assert holm([0.02]).tolist() == [0.02]     # one test: unadjusted
+    assert holm([]).size == 0
+    with pytest.raises(ValueError, match="1-D"):
+        holm([[0.1]])
+
+
+def test_tdist_bounds_and_p_values_agree():
+    x = np.array([0.31, 0.52, 0.12, 0.44, 0.25])
+    d = TDist.of(x)
+    e = mean_ci(x)
+    assert (d.n, d.df) == (5, 4.0)
+    assert float(d.lower(0.025)) == pytest.approx(e.lo) and float(d.upper(0.025)) == pytest.approx(e.hi)
+    # p_greater(b) < alpha exactly when the lower bound at alpha is above b
+    for b in (0.0, 0.1, float(d.lower(0.025)) - 1e-9, float(d.lower(0.025)) + 1e-9):
+        assert (d.p_greater(b) < 0.025) == (d.lower(0.025) > b)
+    assert float(d.p_greater(0.0)) + float(d.p_less(0.0)) == pytest.approx(1.0)
+    assert d.mde() == pytest.approx(mde_shift(4) * x.std(ddof=1) / math.sqrt(5))
+    one = TDist.of([0.7])
+    assert np.isnan(one.p_greater(0.0)) and np.isnan(one.lower(0.025)) and math.isnan(one.power(1.0, 0.025))
+    many = TDist.of(np.ones((3, 4, 6)))
+    assert many.mean.shape == (3, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        TDist.of([1.0, float("nan")])
+
+
+def test_replicates_percentiles_and_p_values():
+    reps = np.arange(1, 1000, dtype=float) / 100.0  # 0.01 .. 9.99
+    r = Replicates(np.asarray(5.0), reps, n=200)
+    assert float(r.lower(0.025)) == pytest.approx(np.quantile(reps, 0.025))
+    assert float(r.p_greater(0.5)) == pytest.approx((1 + 50) / 1000)  # 50 replicates <= 0.5
+    assert float(r.p_less(9.5)) == pytest.approx((1 + 50) / 1000)
+    assert r.df == math.inf and r.mde() == pytest.approx(2.8016 * reps.std(ddof=1), rel=1e-4)
+
+
+def test_maxmin_hand_worked():
+    # two arms x three candidates of known t effects, n = 5 (df 4); the data favour candidate 1
+    mean = np.array([[0.2, 0.9, 0.1], [0.5, 0.6, 0.8]])
+    se = np.full((2, 3), 0.1)
+    mm = MaxMin(TDist(mean, se, 5))
+    assert float(mm.mean) == pytest.approx(0.6)  # max_k min_a: candidate 1, arm 1
+    assert mm.binding() == (1, 1)
+    q_lo = t_quantile(1 - 0.025 / 3, 4)            # Bonferroni over the 3 candidates
+    q_hi = t_quantile(1 - 0.025 / 2, 4)            # over the 2 arms
+    assert float(mm.lower(0.025)) == pytest.approx(0.6 - q_lo * 0.1)
+    assert float(mm.upper(0.025)) == pytest.approx(0.6 + q_hi * 0.1)
+    p = 3 * t_sf(0.6 / 0.1, 4)                      # candidate 1: the larger of its arms' p, x3
+    assert float(mm.p_greater(0.0)) == pytest.approx(p)
+    assert (mm.p_greater(0.0) < 0.025) == (mm.lower(0.025) > 0)
+    assert (mm.p_less(0.7) < 0.025) == (mm.upper(0.025) < 0.7)

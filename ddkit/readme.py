@@ -1,0 +1,297 @@
+"""The README's results, generated: every number and verdict in them comes from the committed
+tables under ``figures/`` (and the default profile, and the shipped teacher's record), written
+between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->``:
+
+    setup     the study's size and the teacher, from ddkit/profiles/default.yaml and ddkit/shipped/
+    claims    one paragraph per claim: its headline verdict and the sentence for each primary
+              variant (a template per verdict), from figures/claims_table.csv
+    sweep     the scale-sweep table, from figures/scale_sweep.csv
+    results   every row of the claims table
+
+Notebooks 05 and 06 call :func:`update` after writing their CSVs (default profile only);
+``python -m ddkit.readme`` does the same by hand. ``tests/test_readme.py`` regenerates the blocks
+from the committed CSVs and fails when the README says anything else.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED,
+                          SMALLER, fmt)
+from ddkit.store import REPO_ROOT, write_text
+
+README = REPO_ROOT / "README.md"
+FIGURES = REPO_ROOT / "figures"
+CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
+BLOCKS = ("setup", "claims", "sweep", "results")
+CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
+TITLES = {
+    "C1": "U-shaped entropy",
+    "C2": "a distributed late-layer code",
+    "C2-capacity": "more capacity than the student can copy",
+    "C3": "late alignment is negative transfer",
+    "C3-early": "early alignment is neutral",
+    "C4": "the last pair cannot be fitted",
+    "C5": "alignment speeds up early training; SoftKD catches up and overtakes",
+    "C6": "late alignment distorts the entropy profile",
+}
+
+
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+                 "imagenet": "ImageNet-1k"}
+
+
+def marker(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _unit(row) -> str:
+    u = row["unit"] if isinstance(row["unit"], str) else ""
+    return "" if not u else ("x" if u == "x" else f" {u}")
+
+
+def _num(x: float, row, signed: bool = True) -> str:
+    """A value in the row's display units: "+0.627 pt" (an effect), "0.156 pt" (``signed=False``:
+    a size such as the SESOI or the MDE), "2.26x"."""
+    if not (isinstance(x, (int, float)) and math.isfinite(x)):
+        return "n/a"
+    if row["scale"] == "log":
+        return f"{x:.3g}x"
+    return f"{fmt(x) if signed else f'{x:.3g}'}{_unit(row)}"
+
+
+def _ci(row, lo: str = "lo95", hi: str = "hi95") -> str:
+    if not (math.isfinite(row[lo]) and math.isfinite(row[hi])):
+        return "[no CI]"
+    if row["scale"] == "log":
+        return f"[{row[lo]:.3g}, {row[hi]:.3g}]"
+    return f"[{fmt(row[lo])}, {fmt(row[hi])}]"
+
+
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if math.isfinite(x) else "n/a"
+
+
+def _estimate(row) -> str:
+    est = f"{row['estimate']:.3g}x" if row["scale"] == "log" else f"{fmt(row['estimate'])}"
+    unit = "" if row["scale"] == "log" else _unit(row)
+    paper = f", paper {_num(row['paper'], row)}" if math.isfinite(row["paper"]) else ""
+    return f"{est} {_ci(row)}{unit} (n = {int(row['n'])}{paper})"
+
+
+# --------------------------------------------------------------------------- sentences
+
+def sentence(row) -> str:
+    """One generated sentence for a table row, by its rule kind and verdict."""
+    head = f"{row['variant']}: {_estimate(row)}"
+    d, hi90 = _num(row["sesoi"], row, signed=False), _num(row["hi90"], row)
+    v, kind = row["verdict"], row["kind"]
+    power = (f"minimum detectable effect {_num(row['mde'], row, signed=False)}, power {_pct(row['power'])} "
+             f"at the SESOI of {d}")
+    if kind == DIRECTIONAL:
+        text = {
+            REPRODUCED: f"in the paper's direction (95 % CI above zero), and an effect of the "
+                        f"SESOI ({d}) is not excluded",
+            SMALLER: f"in the paper's direction but smaller than the SESOI of {d} (90 % CI up to "
+                     f"{hi90})",
+            ABSENT: f"no effect shown, and effects of {d} or more are excluded (90 % CI up to "
+                    f"{hi90})",
+            OPPOSITE: "the opposite of the paper's direction (95 % CI below zero)",
+            INCONCLUSIVE: f"neither an effect nor its absence is shown ({power})",
+        }[v]
+    elif kind == EQUIVALENCE:
+        text = {
+            REPRODUCED: f"neutral: the 90 % CI lies inside ±{d}",
+            OPPOSITE: f"not neutral: the 95 % CI lies beyond ±{d}",
+            INCONCLUSIVE: f"neither neutrality within ±{d} nor an effect beyond it is shown "
+                          f"(power {_pct(row['power'])} to show neutrality)",
+        }[v]
+    else:
+        text = {
+            REPRODUCED: f"caught up: the gap is below {d} (90 % CI up to {hi90})",
+            OPPOSITE: f"not caught up: the gap stays above {d} (95 % CI above it)",
+            INCONCLUSIVE: f"not shown to be below {d} (power {_pct(row['power'])} at no gap)",
+        }[v]
+    return f"{head}: {text}."
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """One bullet per claim: the headline, the sentence of each primary variant, the variants
+    that point the other way, and the primary rows' notes."""
+    lines = []
+    for claim in _claims(table):
+        rows = table[table["claim"] == claim]
+        primary = rows[rows["primary"]]
+        parts = [sentence(r) for _, r in primary.iterrows()]
+        others = rows["also_opposite"].iloc[0]
+        if isinstance(others, str) and others:
+            parts.append(f"Opposite in: {others}.")
+        notes = [n for n in primary["note"] if isinstance(n, str) and n]
+        if notes:
+            parts.append("Note: " + "; ".join(dict.fromkeys(notes)) + ".")
+        parts.append("SESOI: " + "; ".join(dict.fromkeys(primary["sesoi_reason"])) + ".")
+        title = TITLES.get(claim, claim)
+        lines.append(f"- **{claim} ({title}): {rows['headline'].iloc[0]}.** " + " ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
+    """Every row of the claims table (★ = primary)."""
+    lines = [f"Profile `{profile}`; generated from `figures/{CLAIMS_CSV}` (notebook 05). Effects "
+             "are oriented so that the paper's direction is positive; p-values are one-sided and "
+             "Holm-adjusted within each claim (support / opposite / below the SESOI).", "",
+             "| claim | variant | paper | kit [95 % CI] | 90 % CI | SESOI | n | MDE | power | "
+             "p (Holm) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        star = " ★" if r["primary"] else ""
+        est = f"{r['estimate']:.3g}x" if r["scale"] == "log" else fmt(r["estimate"])
+        ps = " / ".join(_p(r[f"p_{s}_holm"]) for s in ("support", "opposite", "sesoi"))
+        lines.append(
+            f"| {r['claim']} | {r['variant']}{star} | "
+            f"{_num(r['paper'], r) if math.isfinite(r['paper']) else ''} | {est} {_ci(r)} | "
+            f"{_ci(r, 'lo90', 'hi90')} | {_num(r['sesoi'], r, False)} | {int(r['n'])} | "
+            f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(sweep: pd.DataFrame) -> str:
+    """The sweep: per setting the training wall time and each claim's primary estimate and
+    verdict, with the claims' headlines."""
+    keys = list(dict.fromkeys(zip(sweep.loc[sweep["primary"], "claim"],
+                                  sweep.loc[sweep["primary"], "variant"])))
+    header = ["setting", "training wall time (s)",
+              *[f"{c}: {v}" for c, v in keys], "headlines"]
+    lines = ["Generated from `figures/scale_sweep.csv` (notebook 06): the SoftKD and "
+             "SpectralKD-Last students retrained with one change per setting, judged by the "
+             "same rules (Holm within each claim and setting).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for setting, rows in sweep.groupby("setting", sort=False):
+        cells = []
+        for claim, variant in keys:
+            r = rows[(rows["claim"] == claim) & (rows["variant"] == variant)]
+            cells.append("" if r.empty else
+                         f"{_num(r.iloc[0]['estimate'], r.iloc[0])} {_ci(r.iloc[0])} "
+                         f"{r.iloc[0]['verdict']}")
+        heads = "; ".join(f"{c} {h}" for c, h in
+                          rows.groupby("claim", sort=False)["headline"].first().items())
+        lines.append(f"| {setting} | {rows['train_wall_s'].iloc[0]:.0f} | "
+                     + " | ".join(cells) + f" | {heads} |")
+    return "\n".join(lines) + "\n"
+
+
+def setup_markdown(profile=None, record: dict | None = None) -> str:
+    """The study's size from the default profile and the shipped teacher's record."""
+    from ddkit.config import load_profile
+    from ddkit.study import CELLS, shipped_teacher_record
+    profile = profile or load_profile("default")
+    record = record if record is not None else shipped_teacher_record()
+    seeds = {c: len(profile.seeds_for(c)) for c in CELLS}
+    by_count: dict[int, list[str]] = {}
+    for cell, k in seeds.items():
+        by_count.setdefault(k, []).append(cell)
+    groups = "; ".join(f"{k} seeds: {', '.join(cells)}" for k, cells in
+                       sorted(by_count.items(), reverse=True))
+    s, d = profile.student, profile.data
+    text = (f"Profile `{profile.name}` (`{profile.command}`): the shipped teacher "
+            f"(`{profile.teacher.model.name}`, **{record['final_acc1']:.2f} %** top-1 on the "
+            f"{DATASET_NAMES.get(d.name, d.name)} test set after {record['epochs']} epochs, {record['wall_time_s']:.0f} s) and "
+            f"{sum(seeds.values())} students (`{s.model.name}`, {s.optim.epochs} epochs on "
+            f"{d.train_subset} class-balanced training images, tested on {d.eval_subset}; "
+            f"{groups}).")
+    m = dict(profile.measured)
+    if m:
+        known = {"notebooks_00_05_wall_s": "notebooks 00–05 {} s",
+                 "notebook_06_sweep_wall_s": "notebook 06 (sweep) {} s",
+                 "student_final_acc1": "students' final top-1 {} %"}
+        m.pop("teacher_test_acc1", None)  # the shipped record's number, given above
+        said = [known[k].format(v) if k in known else f"{k.replace('_', ' ')}: {v}"
+                for k, v in m.items()]
+        text += " Wall time as last measured (`measured` in the profile): " + "; ".join(said) + "."
+    return text + "\n"
+
+
+def _claims(table: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(table["claim"]))
+    return [c for c in CLAIM_ORDER if c in present] + [c for c in present if c not in CLAIM_ORDER]
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def _placeholder(csv: str, notebook: str) -> str:
+    return (f"_Not generated yet: `./run_all.sh` writes this from `figures/{csv}` "
+            f"({notebook})._\n")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A claims or sweep CSV as written by the notebooks (``primary`` as bool)."""
+    table = pd.read_csv(path, keep_default_na=True)
+    table["primary"] = table["primary"].astype(bool)
+    for col in ("also_opposite", "note", "unit"):
+        if col in table:
+            table[col] = table[col].fillna("")
+    return table
+
+
+def blocks(figures: Path = FIGURES) -> dict[str, str]:
+    """Every generated block, from the CSVs under ``figures`` (placeholders where absent)."""
+    claims_csv, sweep_csv = Path(figures) / CLAIMS_CSV, Path(figures) / SWEEP_CSV
+    out = {"setup": setup_markdown()}
+    if claims_csv.is_file():
+        table = read_table(claims_csv)
+        out["claims"] = claims_markdown(table)
+        out["results"] = results_markdown(table)
+    else:
+        out["claims"] = out["results"] = _placeholder(CLAIMS_CSV, "notebook 05")
+    out["sweep"] = (sweep_markdown(read_table(sweep_csv)) if sweep_csv.is_file()
+                    else _placeholder(SWEEP_CSV, "notebook 06"))
+    return out
+
+
+def render(text: str, new: dict[str, str]) -> str:
+    """``text`` with each named block replaced between its markers; a missing or repeated marker
+    is an error naming the block."""
+    for name, body in new.items():
+        begin, end = marker(name)
+        if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+            raise ValueError(f"README: need exactly one {begin} before one {end}")
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.S)
+        text = pattern.sub(lambda _: f"{begin}\n{body}{end}", text)
+    return text
+
+
+def current(text: str, name: str) -> str:
+    """The text between a block's markers (without the markers and the newline after begin)."""
+    begin, end = marker(name)
+    inner = text.split(begin, 1)[1].split(end, 1)[0]
+    return inner[1:] if inner.startswith("\n") else inner
+
+
+def update(readme: Path = README, figures: Path = FIGURES) -> bool:
+    """Regenerate every block of ``readme`` from ``figures``; True when the file changed."""
+    old = Path(readme).read_text()
+    new = render(old, blocks(figures))
+    if new != old:
+        write_text(Path(readme), new)
+    return new != old
+
+
+if __name__ == "__main__":
+    changed = update()
+    print(f"{README}: {'regenerated' if changed else 'already up to date'}")
+    sys.exit(0)

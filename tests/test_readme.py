@@ -1,0 +1,112 @@
+"""The README's results are generated: regenerating every block from the committed figures/*.csv
+gives exactly what the README says, and each verdict has its sentence."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddkit import readme
+from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, NONINFERIORITY, OPPOSITE,
+                          REPRODUCED, SMALLER, Evidence, Sesoi, judge, log_ratio, paired)
+
+BASE = np.array([76.99, 77.10, 76.85, 77.02, 76.91, 77.20, 76.80, 77.05, 76.95, 77.12])
+NOISE = np.array([0.03, -0.05, 0.02, -0.01, 0.04, -0.03, 0.0, 0.01, -0.02, 0.01])
+WIDE = np.array([0.9, -0.8, 0.7, -0.6, 0.1, -0.2, 0.5, -0.4, 0.3, 0.0])
+
+
+def test_readme_blocks_match_the_committed_csvs():
+    text = readme.README.read_text()
+    for name, body in readme.blocks(readme.FIGURES).items():
+        assert readme.current(text, name) == body, (
+            f"README block {name!r} disagrees with figures/*.csv: run `python -m ddkit.readme` "
+            f"(or the notebooks) to regenerate it")
+
+
+def _table() -> pd.DataFrame:
+    d = Sesoi(0.2, "a fifth of a point")
+    rows = [("C3", "reproduced row", DIRECTIONAL, BASE - 0.5 + NOISE, True),
+            ("C3", "smaller row", DIRECTIONAL, BASE - 0.1 + NOISE, False),
+            ("C3", "absent row", DIRECTIONAL, BASE + NOISE, False),
+            ("C3", "opposite row", DIRECTIONAL, BASE + 0.4 + NOISE, False),
+            ("C3", "noisy row", DIRECTIONAL, BASE + WIDE, False),
+            ("C3-early", "neutral row", EQUIVALENCE, BASE + NOISE, True),
+            ("C3-early", "beyond row", EQUIVALENCE, BASE - 0.7 + NOISE, False),
+            ("C3-early", "unclear row", EQUIVALENCE, BASE + WIDE, False),
+            ("C5", "caught-up row", NONINFERIORITY, BASE + NOISE, True),
+            ("C5", "open row", NONINFERIORITY, BASE - 0.9 + NOISE, True)]
+    ev = [Evidence(c, v, k, paired(BASE, other), d, "pt", f"stat of {v}", primary=p,
+                   paper=0.16 if c == "C3" else np.nan, note=f"note of {v}" if p else "")
+          for c, v, k, other, p in rows]
+    ev.append(Evidence("C4", "ratio row", DIRECTIONAL, log_ratio(BASE * 0 + 20 * (1 + NOISE), BASE * 0 + 1),
+                       Sesoi(6.1, "half the log"), "x", "ratio", primary=True, scale="log", paper=37.2))
+    return judge(ev)
+
+
+def test_every_verdict_has_its_sentence():
+    table = _table().set_index("variant")
+    expect = {"reproduced row": (REPRODUCED, "in the paper's direction (95 % CI above zero)"),
+              "smaller row": (SMALLER, "smaller than the SESOI of 0.2 pt"),
+              "absent row": (ABSENT, "effects of 0.2 pt or more are excluded"),
+              "opposite row": (OPPOSITE, "the opposite of the paper's direction"),
+              "noisy row": (INCONCLUSIVE, "neither an effect nor its absence is shown"),
+              "neutral row": (REPRODUCED, "neutral: the 90 % CI lies inside ±0.2 pt"),
+              "beyond row": (OPPOSITE, "not neutral"),
+              "unclear row": (INCONCLUSIVE, "neither neutrality"),
+              "caught-up row": (REPRODUCED, "caught up: the gap is below 0.2 pt"),
+              "open row": (OPPOSITE, "not caught up"),
+              "ratio row": (REPRODUCED, "20x")}
+    for variant, (verdict, phrase) in expect.items():
+        row = table.loc[variant].copy()
+        row["variant"] = variant
+        assert row["verdict"] == verdict, variant
+        text = readme.sentence(row)
+        assert text.startswith(f"{variant}: ") and phrase in text, text
+    assert "(n = 10, paper +0.16 pt)" in readme.sentence(table.loc["reproduced row"].rename(None).to_dict() | {"variant": "x"})
+
+
+def test_claim_paragraphs_headlines_and_tables(tmp_path):
+    table = _table()
+    text = readme.claims_markdown(table)
+    lines = text.strip().split("\n")
+    assert [ln.split(" (")[0] for ln in lines] == ["- **C3", "- **C3-early", "- **C4", "- **C5"]
+    assert lines[0].startswith(f"- **C3 ({readme.TITLES['C3']}): {REPRODUCED}.** reproduced row:")
+    assert "Opposite in: opposite row." in lines[0] and "SESOI: a fifth of a point." in lines[0]
+    assert lines[3].startswith(f"- **C5 ({readme.TITLES['C5']}): {OPPOSITE}.**")   # one part open
+    assert "Note: note of caught-up row; note of open row." in lines[3]
+    results = readme.results_markdown(table)
+    assert results.count("\n| C") == len(table) and "| C4 | ratio row ★ | 37.2x |" in results
+    # the CSV round trip gives the same text (the notebooks write the README from the CSV)
+    table.to_csv(tmp_path / "claims_table.csv", index=False)
+    again = readme.read_table(tmp_path / "claims_table.csv")
+    assert readme.claims_markdown(again) == text and readme.results_markdown(again) == results
+
+
+def test_sweep_table():
+    table = _table()
+    sweep = pd.concat([table.assign(setting=s, train_wall_s=w, session_s=1.0)
+                       for s, w in (("base", 304.0), ("longer", 555.4))], ignore_index=True)
+    text = readme.sweep_markdown(sweep)
+    rows = [ln for ln in text.split("\n") if ln.startswith("| base") or ln.startswith("| longer")]
+    assert len(rows) == 2 and rows[1].startswith("| longer | 555 | ")
+    assert "C3: reproduced row" in text and "C3 reproduced; C3-early reproduced" in rows[0]
+
+
+def test_render_replaces_between_markers_and_names_a_missing_one(tmp_path):
+    text = "top\n<!-- a:begin -->\nold\n<!-- a:end -->\nbottom\n"
+    assert readme.render(text, {"a": "new\n"}) == "top\n<!-- a:begin -->\nnew\n<!-- a:end -->\nbottom\n"
+    assert readme.current(readme.render(text, {"a": "x\n"}), "a") == "x\n"
+    with pytest.raises(ValueError, match="<!-- b:begin -->"):
+        readme.render(text, {"b": "x"})
+    with pytest.raises(ValueError, match="exactly one"):
+        readme.render(text + text, {"a": "x"})
+    # update(): placeholders until the CSVs exist, then the generated text; False when unchanged
+    page = tmp_path / "README.md"
+    page.write_text("\n".join(f"{b}\n{e}" for b, e in map(readme.marker, readme.BLOCKS)) + "\n")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    assert readme.update(page, figures) and "_Not generated yet" in readme.current(page.read_text(), "claims")
+    assert not readme.update(page, figures)
+    _table().to_csv(figures / readme.CLAIMS_CSV, index=False)
+    assert readme.update(page, figures)
+    assert readme.current(page.read_text(), "claims").startswith("- **C3 (")
