@@ -347,11 +347,11 @@ class RoleConfig:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """The keys a profile's ``analysis`` section may hold (checked when the profile loads)."""
-    n_images: int = 200          # analysis images of the dynamics tables (test split)
+    """The keys a profile's ``analysis`` section may hold (checked when the profile loads): only
+    keys something reads, so a key that no longer matters is refused, not silently ignored."""
+    n_images: int = 200           # analysis images of the dynamics tables (test split)
     paper_faithful: bool = False  # the first n_images in order instead of a balanced sample
-    early_epoch: int = 1         # the epoch C5 compares (0-based)
-    n_boot: int = 30             # bootstrap resamples of the analysis images
+    n_boot: int = 2000            # image resamples of the percentile bootstrap (notebook 05)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,8 @@ def test_analysis_typo_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"analysis\.n_images: expected an integer"):
         load_profile(_profile(tmp_path, "analysis: {n_images: many}\n"))
     assert load_profile(_profile(tmp_path, "analysis: {n_images: 50}\n")).analysis == {"n_images": 50}
+    with pytest.raises(ConfigError, match=r"analysis\.early_epoch"):   # read by nothing since
+        load_profile(_profile(tmp_path, "analysis: {early_epoch: 1}\n"))   # C5 follows the schedule
 
 
 def test_profile_distill_layers_are_range_checked_at_load(tmp_path):
