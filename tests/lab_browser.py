@@ -160,8 +160,11 @@ class Browser:
         for flag in CHROMIUM_FLAGS + [f"--user-data-dir={Path(home) / 'chromium-profile'}"]:
             options.add_argument(flag)
         # an explicit driver path: selenium never looks for (or downloads) a driver itself
+        # chromium writes crash reports and caches under $HOME and XDG folders: keep them in home
+        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(Path(home) / ".config"),
+               "XDG_CACHE_HOME": str(Path(home) / ".cache")}
         self.service = Service(executable_path=shutil.which("chromedriver"),
-                               log_output=str(Path(home) / "chromedriver.log"))
+                               log_output=str(Path(home) / "chromedriver.log"), env=env)
         self.driver = None
         try:
             self.driver = webdriver.Chrome(service=self.service, options=options)
