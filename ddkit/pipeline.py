@@ -247,6 +247,10 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
                 str(path), str(executed), parameters=params, cwd=str(NOTEBOOKS),
                 progress_bar=_cell_bar(), log_output=False, kernel_name="python3",
                 extra_arguments=KERNEL_ARGUMENTS), progress_file)
+        except KeyboardInterrupt:  # the kernel ends itself once this process is gone
+            raise NotebookFailed(
+                f"{path.name} interrupted; finished runs and epochs are kept: run the same "
+                f"command again to continue from them") from None
         except PapermillExecutionError as err:
             raise NotebookFailed(
                 f"{path.name} failed in cell {err.cell_index} (execution count "
@@ -261,6 +265,8 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
         if committed:
             publish_executed(executed, EXECUTED / path.name)
         _say(f"{path.stem} done in {duration(time.perf_counter() - began)}")
+    if committed:
+        _say(f"executed notebooks to read, figures inline: {EXECUTED}")
     return out_dir
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 
@@ -169,3 +170,15 @@ def test_published_copy_names_no_local_folder(tmp_path):
     meta = nbformat.read(tmp_path / "out" / "03.ipynb", as_version=4).metadata.papermill
     assert meta == {"input_path": "notebooks/03.ipynb", "cwd": "notebooks",
                     "output_path": "runs/notebooks/default/03.ipynb"}
+
+
+def test_ctrl_c_names_the_notebook_and_how_to_continue(tmp_path, monkeypatch):
+    notebook = _notebook(tmp_path / "92_long.ipynb", "pass")
+
+    def interrupted(work, progress_file):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "relay_while", interrupted)
+    with pytest.raises(pipeline.NotebookFailed, match=r"92_long.ipynb interrupted.*run the same "
+                       r"command again"):
+        pipeline.run_notebooks([notebook], "smoke")
+    assert ENV not in os.environ
