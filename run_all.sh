@@ -4,7 +4,7 @@
 #   ./run_all.sh [--profile smoke|default|paper] [--only NN] [--from NN]
 #                                   every notebook in order (papermill); figures to figures/
 #   ./run_all.sh --retrain-teacher  retrain the default teacher and rewrite ddkit/shipped/ first
-#   ./run_all.sh --setup-only       set-up alone (used by tests/run.sh)
+#   ./run_all.sh --setup-only       set-up alone, with the browser test's chromium (tests/run.sh)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${DDKIT_VENV:-$ROOT/.venv}"
@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
     --setup-only) SETUP_ONLY=1; shift ;;
     --only|--from) NB_ARGS+=("$1" "${2:?$1 needs a notebook number, e.g. 02}"); shift 2 ;;
     --retrain-teacher) RETRAIN=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,9 +52,24 @@ setup_data() {
   fi
 }
 
+setup_browser() {
+  # tests/test_browser_lab.py drives Debian's chromium through Debian's chromedriver
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+     && grep -qs '^ID=debian' /etc/os-release; then
+    say "installing Debian's chromium and chromium-driver (for the browser test; about 20 s)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; } \
+      || say "could not install chromium and chromium-driver; the browser test will be skipped"
+  else
+    say "chromium or chromedriver not found: the browser test will be skipped; to run it, install them (Debian: 'sudo apt-get install chromium chromium-driver')"
+  fi
+}
+
 setup_venv
 setup_data
-[ "$SETUP_ONLY" = 1 ] && exit 0
+if [ "$SETUP_ONLY" = 1 ]; then setup_browser; exit 0; fi
 
 cd "$ROOT"
 export PYTHONUNBUFFERED=1

@@ -1,18 +1,45 @@
 """Run the notebooks in order with papermill: ``./run_all.sh`` calls ``run_notebooks``.
 
-Executed copies go to ``runs/notebooks/<profile>/``; figures are written by the notebooks
-themselves (``figures/`` for the default profile). A failing notebook stops the pipeline with its
-name and the failing cell; re-running continues from cached runs and tables.
+Executed copies go to ``<runs>/notebooks/<profile>/``; figures are written by the notebooks
+themselves (``figures/`` for the default profile), and a notebook that succeeds on the default
+profile is also copied to ``notebooks/executed/`` for readers. A failing notebook stops the
+pipeline with its name and the failing cell; re-running continues from cached runs and tables.
+
+While a notebook runs, its kernel appends training events to a ``$DDKIT_PROGRESS`` file
+(``ddkit.progress``); ``Relay`` turns them into terminal lines: which run is training, a line
+per finished run with its wall time and top-1, and how many runs are left with an estimate.
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-from ddkit.store import REPO_ROOT, runs_root
+from ddkit.progress import ENV as PROGRESS_ENV
+from ddkit.store import REPO_ROOT, runs_root, write_text
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
+EXECUTED = NOTEBOOKS / "executed"  # the default profile's executed notebooks, for readers
+
+# ipykernel warns on every start that its local TCP sockets are unencrypted: not the user's
+# concern for a kernel papermill starts on this machine. The kernel's log handler drops that one
+# message (``QuietKernelLog``); everything else it logs still reaches the terminal.
+_TCP_WARNING = "Kernel is running over TCP without encryption"
+_KERNEL_LOG_CONFIG = {"filters": {"ddkit_quiet": {"()": "ddkit.pipeline.QuietKernelLog"}},
+                      "handlers": {"console": {"filters": ["ddkit_quiet"]}}}
+KERNEL_ARGUMENTS = [f"--IPKernelApp.logging_config={json.dumps(_KERNEL_LOG_CONFIG)}"]
+
+
+class QuietKernelLog(logging.Filter):
+    """Drops ipykernel's "running over TCP without encryption" warning, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_TCP_WARNING)
 
 
 class NotebookFailed(RuntimeError):
@@ -20,6 +47,7 @@ class NotebookFailed(RuntimeError):
 
 
 def notebooks() -> list[Path]:
+    """The notebooks in run order (``notebooks/NN_*.ipynb``; not ``notebooks/executed/``)."""
     return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -46,11 +74,161 @@ def check_parameters(path: Path, params: dict) -> None:
         raise ValueError(f"{path.name}: unknown parameter(s) {unknown}; it takes {sorted(known)}")
 
 
+# --------------------------------------------------------------------------- progress relay
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12 min 5 s``, ``2 h 3 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+class Relay:
+    """Terminal lines from a notebook kernel's progress events (``ddkit.progress``).
+
+    ``feed(event)`` returns the lines to print (often none): a plan's size and what is cached, a
+    line when a run starts, an epoch line at most every ``epoch_every_s`` seconds of a run, and a
+    line per trained run with its wall time (first to last event of the run) and final top-1 (%),
+    followed by "k of n runs done, about M min left" where M = mean wall time of the runs trained
+    so far x runs still to train. Cached runs count as done without a line of their own.
+    """
+
+    def __init__(self, epoch_every_s: float = 30.0):
+        self.epoch_every_s = epoch_every_s
+        self.total = self.done = self.cached = self.cached_seen = 0
+        self.walls: list[float] = []
+        self.started: dict[str, float] = {}
+        self.last_line: dict[str, float] = {}
+
+    def feed(self, event: dict) -> list[str]:
+        kind, run, now = event.get("event"), event.get("run", "?"), float(event.get("time", 0))
+        if kind == "plan":
+            self.total, self.cached = int(event["total"]), int(event["cached"])
+            self.done = self.cached_seen = 0
+            todo = self.total - self.cached
+            return [f"{event['label']}: {self.total} runs, "
+                    + ("all cached" if todo == 0 else f"{self.cached} cached, {todo} to train")]
+        if kind == "run_start":
+            self.started[run] = self.last_line[run] = now
+            begin, epochs = int(event.get("resumed_from", 0)), event["epochs"]
+            if begin:
+                return [f"resuming {run} at epoch {begin + 1} of {epochs}"]
+            return [f"training {run} ({epochs} epochs)"]
+        if kind == "epoch":
+            if now - self.last_line.get(run, now) < self.epoch_every_s:
+                return []
+            self.last_line[run] = now
+            return [f"  {run}: epoch {event['epoch']}/{event['epochs']}, top-1 "
+                    f"{event['acc1']:.2f} %, {duration(event['elapsed_s'])} of training"]
+        if kind != "run_done":
+            return []
+        in_plan = self.done < self.total
+        self.done += in_plan
+        if event.get("cached"):
+            self.cached_seen += in_plan
+            return [] if in_plan else [f"{run}: cached, top-1 {event['acc1']:.2f} %"]
+        wall = now - self.started.pop(run) if run in self.started else float(event["wall_s"])
+        self.walls.append(wall)
+        line = f"done {run}: top-1 {event['acc1']:.2f} %, {duration(wall)}"
+        if in_plan:
+            line += f"; {self.done} of {self.total} runs done"
+            to_train = (self.total - self.done) - (self.cached - self.cached_seen)
+            if to_train > 0:
+                left = sum(self.walls) / len(self.walls) * to_train
+                line += (", under a minute left" if left < 60
+                         else f", about {round(left / 60)} min left")
+        return [line]
+
+
+class Tail:
+    """The complete JSON lines appended to a file since the last ``read``."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.partial = Path(path), 0, b""
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # a stray line must not stop the relay
+        return events
+
+
+def _say(line: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(f"[ddkit] {line}", file=sys.stderr)  # above papermill's cell bar, if it is shown
+
+
+def relay_while(work: Callable[[], None], progress_file: Path, say: Callable[[str], None] = _say,
+                poll_s: float = 0.5, relay: Relay | None = None) -> None:
+    """Run ``work()`` in a thread while relaying the events appended to ``progress_file``;
+    re-raise what ``work`` raised."""
+    relay, tail, failure = relay or Relay(), Tail(progress_file), []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as err:  # handed to the calling thread
+            failure.append(err)
+
+    worker = threading.Thread(target=target, name="papermill", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(poll_s)
+        for event in tail.read():
+            for line in relay.feed(event):
+                say("  " + line)
+    if failure:
+        raise failure[0]
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def _cell_bar() -> dict | bool:
+    """Papermill's per-cell bar, plain, on a terminal; none in logs (carriage returns)."""
+    if not sys.stderr.isatty():
+        return False
+    return {"desc": "[ddkit]   cell", "leave": False,
+            "bar_format": "{desc} {n_fmt}/{total_fmt} [{elapsed}]"}
+
+
+def publish_executed(executed: Path, target: Path) -> None:
+    """Copy papermill's executed notebook to ``target`` atomically, with the papermill
+    metadata's paths made relative to the repository (no machine's folders in the copy)."""
+    data = json.loads(executed.read_text())
+    meta = data.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path", "cwd"):
+        if isinstance(meta.get(key), str) and Path(meta[key]).is_relative_to(REPO_ROOT):
+            meta[key] = str(Path(meta[key]).relative_to(REPO_ROOT))
+    write_text(target, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None = None) -> Path:
-    """Execute ``paths`` in order with ``profile`` (and per-notebook ``extra`` parameters)."""
+    """Execute ``paths`` in order with ``profile`` (and per-notebook ``extra`` parameters),
+    relaying training progress to stderr. On the default profile each notebook that succeeds is
+    also published to ``notebooks/executed/``."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from ddkit.config import load_profile
+    from ddkit.nb import FIGURES, figure_dir
+
+    committed = figure_dir(load_profile(profile)) == FIGURES
     out_dir = runs_root() / "notebooks" / Path(profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [(p, {"profile": profile, **(extra or {}).get(p.name[:2], {})}) for p in paths]
@@ -58,17 +236,37 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
         check_parameters(path, params)
     for path, params in plans:
         began = time.perf_counter()
-        print(f"[ddkit] {path.name} ({Path(profile).stem})", file=sys.stderr, flush=True)
+        _say(f"{path.stem} ({Path(profile).stem})")
+        executed = out_dir / path.name
+        progress_file = out_dir / f".{path.stem}.progress.jsonl"
+        progress_file.unlink(missing_ok=True)
+        before = os.environ.get(PROGRESS_ENV)
+        os.environ[PROGRESS_ENV] = str(progress_file)  # the kernel inherits it
         try:
-            papermill.execute_notebook(str(path), str(out_dir / path.name), parameters=params,
-                                       cwd=str(NOTEBOOKS), progress_bar=True, log_output=False,
-                                       kernel_name="python3")
+            relay_while(lambda: papermill.execute_notebook(
+                str(path), str(executed), parameters=params, cwd=str(NOTEBOOKS),
+                progress_bar=_cell_bar(), log_output=False, kernel_name="python3",
+                extra_arguments=KERNEL_ARGUMENTS), progress_file)
+        except KeyboardInterrupt:  # the kernel ends itself once this process is gone
+            raise NotebookFailed(
+                f"{path.name} interrupted; finished runs and epochs are kept: run the same "
+                f"command again to continue from them") from None
         except PapermillExecutionError as err:
             raise NotebookFailed(
                 f"{path.name} failed in cell {err.cell_index} (execution count "
                 f"{err.exec_count}): {err.ename}: {err.evalue}\n  executed copy: "
-                f"{out_dir / path.name}") from None
-        print(f"[ddkit] {path.name} done in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+                f"{executed}") from None
+        finally:
+            if before is None:
+                os.environ.pop(PROGRESS_ENV, None)
+            else:
+                os.environ[PROGRESS_ENV] = before
+            progress_file.unlink(missing_ok=True)
+        if committed:
+            publish_executed(executed, EXECUTED / path.name)
+        _say(f"{path.stem} done in {duration(time.perf_counter() - began)}")
+    if committed:
+        _say(f"executed notebooks to read, figures inline: {EXECUTED}")
     return out_dir
 
 
