@@ -322,6 +322,7 @@ class Profile:
     teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
+    workers: int | None = None      # runs trained at once (ddkit.parallel); None = the CPU cores
     analysis: dict = field(default_factory=dict)    # settings for the dynamics notebooks
     sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
 
@@ -380,6 +381,8 @@ def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
     profile = from_dict(Profile, data, "")
     profile = replace(profile, **overrides) if overrides else profile
     _choice(profile.teacher_source, TEACHER_SOURCES, "teacher_source")
+    if profile.workers is not None and profile.workers < 1:
+        raise ConfigError(f"workers={profile.workers} must be >= 1 (or null: one per CPU core)")
     for setting, changes in profile.sweep.items():
         if not isinstance(changes, dict):
             raise ConfigError(f"sweep.{setting}: expected a mapping of dotted keys to values")
