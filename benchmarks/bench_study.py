@@ -17,6 +17,7 @@ together. Variants (``--skip`` drops some by name):
   1 thread       one process, one thread, tensor data (what each pool worker gets)
   compiled       tensor data and ``torch.compile`` of the student step (forward + loss; backward
                  through AOTAutograd); compile time reported apart, not in the rate
+  compiled, 1 thread   the same on one thread (what a compiled pool worker would get)
   ensemble       the two seeds as one batched model (torch.func.stack_module_state + vmap) with
                  one AdamW over the stacked weights; each seed keeps its own subset and batches
   pool           --workers one-thread worker processes (default: one per core), each training
@@ -55,7 +56,8 @@ from ddkit.train import (_autocast, _in_memory, _loader, _scheduler, _seed_all,
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = ("SoftKD", "SpectralKD-Last", "ProjectorKD-Last")
 SEEDS = (0, 1)
-VARIANTS = ("today", "tensor data", "1 thread", "compiled", "ensemble", "pool", "pool + tensor")
+VARIANTS = ("today", "tensor data", "1 thread", "compiled", "compiled, 1 thread", "ensemble",
+            "pool", "pool + tensor")
 
 
 # --------------------------------------------------------------------------- one run, in slices
@@ -368,7 +370,7 @@ def main() -> None:
     workers = args.workers or n_cores
     variants = [v for v in VARIANTS if v not in args.skip]
     if device.type == "cuda":  # one GPU: processes would only queue on it
-        variants = [v for v in variants if not v.startswith("pool") and v != "1 thread"]
+        variants = [v for v in variants if not v.startswith("pool") and "1 thread" not in v]
     load_start = os.getloadavg()
     print(f"load average at the start {load_start[0]:.2f}; {n_cores} cores", flush=True)
 
@@ -381,6 +383,7 @@ def main() -> None:
     settings = {  # variant -> (threads, tensor data, compiled)
         "today": (all_threads, False, False), "tensor data": (all_threads, True, False),
         "1 thread": (1, True, False), "compiled": (all_threads, True, True),
+        "compiled, 1 thread": (1, True, True),
         "ensemble": (all_threads, True, False)}
     print("building the runs (teacher passes are cached under runs/teacher-cache)", flush=True)
     states: dict = {}

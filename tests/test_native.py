@@ -98,6 +98,25 @@ def test_kernel_bins_values_on_and_next_to_edges_like_numpy(perturb_ulps):
 
 
 @needs_kernel
+@pytest.mark.parametrize("lo,hi,bins", [(0.0, 1e-39, 2), (-3e38, 3e38, 100), (1000.0, 1000.05, 100),
+                                        (-1.0, 1.0, 1000)])
+def test_kernel_extreme_ranges(lo, hi, bins):
+    """Subnormal widths, a range whose width overflows float32, a narrow range far from zero,
+    many bins: the float32 position goes wrong or coarse and the edges settle every bin."""
+    edges = np.histogram_bin_edges(np.zeros(1), bins=bins, range=(lo, hi)).astype(np.float32)
+    assert (np.diff(edges) > 0).all()
+    rng = np.random.default_rng(1)
+    values = np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)),
+                             np.nextafter(edges, np.float32(-np.inf)),
+                             rng.uniform(lo, hi, 500).astype(np.float32)])
+    edges_t = torch.from_numpy(edges)
+    lut = M._c_log2_c(len(values), torch.device("cpu"))
+    x = torch.from_numpy(values).view(1, -1, 1, 1)
+    got = native.token_entropy_sum(x, edges_t, lut, native.edge_tolerance(edges_t))
+    assert got == pytest.approx(_entropy_bits(np.histogram(values, bins=edges)[0]), abs=1e-12)
+
+
+@needs_kernel
 def test_kernel_drops_values_outside_the_edges_and_counts_empty_tokens_zero():
     edges = torch.tensor([0.0, 0.5, 1.0])
     lut = M._c_log2_c(6, torch.device("cpu"))
