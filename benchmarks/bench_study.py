@@ -24,6 +24,11 @@ together. Variants (``--skip`` drops some by name):
                  a different run, DataLoader
   pool + tensor  the same with tensor data: what ddkit.study.student_runs does now
 
+End to end (``--e2e-epochs``, 0 skips it): ``ddkit.study.student_runs`` itself on the SoftKD and
+SpectralKD-Last cells, seeds 0 and 1, cut to that many epochs, from an empty run folder (teacher
+passes, checkpoints, worker start-up included), with ``workers=1`` (today: one process, all
+cores' threads) and then with the default pool.
+
 The step breakdown (forward incl. loss / backward / optimizer / the rest: batch, teacher lookup,
 Python) comes from an instrumented copy of ``ddkit.train.train_step`` on a few extra steps.
 Prints Markdown tables and writes them to benchmarks/results/study_<device>.md. Run it through
@@ -348,6 +353,38 @@ class Pool:
             proc.join(timeout=30)
 
 
+# --------------------------------------------------------------------------- end to end
+
+
+def end_to_end(profile, epochs: int, workers: int) -> str:
+    """study.student_runs on 4 runs cut to ``epochs``, from empty run folders, one process
+    (workers=1) then the pool; a Markdown table."""
+    import tempfile
+    from ddkit import parallel
+    from ddkit.config import replace as replace_profile
+    short = replace_profile(profile, **{"student.optim.epochs": epochs})
+    rows, walls = [], {}
+    for label, w in (("today: workers=1 (one process)", 1), (f"pool: workers={workers}", workers)):
+        with tempfile.TemporaryDirectory() as root:
+            os.environ["DDKIT_RUNS"] = root
+            parallel.shutdown()  # the pool's start-up counts
+            torch.set_num_threads(cores())
+            began = time.perf_counter()
+            runs = study.student_runs(short, cells=["SoftKD", "SpectralKD-Last"], seeds=[0, 1],
+                                      progress=False, workers=w)
+            walls[w] = time.perf_counter() - began
+            acc = ", ".join(f"{r.summary['final_acc1']:.2f}" for r in runs.values())
+            rows.append(f"| {label} | {walls[w]:.1f} | {len(runs) * epochs / walls[w] * 60:.2f} | "
+                        f"{walls[1] / walls[w]:.2f} | {acc} |")
+            print(rows[-1], flush=True)
+    parallel.shutdown()
+    os.environ.pop("DDKIT_RUNS", None)
+    return "\n".join([f"End to end: `study.student_runs`, SoftKD and SpectralKD-Last x seeds "
+                      f"0, 1, {epochs} epochs each, empty run folder:", "",
+                      "| how | wall s | student-epochs / min | × today | final top-1 (%) |",
+                      "|---|---:|---:|---:|---|", *rows])
+
+
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -360,6 +397,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--workers", type=int, default=None, help="pool workers (default: cores)")
     ap.add_argument("--breakdown-steps", type=int, default=10)
+    ap.add_argument("--e2e-epochs", type=int, default=2,
+                    help="epochs of the end-to-end student_runs comparison (0: skip it)")
     ap.add_argument("--skip", nargs="*", default=[], choices=VARIANTS)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -461,6 +500,8 @@ def main() -> None:
             torch.set_num_threads(threads)
             breakdown[v] = states[v, (CELLS[1], 0)].breakdown(args.breakdown_steps)
 
+    e2e = end_to_end(profile, args.e2e_epochs, workers) if args.e2e_epochs and \
+        device.type == "cpu" else ""
     load_end = os.getloadavg()
     batch = first.cfg.data.batch_size
     base = done_epochs["today"] / wall["today"] if "today" in variants else None
@@ -502,7 +543,8 @@ def main() -> None:
     if ensembles:
         info += (f" Ensemble check: batched vs separate loss differ by at most "
                  f"{ensemble_check:.1e}.")
-    text = table + "\n\n" + (parts + "\n\n" if parts else "") + info + "\n"
+    text = (table + "\n\n" + (parts + "\n\n" if parts else "") + (e2e + "\n\n" if e2e else "")
+            + info + "\n")
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     out = Path(args.out) if args.out else RESULTS / f"study_{device.type}.md"
