@@ -38,14 +38,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import math
 import multiprocessing
 import os
 import platform
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
