@@ -103,6 +103,13 @@ def test_a_failing_run_is_named_and_the_others_finish(tmp_path):
         assert RunDir.for_config(cfg, tmp_path).is_complete
 
 
+def test_a_bad_config_stops_everything_before_any_run_starts(tmp_path):
+    configs = {"good": _config(0, epochs=1), "bad": _config(1, epochs=1, **{"optim.epochs": 0})}
+    with pytest.raises(ConfigError, match=r"run bad .*optim\.epochs"):
+        parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    assert not RunDir.for_config(configs["good"], tmp_path).path.exists()
+
+
 def test_a_worker_that_dies_fails_only_its_run(tmp_path, monkeypatch):
     # a worker killed mid-run (as by the OOM killer) takes the pool down; the runs it held are
     # retried one at a time, so only the one that kills its worker alone is reported
