@@ -376,6 +376,7 @@ class Profile:
     teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
+    workers: int | None = None      # runs trained at once (ddkit.parallel); None = the CPU cores
     analysis: dict = field(default_factory=dict)    # AnalysisConfig keys, for the notebooks
     sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
 
@@ -451,6 +452,8 @@ def check_profile(profile: Profile) -> Profile:
     the distill recipe with its layer indices range-checked against the two models' depths."""
     _choice(profile.teacher_source, TEACHER_SOURCES, "teacher_source")
     from_dict(AnalysisConfig, profile.analysis, "analysis")
+    if profile.workers is not None and profile.workers < 1:
+        raise ConfigError(f"workers={profile.workers} must be >= 1 (or null: one per CPU core)")
     for setting, changes in profile.sweep.items():
         if not isinstance(changes, dict):
             raise ConfigError(f"sweep.{setting}: expected a mapping of dotted keys to values")

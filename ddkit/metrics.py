@@ -22,6 +22,8 @@ from typing import Iterator, NamedTuple, Sequence, Union
 
 import torch
 
+from ddkit import native
+
 Feats = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 20  # values per chunk when chunk_tokens is None (4 MiB of float32)
@@ -327,15 +329,25 @@ def _c_log2_c(n: int, device: torch.device) -> torch.Tensor:
 
 def _layer_entropy(f: torch.Tensor, b: _Binning, bins: int, explicit: bool,
                    chunk_tokens: int | None, scratch: _Scratch) -> torch.Tensor:
-    """Mean over tokens of the histogram entropy (bits) of one layer ``f [B, C, H, W]`` → 0-d."""
+    """Mean over tokens of the histogram entropy (bits) of one layer ``f [B, C, H, W]`` → 0-d.
+
+    float32 on the CPU: one pass of ddkit.native's C kernel per chunk (bin, count, entropy);
+    otherwise (CUDA, float64, no C compiler) the torch passes below.
+    """
     dtype = _compute_dtype(f)
     B, C, H, W = f.shape
     slots = bins + 1 if explicit else bins  # explicit ranges: one extra slot for outside values
     lut = _c_log2_c(C, f.device)  # [C + 1]
-    one = torch.ones(1, dtype=torch.int32, device=f.device)
-    total = torch.zeros((), dtype=torch.float64, device=f.device)
     most = (2**31 - 1) // slots  # (token, bin) ids must fit in int32
     chunk_tokens = min(chunk_tokens or DEFAULT_CHUNK_ELEMENTS // max(C, 2 * slots), most)
+    if dtype == torch.float32 and f.device.type == "cpu" and native.available():
+        tol, threads = native.edge_tolerance(b.edges), torch.get_num_threads()
+        whole = f.dtype == dtype and f.is_contiguous()  # no copy needed: one call per layer
+        chunks = [f] if whole else _image_chunks(f, chunk_tokens, token_cost=1)
+        s = sum(native.token_entropy_sum(x.to(dtype), b.edges, lut, tol, threads) for x in chunks)
+        return torch.tensor(s / (B * H * W), dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.int32, device=f.device)
+    total = torch.zeros((), dtype=torch.float64, device=f.device)
     for x in _image_chunks(f, chunk_tokens, token_cost=1):
         x = x.to(dtype)  # [n, C, H, W]
         tokens = x.shape[0] * H * W

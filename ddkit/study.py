@@ -21,6 +21,7 @@ from torch import nn
 
 from ddkit.config import ConfigError, ModelConfig, Profile, RunConfig
 from ddkit.models import SHIPPED_TEACHER, load_state_dict
+from ddkit.parallel import resolve_workers, train_many
 from ddkit.progress import emit
 from ddkit.store import RunDir, write_json, write_text
 from ddkit.train import Run, train
@@ -81,17 +82,21 @@ def student_config(profile: Profile, cell: str, seed: int, teacher: ModelConfig 
 
 def student_runs(profile: Profile, cells: Iterable[str] | None = None,
                  seeds: Iterable[int] | None = None, teacher: ModelConfig | None = None,
-                 progress: bool = True) -> dict[tuple[str, int], Run]:
+                 progress: bool = True, workers: int | None = None) -> dict[tuple[str, int], Run]:
     """Train (or read from cache) every (cell, seed) student. ``seeds`` (the same for every
-    cell) default to each cell's own, ``profile.seeds_for(cell)``."""
+    cell) default to each cell's own, ``profile.seeds_for(cell)``. The runs are trained
+    ``workers`` at a time (default ``$DDKIT_WORKERS``, else ``profile.workers``, else one per
+    CPU core; ddkit.parallel); one bar counts the finished runs."""
     cells = check_cells(cells if cells is not None else CELLS)
+    workers = resolve_workers(workers, profile.workers)
     if teacher is None and any(c != "no-KD" for c in cells):
         teacher, _ = teacher_model(profile, progress)
     configs = {(c, s): student_config(profile, c, s, teacher) for c in cells
                for s in (list(seeds) if seeds is not None else profile.seeds_for(c))}
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in configs.values())
     emit("plan", label=f"{profile.name}: {len(cells)} cells", total=len(configs), cached=cached)
-    return {key: train(cfg, progress=progress) for key, cfg in configs.items()}
+    return train_many(configs, workers, progress=progress,
+                      label=f"{profile.name} students ({workers} at a time)")
 
 
 def histories(runs: dict[tuple[str, int], Run]) -> pd.DataFrame:

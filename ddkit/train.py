@@ -166,19 +166,88 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+IN_MEMORY_BYTES = 1 << 30  # an un-augmented data set up to this size is held as one tensor
+
+
+def _epoch_order(seed: int, epoch: int) -> torch.Generator:
+    """The generator of the training order of one epoch."""
+    return torch.Generator().manual_seed(seed * 100003 + epoch)
+
+
+class TensorBatches:
+    """An un-augmented map-style data set held as stacked tensors, batched by index.
+
+    Yields exactly the batches of ``_loader``'s single-process DataLoader (same order from
+    ``(seed, epoch)``, same items: each is read once through ``__getitem__`` and collated), without
+    calling ``__getitem__`` and collating again every epoch. Making an iterator also draws the one
+    number a DataLoader draws from torch's global RNG for its worker seed, so the RNG stream a
+    checkpoint saves is the same as with the DataLoader.
+    """
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, train: bool,
+                 seed: int = 0, epoch: int = 0):
+        self.tensors, self.batch_size, self.train = tensors, batch_size, train
+        self.seed, self.epoch = seed, epoch
+
+    @staticmethod
+    def collate(dataset) -> tuple[torch.Tensor, ...] | None:
+        """The whole data set as ``default_collate`` stacks it, or None when it would take more
+        than ``IN_MEMORY_BYTES``."""
+        from torch.utils.data import default_collate
+        n = len(dataset)
+        first = default_collate([dataset[0]])
+        if sum(t.element_size() * t.numel() for t in first) * n > IN_MEMORY_BYTES:
+            return None
+        return tuple(default_collate([dataset[i] for i in range(n)]))
+
+    def at_epoch(self, epoch: int) -> "TensorBatches":
+        return TensorBatches(self.tensors, self.batch_size, self.train, self.seed, epoch)
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        # drawn when the iterator is made, as the DataLoader does (tqdm makes one it never reads)
+        torch.empty((), dtype=torch.int64).random_()
+        return self._batches()
+
+    def _batches(self):
+        n = len(self.tensors[0])
+        if self.train:  # RandomSampler's order: one permutation from the (seed, epoch) generator
+            order = torch.randperm(n, generator=_epoch_order(self.seed, self.epoch))
+        else:
+            order = torch.arange(n)
+        for i in range(len(self)):
+            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield [t[index] for t in self.tensors]
+
+
 def _loader(dataset, batch_size: int, train: bool, seed: int, epoch: int, world: int, rank: int,
-            num_workers: int, pin: bool) -> DataLoader:
-    """Training order depends only on (seed, epoch), so a resumed epoch sees the same batches."""
+            num_workers: int, pin: bool) -> DataLoader | TensorBatches:
+    """Training order depends only on (seed, epoch), so a resumed epoch sees the same batches.
+
+    ``dataset`` may be a ``TensorBatches`` (an un-augmented set held in memory, single process):
+    it is returned for this epoch, with the batches the DataLoader below would give.
+    """
+    if isinstance(dataset, TensorBatches):
+        return dataset.at_epoch(epoch)
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed,
                                      drop_last=train)
         sampler.set_epoch(epoch)
     elif train:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        sampler = RandomSampler(dataset, generator=_epoch_order(seed, epoch))
     else:
         sampler = None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train,
                       num_workers=num_workers, pin_memory=pin)
+
+
+def _in_memory(dataset, batch_size: int, train: bool, seed: int):
+    """``dataset`` as a ``TensorBatches`` when it fits in ``IN_MEMORY_BYTES``, else unchanged."""
+    tensors = TensorBatches.collate(dataset)
+    return dataset if tensors is None else TensorBatches(tensors, batch_size, train, seed)
 
 
 def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask, int]:
@@ -373,6 +442,10 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
         train_set = IndexedDataset(train_set)
 
     pin = device.type == "cuda"
+    if world == 1 and data.num_workers == 0:  # small un-augmented sets: one tensor, no DataLoader
+        if not data.augment:
+            train_set = _in_memory(train_set, data.batch_size, True, cfg.seed)
+        eval_set = _in_memory(eval_set, data.eval_batch_size, False, cfg.seed)
     eval_loader = _loader(eval_set, data.eval_batch_size, False, cfg.seed, 0, world, rank,
                           data.num_workers, pin)
     epochs = tqdm(range(start, cfg.optim.epochs), desc=cfg.name, initial=start,

@@ -1,0 +1,167 @@
+"""ddkit.parallel: runs trained by a pool of worker processes are the runs ddkit.train.train makes
+(same weights at the same thread count, cached, resumed), failures name their run and spare the
+others, and progress events come from the workers."""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ddkit.train as train_mod
+from ddkit import parallel
+from ddkit.config import ConfigError, load_profile, replace
+from ddkit.progress import ENV as PROGRESS_ENV
+from ddkit.store import RunDir
+from ddkit.train import train
+from conftest import tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_workers():
+    yield
+    parallel.shutdown()
+
+
+def _config(seed: int, epochs: int = 2, **changes):
+    cfg = replace(tiny_config(epochs=epochs, kd="soft", feature="spectral", layers="last"),
+                  seed=seed, **{"data.augment": False})
+    return replace(cfg, **changes) if changes else cfg
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = load_file(str(a.dir.final_weights)), load_file(str(b.dir.final_weights))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _in_process(cfg, root, threads=1):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return train(cfg, progress=False, root=root)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pool_runs_equal_in_process_runs_at_the_same_thread_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "cores", lambda: 2)  # 2 workers x 1 thread on any machine
+    configs = {("a", s): _config(s) for s in (0, 1, 2)}
+    pooled = parallel.train_many(configs, workers=2, progress=False, root=tmp_path / "pool")
+    assert list(pooled) == list(configs)
+    for key, cfg in configs.items():
+        alone = _in_process(cfg, tmp_path / "alone", threads=1)
+        assert pooled[key].dir.is_complete
+        assert _same_weights(pooled[key], alone), key
+        assert pooled[key].records[-1]["test_acc1"] == alone.records[-1]["test_acc1"]
+
+
+def test_cached_runs_are_not_trained_again(tmp_path, monkeypatch):
+    configs = {s: _config(s, epochs=1) for s in (0, 1)}
+    parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    stamps = {s: RunDir.for_config(c, tmp_path).summary.stat().st_mtime_ns
+              for s, c in configs.items()}
+    monkeypatch.setattr(parallel, "_get_pool", lambda *a: pytest.fail("a pool was started"))
+    monkeypatch.setattr(train_mod, "build_dataset", lambda *a, **k: pytest.fail("trained again"))
+    again = parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    assert {s: RunDir.for_config(c, tmp_path).summary.stat().st_mtime_ns
+            for s, c in configs.items()} == stamps
+    assert [r.config for r in again.values()] == list(configs.values())
+
+
+def test_a_worker_resumes_an_interrupted_run_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
+    cfg, other = _config(0, epochs=3), _config(1, epochs=1)
+    whole = _in_process(cfg, tmp_path / "whole", threads=1)
+    real_epoch = train_mod._train_epoch
+
+    def stop_at_epoch_2(task, loader, optimizer, scheduler, cfg, device, epoch, *rest):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, *rest)
+    monkeypatch.setattr(train_mod, "_train_epoch", stop_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _in_process(cfg, tmp_path / "pool", threads=1)
+    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
+    assert len(RunDir.for_config(cfg, tmp_path / "pool").records()) == 2
+    runs = parallel.train_many({"cut": cfg, "other": other}, workers=2, progress=False,
+                               root=tmp_path / "pool")
+    assert _same_weights(runs["cut"], whole)
+    assert [r["epoch"] for r in runs["cut"].records] == [0, 1, 2]
+
+
+def test_a_failing_run_is_named_and_the_others_finish(tmp_path):
+    good = {("good", s): _config(s, epochs=1) for s in (0, 1)}
+    bad = _config(2, epochs=1, **{"data.root": str(tmp_path / "no-data-here")})
+    configs = {**good, ("bad", 2): bad}
+    with pytest.raises(parallel.RunsFailed) as info:
+        parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    message = str(info.value)
+    assert "1 run(s) failed" in message and "('bad', 2)" in message and bad.name in message
+    assert "DatasetNotFoundError" in message
+    assert list(info.value.failures) == [("bad", 2)]
+    for cfg in good.values():
+        assert RunDir.for_config(cfg, tmp_path).is_complete
+
+
+def test_a_bad_config_stops_everything_before_any_run_starts(tmp_path):
+    configs = {"good": _config(0, epochs=1), "bad": _config(1, epochs=1, **{"optim.epochs": 0})}
+    with pytest.raises(ConfigError, match=r"run bad .*optim\.epochs"):
+        parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    assert not RunDir.for_config(configs["good"], tmp_path).path.exists()
+
+
+def test_a_worker_that_dies_fails_only_its_run(tmp_path, monkeypatch):
+    # a worker killed mid-run (as by the OOM killer) takes the pool down; the runs it held are
+    # retried one at a time, so only the one that kills its worker alone is reported
+    configs = {"a": _config(0, epochs=1), "b": _config(1, epochs=1), "c": _config(2, epochs=1)}
+    monkeypatch.setattr(parallel, "_train_in_worker", _die_on_seed_1)
+    with pytest.raises(parallel.RunsFailed) as info:
+        parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    assert list(info.value.failures) == ["b"] and "died" in info.value.failures["b"]
+    for key in "ac":
+        assert RunDir.for_config(configs[key], tmp_path).is_complete
+
+
+def _die_on_seed_1(cfg, root, env):
+    """Runs in the worker, where ddkit.parallel is not patched."""
+    if cfg.seed == 1:
+        os._exit(9)
+    return parallel._train_in_worker(cfg, root, env)
+
+
+def test_workers_emit_progress_events(tmp_path, monkeypatch):
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv(PROGRESS_ENV, str(events))
+    configs = {s: _config(s, epochs=2) for s in (0, 1)}
+    runs = parallel.train_many(configs, workers=2, progress=False, root=tmp_path)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    for run in runs.values():
+        mine = [e for e in lines if e.get("run") == run.dir.path.name]
+        assert [e["event"] for e in mine] == ["run_start", "epoch", "epoch", "run_done"]
+        assert mine[-1]["cached"] is False
+
+
+def test_number_of_workers_from_argument_env_profile_and_cores(monkeypatch):
+    monkeypatch.delenv(parallel.ENV, raising=False)
+    monkeypatch.setattr(parallel, "cores", lambda: 6)
+    assert parallel.resolve_workers() == 6 and parallel.threads_per_run(6) == 1
+    assert parallel.resolve_workers(None, 3) == 3 and parallel.threads_per_run(3) == 2
+    monkeypatch.setenv(parallel.ENV, "2")
+    assert parallel.resolve_workers(None, 3) == 2
+    assert parallel.resolve_workers(4, 3) == 4
+    assert parallel.threads_per_run(12) == 1
+    monkeypatch.setenv(parallel.ENV, "many")
+    with pytest.raises(ConfigError, match="DDKIT_WORKERS"):
+        parallel.resolve_workers()
+    monkeypatch.delenv(parallel.ENV)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="workers"):
+            parallel.resolve_workers(bad)
+
+
+def test_profile_workers_is_checked_and_kept_out_of_run_hashes():
+    assert load_profile("default").workers is None
+    with pytest.raises(ConfigError, match="workers"):
+        load_profile("default", workers=0)
+    one, two = load_profile("default", workers=1), load_profile("default", workers=2)
+    assert one.student_config() == two.student_config()
