@@ -396,6 +396,16 @@ def main(argv: list[str] | None = None) -> int:
             message = repr(err)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, ConfigError) else EXIT_ERROR
+    finally:
+        _end_distributed()
+
+
+def _end_distributed() -> None:
+    """Under torchrun, tear the process group down before the interpreter exits: left to exit,
+    gloo's threads can abort the process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
