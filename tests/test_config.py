@@ -111,7 +111,7 @@ def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
     p = load_profile("default")
     variants = settings(p)
     assert variants["base"] is p and len(variants) == 1 + len(p.sweep)
-    assert variants["more data (12k images)"].data.train_subset == 12000
+    assert variants["wider gap (student 32-dim)"].student.model.kwargs["embed_dim"] == 32
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep:\n  typo: {student.optim.epoch: 3}\n")
     with pytest.raises(ConfigError, match=r"sweep\.typo: unknown key 'student\.optim\.epoch'"):
