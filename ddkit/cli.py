@@ -8,7 +8,7 @@
     ddkit pair --profile default           # the teacher, then a SpectralKD First+Last student
     ddkit notebooks --profile smoke [--only 02 | --from 02]
     ddkit profiles                         # the profiles and what each one is for
-    ddkit ship-teacher                     # retrain the default teacher, write ddkit/shipped/
+    ddkit ship-teacher [--profile NAME]    # (re)train a profile's teacher, write ddkit/shipped/
 
 Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
 print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profiles", help="list the profiles: data, models, seeds, command")
     _common(prof, device=False)
 
-    ship = sub.add_parser("ship-teacher", help="train the default teacher and write "
-                          "ddkit/shipped/")
+    ship = sub.add_parser("ship-teacher", help="train a profile's teacher (default: the default "
+                          "profile's) and write it to ddkit/shipped/")
     _profile_options(ship)
     ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
     _common(ship)
