@@ -28,6 +28,7 @@ from ddkit.store import REPO_ROOT, write_text
 README = REPO_ROOT / "README.md"
 FIGURES = REPO_ROOT / "figures"
 CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
+TIMES_CSV = "notebook_times.csv"  # pipeline.TIMES_CSV (not imported: pipeline is heavier)
 BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped")
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
@@ -194,8 +195,14 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def setup_markdown(profile=None, record: dict | None = None) -> str:
-    """The study's size from the default profile and the shipped teacher's record."""
+def fmt_minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def setup_markdown(profile=None, record: dict | None = None,
+                   times: pd.DataFrame | None = None) -> str:
+    """The study's size from the default profile and the shipped teacher's record, and each
+    notebook's wall time in the last run (``pipeline.record_time``'s table) when there is one."""
     from ddkit.config import load_profile
     from ddkit.study import CELLS, shipped_teacher_record
     profile = profile or load_profile("default")
@@ -213,15 +220,15 @@ def setup_markdown(profile=None, record: dict | None = None) -> str:
             f"{sum(seeds.values())} students (`{s.model.name}`, {s.optim.epochs} epochs on "
             f"{d.train_subset} class-balanced training images, tested on {d.eval_subset}; "
             f"{groups}).")
-    m = dict(profile.measured)
-    if m:
-        known = {"notebooks_00_05_wall_s": "notebooks 00–05 {} s",
-                 "notebook_06_sweep_wall_s": "notebook 06 (sweep) {} s",
-                 "student_final_acc1": "students' final top-1 {} %"}
-        m.pop("teacher_test_acc1", None)  # the shipped record's number, given above
-        said = [known[k].format(v) if k in known else f"{k.replace('_', ' ')}: {v}"
-                for k, v in m.items()]
-        text += " Wall time as last measured (`measured` in the profile): " + "; ".join(said) + "."
+    if times is not None and len(times):
+        total = times["wall_s"].sum()
+        text += (f"\n\nWall time of the last `{profile.command}` (finished "
+                 f"{times['finished_utc'].max()} UTC, {int(times['cpu_count'].max())} CPU cores; "
+                 f"{fmt_minutes(total)} in all; runs found in the cache were not trained again):"
+                 "\n\n| notebook | wall time | runs trained | runs cached |\n|---|---|---|---|\n")
+        text += "".join(f"| `{r.notebook}` | {fmt_minutes(r.wall_s)} | {r.runs_trained} | "
+                        f"{r.runs_cached} |\n" for r in times.itertuples())
+        return text
     return text + "\n"
 
 
@@ -338,7 +345,8 @@ def read_table(path: Path) -> pd.DataFrame:
 def blocks(figures: Path = FIGURES) -> dict[str, str]:
     """Every generated block, from the CSVs under ``figures`` (placeholders where absent)."""
     claims_csv, sweep_csv = Path(figures) / CLAIMS_CSV, Path(figures) / SWEEP_CSV
-    out = {"setup": setup_markdown()}
+    times_csv = Path(figures) / TIMES_CSV
+    out = {"setup": setup_markdown(times=pd.read_csv(times_csv) if times_csv.is_file() else None)}
     if claims_csv.is_file():
         table = read_table(claims_csv)
         out["claims"] = claims_markdown(table)

@@ -9,6 +9,7 @@ import time
 import warnings
 
 import nbformat
+import pandas as pd
 import pytest
 
 from ddkit import pipeline
@@ -175,10 +176,27 @@ def test_published_copy_names_no_local_folder(tmp_path):
 def test_ctrl_c_names_the_notebook_and_how_to_continue(tmp_path, monkeypatch):
     notebook = _notebook(tmp_path / "92_long.ipynb", "pass")
 
-    def interrupted(work, progress_file):
+    def interrupted(work, progress_file, relay=None):
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline, "relay_while", interrupted)
     with pytest.raises(pipeline.NotebookFailed, match=r"92_long.ipynb interrupted.*run the same "
                        r"command again"):
         pipeline.run_notebooks([notebook], "smoke")
     assert ENV not in os.environ
+
+
+def test_record_time_keeps_one_row_per_notebook_with_its_runs(tmp_path):
+    relay = pipeline.Relay()
+    for event in ({"event": "plan", "label": "a", "total": 3, "cached": 2},
+                  {"event": "run_start", "run": "r1", "time": 10.0, "epochs": 2},
+                  {"event": "run_done", "run": "r1", "time": 70.0, "acc1": 80.0, "wall_s": 60.0},
+                  {"event": "plan", "label": "b", "total": 4, "cached": 4}):
+        relay.feed(event)
+    pipeline.record_time(tmp_path, "03_negative_transfer", 95.04, relay)
+    pipeline.record_time(tmp_path, "00_setup_and_data", 7.0, pipeline.Relay())
+    pipeline.record_time(tmp_path, "03_negative_transfer", 99.0, relay)   # a rerun replaces its row
+    table = pd.read_csv(tmp_path / pipeline.TIMES_CSV)
+    assert list(table["notebook"]) == ["00_setup_and_data", "03_negative_transfer"]
+    row = table.iloc[1]
+    assert (row["wall_s"], row["runs_trained"], row["runs_cached"], row["trained_run_wall_s"]) == (
+        99.0, 1, 6, 60.0)
