@@ -97,13 +97,15 @@ class Relay:
     line when a run starts, an epoch line at most every ``epoch_every_s`` seconds of a run, and a
     line per trained run with its wall time (first to last event of the run) and final top-1 (%),
     followed by "k of n runs done, about M min left" where M = mean wall time of the runs trained
-    so far x runs still to train. Cached runs count as done without a line of their own.
+    so far x runs still to train ÷ the most runs seen training at once (the worker pool trains
+    side by side). Cached runs count as done without a line of their own.
     ``cached_total`` and ``walls`` add up over every plan the notebook made (its time record).
     """
 
     def __init__(self, epoch_every_s: float = 30.0):
         self.epoch_every_s = epoch_every_s
         self.total = self.done = self.cached = self.cached_seen = self.cached_total = 0
+        self.side_by_side = 1
         self.walls: list[float] = []
         self.started: dict[str, float] = {}
         self.last_line: dict[str, float] = {}
@@ -119,6 +121,7 @@ class Relay:
                     + ("all cached" if todo == 0 else f"{self.cached} cached, {todo} to train")]
         if kind == "run_start":
             self.started[run] = self.last_line[run] = now
+            self.side_by_side = max(self.side_by_side, len(self.started))
             begin, epochs = int(event.get("resumed_from", 0)), event["epochs"]
             if begin:
                 return [f"resuming {run} at epoch {begin + 1} of {epochs}"]
@@ -143,7 +146,7 @@ class Relay:
             line += f"; {self.done} of {self.total} runs done"
             to_train = (self.total - self.done) - (self.cached - self.cached_seen)
             if to_train > 0:
-                left = sum(self.walls) / len(self.walls) * to_train
+                left = sum(self.walls) / len(self.walls) * to_train / self.side_by_side
                 line += (", under a minute left" if left < 60
                          else f", about {round(left / 60)} min left")
         return [line]

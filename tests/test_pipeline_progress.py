@@ -65,6 +65,16 @@ def test_relay_last_run_has_no_estimate_and_a_cached_run_outside_a_plan_is_named
     assert relay.feed({"event": "something_new", "time": 6.0}) == []
 
 
+def test_estimate_divides_by_the_runs_training_side_by_side():
+    relay = pipeline.Relay()
+    relay.feed({"event": "plan", "label": "p", "total": 6, "cached": 0, "time": 0.0})
+    for run in ("a", "b"):                                   # a pool of two workers
+        relay.feed({"event": "run_start", "run": run, "epochs": 1, "time": 0.0})
+    line, = relay.feed({"event": "run_done", "run": "a", "acc1": 1.0, "wall_s": 120.0,
+                        "time": 120.0})
+    assert line.endswith("1 of 6 runs done, about 5 min left")    # 120 s x 5 runs / 2
+
+
 def test_plan_of_cached_runs_only():
     relay = pipeline.Relay()
     assert relay.feed({"event": "plan", "label": "p", "total": 24, "cached": 24,
