@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "profile's) and write it to ddkit/shipped/")
     _profile_options(ship)
     ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
+    ship.add_argument("--unfinished", action="store_true",
+                      help="with --run-dir: ship the run's last kept epoch although its schedule "
+                           "has not ended (the record says so; training it on resumes)")
     _common(ship)
 
     refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
@@ -294,7 +297,9 @@ def _ship(args: argparse.Namespace) -> int:
     from ddkit.train import load_run
     profile = _profile(args)
     run = load_run(args.run_dir) if args.run_dir else None
-    record = ship_teacher(profile, run=run)
+    if args.unfinished and run is None:
+        raise ConfigError("--unfinished needs --run-dir: the run to ship as it stands")
+    record = ship_teacher(profile, run=run, unfinished=args.unfinished)
     print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     return 0
 

@@ -134,30 +134,62 @@ def shipped_teacher_dynamics(model: str = DEFAULT_TEACHER) -> pd.DataFrame:
     return pd.read_csv(shipped_teacher(model).dynamics)
 
 
+def _unfinished_summary(run: Run) -> tuple[int, dict]:
+    """The last kept epoch of an unfinished run and a summary of the run up to it (the fields of
+    ``summary.json`` that a shipped record carries)."""
+    kept = run.checkpoints()
+    if not kept:
+        raise ValueError(f"{run.dir.path} has no kept weights yet (weights/epoch_*.safetensors)")
+    last = max(kept)
+    log = [r for r in run.dir.records() if r["epoch"] <= last]
+    if [r["epoch"] for r in log] != list(range(last + 1)):
+        raise ValueError(f"{run.dir.log}: epochs 0..{last} are not all logged")
+    return last, {"hash": json.loads(run.dir.config.read_text())["hash"],
+                  "final_acc1": log[-1]["test_acc1"], "best_acc1": max(r["test_acc1"] for r in log),
+                  "epochs": last + 1, "wall_time_s": log[-1]["elapsed_s"],
+                  "device": run.config.device, "torch": torch.__version__,
+                  "config": run.dir.read_config()}
+
+
 def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
-                 run: Run | None = None) -> dict:
+                 run: Run | None = None, unfinished: bool = False) -> dict:
     """Train the profile's teacher (or take it from cache, or use the finished ``run``) and write
     what the kit ships for its preset (``models.SHIPPED_TEACHERS``): final weights, the run's
-    record and log, its per-checkpoint dynamics. Each file is replaced atomically."""
+    record and log, its per-checkpoint dynamics. Each file is replaced atomically.
+
+    ``unfinished`` ships ``run`` as it stands before its schedule ends: the weights kept at its
+    last kept epoch, the log up to there; the record says ``complete: false`` beside
+    ``scheduled_epochs``, and training the run on resumes from its checkpoint."""
     from ddkit.data import build_dataset
     from ddkit.dynamics import analyze
 
     target = shipped_teacher(profile.teacher.model.name, must_exist=False)
     run = run or train(profile.teacher_config(), progress=progress)
-    if not run.dir.is_complete:
-        raise ValueError(f"{run.dir.path} has not finished training (no summary.json)")
+    if run.dir.is_complete:
+        summary, weights, log = run.summary, run.dir.final_weights, run.dir.log.read_text()
+        checkpoints, model = run.checkpoints(), run.load_model()
+    elif unfinished:
+        last, summary = _unfinished_summary(run)
+        weights = run.dir.epoch_weights(last)
+        log = "".join(json.dumps(r) + "\n" for r in run.dir.records() if r["epoch"] <= last)
+        checkpoints = {e: p for e, p in run.checkpoints().items() if e <= last}
+        model = run.load_model(last)
+    else:
+        raise ValueError(f"{run.dir.path} has not finished training (no summary.json): let it "
+                         "finish, or ship its last kept epoch with --unfinished")
     test_set = build_dataset(profile.data.name, "test", root=profile.data.root)
-    table = analyze(run.load_model(), test_set, name="teacher", checkpoints=run.checkpoints(),
-                    n=n, seed=profile.seeds[0])
-    atomic_write(target.weights, lambda tmp: shutil.copyfile(run.dir.final_weights, tmp))
-    write_text(target.log, run.dir.log.read_text())
+    table = analyze(model, test_set, name="teacher", checkpoints=checkpoints, n=n,
+                    seed=profile.seeds[0])
+    atomic_write(target.weights, lambda tmp: shutil.copyfile(weights, tmp))
+    write_text(target.log, log)
     write_text(target.dynamics, table.to_csv(index=False))
-    summary = run.summary
     command = ("./run_all.sh --retrain-teacher" if target.profile == "default"
                else f"ddkit ship-teacher --profile {target.profile}")
+    scheduled = summary["config"]["optim"]["epochs"]
     record = {"profile": profile.name, "command": command,
               "hash": summary["hash"], "final_acc1": summary["final_acc1"],
               "best_acc1": summary["best_acc1"], "epochs": summary["epochs"],
+              "scheduled_epochs": scheduled, "complete": summary["epochs"] == scheduled,
               "wall_time_s": summary["wall_time_s"], "device": summary["device"],
               "torch": summary["torch"], "config": summary["config"]}
     write_json(target.record, record)

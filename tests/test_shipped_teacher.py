@@ -66,3 +66,27 @@ def test_record_names_its_recipe(shipped):
 def test_unknown_shipped_teacher_is_named():
     with pytest.raises(ValueError, match="no shipped teacher for model 'vit_tiny_patch16_224'"):
         shipped_teacher("vit_tiny_patch16_224")
+
+
+def test_an_unfinished_teacher_run_ships_its_last_kept_epoch_and_says_so(tmp_path, monkeypatch):
+    from ddkit import models
+    from ddkit.config import replace
+    from ddkit.train import train
+    monkeypatch.setattr(models, "SHIPPED_DIR", tmp_path / "shipped")
+    profile = replace(load_profile("smoke"), **{"teacher.optim.epochs": 3})
+    run = train(profile.teacher_config(), progress=False, root=tmp_path / "runs")
+    # the run as it stood during its third epoch: two epochs logged and kept, no summary
+    lines = run.dir.log.read_text().splitlines(keepends=True)
+    run.dir.log.write_text("".join(lines[:2]))
+    for path in (run.dir.summary, run.dir.final_weights, run.dir.epoch_weights(2)):
+        path.unlink()
+    with pytest.raises(ValueError, match="has not finished training.*--unfinished"):
+        study.ship_teacher(profile, run=run, progress=False)
+    record = study.ship_teacher(profile, n=50, run=run, progress=False, unfinished=True)
+    assert (record["epochs"], record["scheduled_epochs"], record["complete"]) == (2, 3, False)
+    assert record["final_acc1"] == json.loads(lines[1])["test_acc1"]
+    assert record["hash"] == run.dir.path.name.rsplit("-", 1)[1]
+    target = shipped_teacher(profile.teacher.model.name, must_exist=False)
+    assert target.weights.read_bytes() == run.dir.epoch_weights(1).read_bytes()
+    assert target.log.read_text() == "".join(lines[:2])
+    assert sorted(pd.read_csv(target.dynamics)["epoch"].unique()) == [0, 1]
