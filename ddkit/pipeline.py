@@ -25,7 +25,8 @@ from ddkit.store import REPO_ROOT, runs_root, write_text
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"  # the default profile's executed notebooks, for readers
-TIMES_CSV = "notebook_times.csv"   # figures/<this>: each notebook's wall time in the last run
+TIMES_CSV = "notebook_times.csv"   # TIMES_DIR/<this>: each notebook's wall time in the last run
+TIMES_DIR = REPO_ROOT / "figures"  # the default profile's figures, where the README reads it
 TIMES_COLUMNS = ("notebook", "wall_s", "runs_trained", "runs_cached", "trained_run_wall_s",
                  "cpu_count", "finished_utc")
 
@@ -290,7 +291,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
         wall = time.perf_counter() - began
         if committed:
             publish_executed(executed, EXECUTED / path.name)
-            record_time(FIGURES, path.stem, wall, relay)
+            record_time(TIMES_DIR, path.stem, wall, relay)
         _say(f"{path.stem} done in {duration(wall)}")
     if committed:
         _say(f"executed notebooks to read, figures inline: {EXECUTED}")

@@ -14,6 +14,8 @@ from the committed CSVs and fails when the README says anything else.
 """
 from __future__ import annotations
 
+import json
+
 import math
 import re
 import sys
@@ -294,13 +296,36 @@ def formation_end(formation: pd.DataFrame, statistic: str = "U depth") -> pd.Dat
     return rows[rows["progress"] == last]
 
 
+def teacher_line(record: dict) -> str:
+    """One sentence on a shipped teacher from its record: accuracy, epochs (of how many
+    scheduled, when it was shipped before its schedule ended), wall time, device."""
+    name = record["config"]["model"]["name"]
+    scheduled = record.get("scheduled_epochs", record["epochs"])
+    epochs = (f"{record['epochs']} epochs" if record["epochs"] == scheduled else
+              f"{record['epochs']} of its {scheduled} scheduled epochs (shipped before the "
+              f"schedule ended; the run resumes from its checkpoint)")
+    return (f"Teacher `{name}`: **{record['final_acc1']:.2f} %** top-1 on the test set after "
+            f"{epochs}, {record['wall_time_s'] / 3600:.1f} h on {record['device']}.")
+
+
+def study_teacher_record() -> dict | None:
+    """The shipped record of the paper-shaped profile's teacher, None before it is shipped."""
+    from ddkit.config import load_profile
+    from ddkit.models import shipped_teacher
+    target = shipped_teacher(load_profile(STUDY_DIR).teacher.model.name, must_exist=False)
+    return json.loads(target.record.read_text()) if target.record.is_file() else None
+
+
 def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | None,
-                          sweep: pd.DataFrame | None, formation: pd.DataFrame | None) -> str:
+                          sweep: pd.DataFrame | None, formation: pd.DataFrame | None,
+                          teacher: dict | None = None) -> str:
     """The paper-shaped study in the README: its claims beside the default pair's (its full
     claims table, else the regime search's base setting), where the followed claims appeared in
     the regime search (settings and their training time), and the U's depth at the end."""
     lines = [f"Generated from `figures/{STUDY_DIR}/` (notebooks 06–07 under `--profile "
              f"{STUDY_DIR}`).", ""]
+    if teacher is not None:
+        lines += [teacher_line(teacher), ""]
     pair = pair_claims(shaped, sweep)
     if default is not None and pair is not None:
         both = compare(default, pair)
@@ -361,7 +386,7 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     form = shaped / FORMATION_CSV
     if any(t is not None for t in tables[1:]) or form.is_file():
         out["paper_shaped"] = paper_shaped_markdown(
-            *tables, pd.read_csv(form) if form.is_file() else None)
+            *tables, pd.read_csv(form) if form.is_file() else None, study_teacher_record())
     else:
         out["paper_shaped"] = (f"_Not generated yet: `./run_all.sh --profile {STUDY_DIR} --from 06` "
                                f"writes this from `figures/{STUDY_DIR}/` (notebooks 06–07)._\n")

@@ -109,7 +109,8 @@ def teacher_summary(profile: Profile) -> pd.Series:
     except (ValueError, FileNotFoundError):
         run = study.train(profile.teacher_config()) if profile.teacher_source == "train" else None
         record = run.summary if run is not None else {}
-    keys = ("final_acc1", "best_acc1", "epochs", "wall_time_s", "device", "command")
+    keys = ("final_acc1", "best_acc1", "epochs", "scheduled_epochs", "complete", "wall_time_s",
+            "device", "command")
     return pd.Series({k: record.get(k) for k in keys}, name=profile.teacher.model.name)
 
 

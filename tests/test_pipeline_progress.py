@@ -155,6 +155,7 @@ def test_only_a_succeeding_default_notebook_is_published(tmp_path, monkeypatch, 
     temporary folder) when it succeeds, never when it fails; its progress is relayed."""
     published = tmp_path / "executed"
     monkeypatch.setattr(pipeline, "EXECUTED", published)
+    monkeypatch.setattr(pipeline, "TIMES_DIR", tmp_path / "figures")
     ok = _notebook(tmp_path / "90_ok.ipynb", "from ddkit.progress import emit\n"
                    "emit('run_done', run='r', acc1=12.5, wall_s=1.0, cached=True)\n"
                    "print(profile)")
@@ -162,6 +163,8 @@ def test_only_a_succeeding_default_notebook_is_published(tmp_path, monkeypatch, 
     with pytest.raises(pipeline.NotebookFailed, match=r"91_bad.ipynb failed in cell 2.*on purpose"):
         pipeline.run_notebooks([ok, bad], "default")
     assert sorted(p.name for p in published.iterdir()) == ["90_ok.ipynb"]
+    times = pd.read_csv(tmp_path / "figures" / pipeline.TIMES_CSV)
+    assert list(times["notebook"]) == ["90_ok"] and times["wall_s"].iloc[0] > 0
     copy = json.loads((published / "90_ok.ipynb").read_text())
     assert copy["cells"][-1]["outputs"][0]["text"] == ["default\n"]
     assert copy["metadata"]["papermill"]["parameters"] == {"profile": "default"}

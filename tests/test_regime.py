@@ -92,3 +92,15 @@ def test_load_names_the_command_when_the_study_has_not_run(tmp_path, monkeypatch
     monkeypatch.setattr(regime, "results_dir", lambda profile: tmp_path)
     with pytest.raises(FileNotFoundError, match="run_all.sh --profile paper_shaped --from 06"):
         regime.load("paper_shaped")
+
+
+def test_teacher_line_says_when_a_teacher_was_shipped_before_its_schedule_ended():
+    record = {"config": {"model": {"name": "ddkit_cait_teacher_fmnist"}}, "final_acc1": 89.5,
+              "epochs": 24, "scheduled_epochs": 30, "wall_time_s": 7200.0, "device": "cpu"}
+    line = readme.teacher_line(record)
+    assert line.startswith("Teacher `ddkit_cait_teacher_fmnist`: **89.50 %** top-1")
+    assert "after 24 of its 30 scheduled epochs (shipped before the schedule ended" in line
+    assert "2.0 h on cpu" in line
+    done = readme.teacher_line({**record, "epochs": 30})
+    assert "after 30 epochs, 2.0 h" in done
+    assert "teacher `ddkit_cait" in readme.paper_shaped_markdown(None, None, None, None, record).lower()
