@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ddkit's main job. First use sets everything up (virtual environment, packages, the Debian
 # Fashion-MNIST package when root); later uses are quick.
-#   ./run_all.sh [--profile smoke|default|paper] [--only NN] [--from NN]
+#   ./run_all.sh [--profile smoke|default|paper_shaped|paper] [--only NN] [--from NN]
 #                                   every notebook in order (papermill); figures to figures/
 #   ./run_all.sh --retrain-teacher  retrain the default teacher and rewrite ddkit/shipped/ first
 #   ./run_all.sh --setup-only       set-up alone, with the browser test's chromium (tests/run.sh)

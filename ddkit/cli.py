@@ -8,7 +8,7 @@
     ddkit pair --profile default           # the teacher, then a SpectralKD First+Last student
     ddkit notebooks --profile smoke [--only 02 | --from 02]
     ddkit profiles                         # the profiles and what each one is for
-    ddkit ship-teacher                     # retrain the default teacher, write ddkit/shipped/
+    ddkit ship-teacher [--profile NAME]    # (re)train a profile's teacher, write ddkit/shipped/
 
 Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
 print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
@@ -155,10 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profiles", help="list the profiles: data, models, seeds, command")
     _common(prof, device=False)
 
-    ship = sub.add_parser("ship-teacher", help="train the default teacher and write "
-                          "ddkit/shipped/")
+    ship = sub.add_parser("ship-teacher", help="train a profile's teacher (default: the default "
+                          "profile's) and write it to ddkit/shipped/")
     _profile_options(ship)
     ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
+    ship.add_argument("--unfinished", action="store_true",
+                      help="with --run-dir: ship the run's last kept epoch although its schedule "
+                           "has not ended (the record says so; training it on resumes)")
     _common(ship)
 
     refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
@@ -294,7 +297,9 @@ def _ship(args: argparse.Namespace) -> int:
     from ddkit.train import load_run
     profile = _profile(args)
     run = load_run(args.run_dir) if args.run_dir else None
-    record = ship_teacher(profile, run=run)
+    if args.unfinished and run is None:
+        raise ConfigError("--unfinished needs --run-dir: the run to ship as it stands")
+    record = ship_teacher(profile, run=run, unfinished=args.unfinished)
     print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     return 0
 

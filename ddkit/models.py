@@ -8,6 +8,7 @@ name. The paper pair is timm's own ``cait_s24_224`` (teacher) and ``deit_tiny_pa
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -20,7 +21,44 @@ from torch import nn
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED_DIR = PACKAGE_DIR / "shipped"
-SHIPPED_TEACHER = SHIPPED_DIR / "teacher_fmnist.safetensors"
+
+
+@dataclass(frozen=True)
+class ShippedTeacher:
+    """A teacher the kit trained and commits under ``ddkit/shipped/``: its weights, the run's
+    record (config, hash, accuracy, wall time, command), its per-epoch log and the per-layer
+    metrics of its kept checkpoints. ``timm.create_model(f"{model}.shipped", pretrained=True)``
+    loads it."""
+    model: str      # the preset it is an instance of
+    stem: str       # file stem under ddkit/shipped/
+    profile: str    # the profile whose teacher recipe trained it
+
+    weights = property(lambda self: SHIPPED_DIR / f"{self.stem}.safetensors")
+    record = property(lambda self: SHIPPED_DIR / f"{self.stem}.json")
+    log = property(lambda self: SHIPPED_DIR / f"{self.stem}_log.jsonl")
+    dynamics = property(lambda self: SHIPPED_DIR / f"{self.stem}_dynamics.csv")
+
+
+SHIPPED_TEACHERS = {t.model: t for t in (
+    ShippedTeacher("ddkit_vit_teacher_fmnist", "teacher_fmnist", "default"),
+    ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped"),
+)}
+SHIPPED_TEACHER = SHIPPED_TEACHERS["ddkit_vit_teacher_fmnist"].weights  # the default teacher
+
+
+def shipped_teacher(model: str, must_exist: bool = True) -> ShippedTeacher:
+    """The shipped teacher of preset ``model``; ValueError naming the shipped ones when there is
+    none, FileNotFoundError with the command that makes it when its weights are missing."""
+    name = model.split(".")[0]
+    if name not in SHIPPED_TEACHERS:
+        raise ValueError(f"no shipped teacher for model {model!r}; shipped teachers: "
+                         f"{sorted(SHIPPED_TEACHERS)} (or set teacher_source: train)")
+    teacher = SHIPPED_TEACHERS[name]
+    if must_exist and not teacher.weights.exists():
+        raise FileNotFoundError(f"shipped teacher weights missing at {teacher.weights}; make them "
+                                f"with `ddkit ship-teacher --profile {teacher.profile}` (or set "
+                                "teacher_source: train)")
+    return teacher
 
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 
@@ -51,7 +89,7 @@ def _fmnist_cfg(**kwargs) -> dict:
 
 default_cfgs = generate_default_cfgs({
     # `.shipped` loads the teacher trained by ddkit and committed with the kit.
-    "ddkit_vit_teacher_fmnist.shipped": _fmnist_cfg(file=str(SHIPPED_TEACHER)),
+    **{f"{t.model}.shipped": _fmnist_cfg(file=str(t.weights)) for t in SHIPPED_TEACHERS.values()},
     "ddkit_vit_student_fmnist": _fmnist_cfg(),
     "ddkit_cait_teacher_fmnist": _fmnist_cfg(),
     "ddkit_deit_student_fmnist": _fmnist_cfg(),
@@ -103,16 +141,13 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
                  **kwargs) -> nn.Module:
     """Build a timm model by name; optionally load hub weights or a local weights file.
 
-    ``pretrained=True`` downloads hub weights (needs internet) or, for
-    ``ddkit_vit_teacher_fmnist``, loads the shipped teacher. ``checkpoint`` is a local
+    ``pretrained=True`` downloads hub weights (needs internet) or, for a preset with a
+    shipped teacher (``SHIPPED_TEACHERS``), loads that. ``checkpoint`` is a local
     ``.safetensors`` or ``.pt``/``.pth`` state dict (a ddkit checkpoint's ``model`` entry works).
     """
     check_model_name(name)
-    if pretrained and name == "ddkit_vit_teacher_fmnist":
-        name = "ddkit_vit_teacher_fmnist.shipped"
-        if not SHIPPED_TEACHER.exists():
-            raise FileNotFoundError(f"shipped teacher weights missing at {SHIPPED_TEACHER}; "
-                                    "retrain them with ./run_all.sh --retrain-teacher")
+    if pretrained and name in SHIPPED_TEACHERS:
+        name = f"{shipped_teacher(name).model}.shipped"
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as err:  # an argument the model class does not take

@@ -25,6 +25,10 @@ from ddkit.store import REPO_ROOT, runs_root, write_text
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"  # the default profile's executed notebooks, for readers
+TIMES_CSV = "notebook_times.csv"   # TIMES_DIR/<this>: each notebook's wall time in the last run
+TIMES_DIR = REPO_ROOT / "figures"  # the default profile's figures, where the README reads it
+TIMES_COLUMNS = ("notebook", "wall_s", "runs_trained", "runs_cached", "trained_run_wall_s",
+                 "cpu_count", "finished_utc")
 
 # ipykernel warns on every start that its local TCP sockets are unencrypted: not the user's
 # concern for a kernel papermill starts on this machine. The kernel's log handler drops that one
@@ -94,12 +98,15 @@ class Relay:
     line when a run starts, an epoch line at most every ``epoch_every_s`` seconds of a run, and a
     line per trained run with its wall time (first to last event of the run) and final top-1 (%),
     followed by "k of n runs done, about M min left" where M = mean wall time of the runs trained
-    so far x runs still to train. Cached runs count as done without a line of their own.
+    so far x runs still to train ÷ the most runs seen training at once (the worker pool trains
+    side by side). Cached runs count as done without a line of their own.
+    ``cached_total`` and ``walls`` add up over every plan the notebook made (its time record).
     """
 
     def __init__(self, epoch_every_s: float = 30.0):
         self.epoch_every_s = epoch_every_s
-        self.total = self.done = self.cached = self.cached_seen = 0
+        self.total = self.done = self.cached = self.cached_seen = self.cached_total = 0
+        self.side_by_side = 1
         self.walls: list[float] = []
         self.started: dict[str, float] = {}
         self.last_line: dict[str, float] = {}
@@ -109,11 +116,13 @@ class Relay:
         if kind == "plan":
             self.total, self.cached = int(event["total"]), int(event["cached"])
             self.done = self.cached_seen = 0
+            self.cached_total += self.cached
             todo = self.total - self.cached
             return [f"{event['label']}: {self.total} runs, "
                     + ("all cached" if todo == 0 else f"{self.cached} cached, {todo} to train")]
         if kind == "run_start":
             self.started[run] = self.last_line[run] = now
+            self.side_by_side = max(self.side_by_side, len(self.started))
             begin, epochs = int(event.get("resumed_from", 0)), event["epochs"]
             if begin:
                 return [f"resuming {run} at epoch {begin + 1} of {epochs}"]
@@ -138,7 +147,7 @@ class Relay:
             line += f"; {self.done} of {self.total} runs done"
             to_train = (self.total - self.done) - (self.cached - self.cached_seen)
             if to_train > 0:
-                left = sum(self.walls) / len(self.walls) * to_train
+                left = sum(self.walls) / len(self.walls) * to_train / self.side_by_side
                 line += (", under a minute left" if left < 60
                          else f", about {round(left / 60)} min left")
         return [line]
@@ -218,10 +227,26 @@ def publish_executed(executed: Path, target: Path) -> None:
     write_text(target, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def record_time(folder: Path, notebook: str, wall_s: float, relay: "Relay") -> Path:
+    """Write ``notebook``'s row of ``folder/notebook_times.csv`` (other notebooks' rows kept):
+    its wall time (s), the runs it trained and found cached, the trained runs' wall times summed
+    (s; above ``wall_s`` when runs train side by side), the machine's cores and the finish time."""
+    import pandas as pd
+    path = Path(folder) / TIMES_CSV
+    row = {"notebook": notebook, "wall_s": round(wall_s, 1), "runs_trained": len(relay.walls),
+           "runs_cached": relay.cached_total, "trained_run_wall_s": round(sum(relay.walls), 1),
+           "cpu_count": os.cpu_count(),
+           "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=TIMES_COLUMNS)
+    table = pd.concat([old[old["notebook"] != notebook], pd.DataFrame([row])], ignore_index=True)
+    write_text(path, table.sort_values("notebook").to_csv(index=False))
+    return path
+
+
 def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None = None) -> Path:
     """Execute ``paths`` in order with ``profile`` (and per-notebook ``extra`` parameters),
     relaying training progress to stderr. On the default profile each notebook that succeeds is
-    also published to ``notebooks/executed/``."""
+    also published to ``notebooks/executed/`` and its time recorded in ``figures/`` (``record_time``)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -242,11 +267,12 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
         progress_file.unlink(missing_ok=True)
         before = os.environ.get(PROGRESS_ENV)
         os.environ[PROGRESS_ENV] = str(progress_file)  # the kernel inherits it
+        relay = Relay()
         try:
             relay_while(lambda: papermill.execute_notebook(
                 str(path), str(executed), parameters=params, cwd=str(NOTEBOOKS),
                 progress_bar=_cell_bar(), log_output=False, kernel_name="python3",
-                extra_arguments=KERNEL_ARGUMENTS), progress_file)
+                extra_arguments=KERNEL_ARGUMENTS), progress_file, relay=relay)
         except KeyboardInterrupt:  # the kernel ends itself once this process is gone
             raise NotebookFailed(
                 f"{path.name} interrupted; finished runs and epochs are kept: run the same "
@@ -262,9 +288,11 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
             else:
                 os.environ[PROGRESS_ENV] = before
             progress_file.unlink(missing_ok=True)
+        wall = time.perf_counter() - began
         if committed:
             publish_executed(executed, EXECUTED / path.name)
-        _say(f"{path.stem} done in {duration(time.perf_counter() - began)}")
+            record_time(TIMES_DIR, path.stem, wall, relay)
+        _say(f"{path.stem} done in {duration(wall)}")
     if committed:
         _say(f"executed notebooks to read, figures inline: {EXECUTED}")
     return out_dir

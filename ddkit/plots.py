@@ -482,3 +482,37 @@ def plot_feature_fit(fit: pd.DataFrame, value: str, logy: bool = False,
             fig.suptitle(title)
         fig.tight_layout()
     return fig
+
+
+def plot_u_formation(kit: pd.DataFrame, official: pd.DataFrame | None = None,
+                     statistics: Sequence[str] = ("U depth", "first − min", "last − min"),
+                     unit: str = "bits", title: str | None = None) -> Figure:
+    """The U's depth and arms over training (``formation.depths`` rows with ``progress``): one
+    panel per statistic, one line per kit model with its 95 % band over seeds, the official
+    release's students dashed in the same colour where the names match; 0 (no U) drawn grey."""
+    models = _unique(kit["model"]) + ([m for m in _unique(official["model"])
+                                       if m not in set(kit["model"])] if official is not None else [])
+    colors = palette(models)
+    with style():
+        fig, axes = plt.subplots(1, len(statistics), figsize=(4.2 * len(statistics), 3.6),
+                                 layout="constrained", squeeze=False)
+        for ax, statistic in zip(axes[0], statistics):
+            ax.axhline(0, color="0.6", lw=0.8)
+            rows = kit[kit["statistic"] == statistic].sort_values("progress")
+            for model, g in rows.groupby("model", sort=False):
+                ax.plot(g["progress"], g["estimate"], color=colors[model], label=f"kit {model}")
+                if g["lo95"].notna().any():
+                    ax.fill_between(g["progress"], g["lo95"], g["hi95"], color=colors[model],
+                                    alpha=0.2, lw=0)
+            if official is not None:
+                rows = official[official["statistic"] == statistic].sort_values("progress")
+                for model, g in rows.groupby("model", sort=False):
+                    if model in set(kit["model"]):
+                        ax.plot(g["progress"], g["estimate"], color=colors[model], ls="--",
+                                label=f"official {model}")
+            ax.set(xlabel="fraction of the schedule done", ylabel=f"{statistic} ({unit})",
+                   title=statistic, xlim=(0, 1.02))
+        axes[0][0].legend(title=None, fontsize=8)
+        if title:
+            fig.suptitle(title)
+    return fig

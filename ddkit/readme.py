@@ -14,6 +14,8 @@ from the committed CSVs and fails when the README says anything else.
 """
 from __future__ import annotations
 
+import json
+
 import math
 import re
 import sys
@@ -28,7 +30,8 @@ from ddkit.store import REPO_ROOT, write_text
 README = REPO_ROOT / "README.md"
 FIGURES = REPO_ROOT / "figures"
 CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
-BLOCKS = ("setup", "claims", "sweep", "results")
+TIMES_CSV = "notebook_times.csv"  # pipeline.TIMES_CSV (not imported: pipeline is heavier)
+BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped")
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
     "C1": "U-shaped entropy",
@@ -194,8 +197,14 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def setup_markdown(profile=None, record: dict | None = None) -> str:
-    """The study's size from the default profile and the shipped teacher's record."""
+def fmt_minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def setup_markdown(profile=None, record: dict | None = None,
+                   times: pd.DataFrame | None = None) -> str:
+    """The study's size from the default profile and the shipped teacher's record, and each
+    notebook's wall time in the last run (``pipeline.record_time``'s table) when there is one."""
     from ddkit.config import load_profile
     from ddkit.study import CELLS, shipped_teacher_record
     profile = profile or load_profile("default")
@@ -213,21 +222,131 @@ def setup_markdown(profile=None, record: dict | None = None) -> str:
             f"{sum(seeds.values())} students (`{s.model.name}`, {s.optim.epochs} epochs on "
             f"{d.train_subset} class-balanced training images, tested on {d.eval_subset}; "
             f"{groups}).")
-    m = dict(profile.measured)
-    if m:
-        known = {"notebooks_00_05_wall_s": "notebooks 00–05 {} s",
-                 "notebook_06_sweep_wall_s": "notebook 06 (sweep) {} s",
-                 "student_final_acc1": "students' final top-1 {} %"}
-        m.pop("teacher_test_acc1", None)  # the shipped record's number, given above
-        said = [known[k].format(v) if k in known else f"{k.replace('_', ' ')}: {v}"
-                for k, v in m.items()]
-        text += " Wall time as last measured (`measured` in the profile): " + "; ".join(said) + "."
+    if times is not None and len(times):
+        total = times["wall_s"].sum()
+        text += (f"\n\nWall time of the last `{profile.command}` (finished "
+                 f"{times['finished_utc'].max()} UTC, {int(times['cpu_count'].max())} CPU cores; "
+                 f"{fmt_minutes(total)} in all; runs found in the cache were not trained again):"
+                 "\n\n| notebook | wall time | runs trained | runs cached |\n|---|---|---|---|\n")
+        text += "".join(f"| `{r.notebook}` | {fmt_minutes(r.wall_s)} | {r.runs_trained} | "
+                        f"{r.runs_cached} |\n" for r in times.itertuples())
+        return text
     return text + "\n"
 
 
 def _claims(table: pd.DataFrame) -> list[str]:
     present = list(dict.fromkeys(table["claim"]))
     return [c for c in CLAIM_ORDER if c in present] + [c for c in present if c not in CLAIM_ORDER]
+
+
+# --------------------------------------------------------------------------- the paper-shaped study
+
+FOLLOWED = ("C1", "C3", "C6")  # the claims the regime search looks for (the sweep judges these)
+STUDY_DIR = "paper_shaped"     # figures/<this>/: the paper-shaped study's tables (notebooks 05-07)
+FORMATION_CSV = "u_formation.csv"
+
+
+def headlines(table: pd.DataFrame) -> pd.Series:
+    """One headline verdict per claim of a claims (or one setting's sweep) table."""
+    return table.drop_duplicates("claim").set_index("claim")["headline"]
+
+
+def compare(default: pd.DataFrame, shaped: pd.DataFrame) -> pd.DataFrame:
+    """Headline per claim on the default pair and on the paper-shaped pair, side by side (the
+    claims the paper-shaped table has; the default pair's other claims are left out)."""
+    both = pd.concat({"default pair": headlines(default), "paper-shaped pair": headlines(shaped)},
+                     axis=1)
+    return both.loc[[c for c in CLAIM_ORDER if c in set(shaped["claim"])]]
+
+
+def pair_claims(claims: pd.DataFrame | None, sweep: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The paper-shaped pair's claims: its full claims table (notebook 05) when it was run, else
+    the regime search's ``base`` setting (C1, C3, C6 from its SoftKD and SpectralKD-Last runs)."""
+    if claims is not None:
+        return claims
+    if sweep is not None and (sweep["setting"] == "base").any():
+        return sweep[sweep["setting"] == "base"].drop(columns=["setting"])
+    return None
+
+
+def where_claims_appear(sweep: pd.DataFrame) -> dict[str, str]:
+    """Per followed claim, one sentence: the settings where its headline is ``reproduced``, or
+    that it appeared in none of the settings searched (naming their verdicts)."""
+    out = {}
+    for claim in FOLLOWED:
+        verdicts = (sweep[sweep["claim"] == claim].drop_duplicates("setting")
+                    .set_index("setting")["headline"])
+        if verdicts.empty:
+            continue
+        found = [s for s, v in verdicts.items() if v == "reproduced"]
+        counts = verdicts.value_counts().to_dict()
+        summary = ", ".join(f"{v}: {n}" for v, n in counts.items())
+        out[claim] = (f"{claim} {TITLES.get(claim, claim)}: reproduced in "
+                      f"{', '.join(f'`{s}`' for s in found)} (of {len(verdicts)} settings)"
+                      if found else
+                      f"{claim} {TITLES.get(claim, claim)}: reproduced in none of the "
+                      f"{len(verdicts)} settings searched ({summary})")
+    return out
+
+
+def formation_end(formation: pd.DataFrame, statistic: str = "U depth") -> pd.DataFrame:
+    """One row per model: ``statistic`` at the model's last kept checkpoint."""
+    rows = formation[formation["statistic"] == statistic]
+    last = rows.groupby("model")["progress"].transform("max")
+    return rows[rows["progress"] == last]
+
+
+def teacher_line(record: dict) -> str:
+    """One sentence on a shipped teacher from its record: accuracy, epochs (of how many
+    scheduled, when it was shipped before its schedule ended), wall time, device."""
+    name = record["config"]["model"]["name"]
+    scheduled = record.get("scheduled_epochs", record["epochs"])
+    epochs = (f"{record['epochs']} epochs" if record["epochs"] == scheduled else
+              f"{record['epochs']} of its {scheduled} scheduled epochs (shipped before the "
+              f"schedule ended; the run resumes from its checkpoint)")
+    return (f"Teacher `{name}`: **{record['final_acc1']:.2f} %** top-1 on the test set after "
+            f"{epochs}, {record['wall_time_s'] / 3600:.1f} h on {record['device']}.")
+
+
+def study_teacher_record() -> dict | None:
+    """The shipped record of the paper-shaped profile's teacher, None before it is shipped."""
+    from ddkit.config import load_profile
+    from ddkit.models import shipped_teacher
+    target = shipped_teacher(load_profile(STUDY_DIR).teacher.model.name, must_exist=False)
+    return json.loads(target.record.read_text()) if target.record.is_file() else None
+
+
+def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | None,
+                          sweep: pd.DataFrame | None, formation: pd.DataFrame | None,
+                          teacher: dict | None = None) -> str:
+    """The paper-shaped study in the README: its claims beside the default pair's (its full
+    claims table, else the regime search's base setting), where the followed claims appeared in
+    the regime search (settings and their training time), and the U's depth at the end."""
+    lines = [f"Generated from `figures/{STUDY_DIR}/` (notebooks 06–07 under `--profile "
+             f"{STUDY_DIR}`).", ""]
+    if teacher is not None:
+        lines += [teacher_line(teacher), ""]
+    pair = pair_claims(shaped, sweep)
+    if default is not None and pair is not None:
+        both = compare(default, pair)
+        source = "claims table" if shaped is not None else "regime search, base setting"
+        lines += [f"| claim | default pair | paper-shaped pair ({source}) |", "|---|---|---|"]
+        lines += [f"| {c} ({TITLES.get(c, c)}) | {r['default pair']} | {r['paper-shaped pair']} |"
+                  for c, r in both.fillna("").iterrows()]
+        lines.append("")
+    if sweep is not None:
+        walls = sweep.drop_duplicates("setting").set_index("setting")["train_wall_s"]
+        lines.append(f"Regime search, {len(walls)} settings (students' training time, summed "
+                     "over runs): " + ", ".join(f"`{s}` {w / 60:.0f} min" for s, w in walls.items())
+                     + ".")
+        lines += [f"- {text}." for text in where_claims_appear(sweep).values()]
+        lines.append("")
+    if formation is not None:
+        for _, r in formation_end(formation).iterrows():
+            lines.append(f"- {r['model']} students at the last checkpoint (after "
+                         f"{int(r['epoch']) + 1} epochs): U depth {fmt(r['estimate'])} bits "
+                         f"[{fmt(r['lo95'])}, {fmt(r['hi95'])}] over {int(r['n'])} seeds.")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # --------------------------------------------------------------------------- blocks
@@ -251,7 +370,8 @@ def read_table(path: Path) -> pd.DataFrame:
 def blocks(figures: Path = FIGURES) -> dict[str, str]:
     """Every generated block, from the CSVs under ``figures`` (placeholders where absent)."""
     claims_csv, sweep_csv = Path(figures) / CLAIMS_CSV, Path(figures) / SWEEP_CSV
-    out = {"setup": setup_markdown()}
+    times_csv = Path(figures) / TIMES_CSV
+    out = {"setup": setup_markdown(times=pd.read_csv(times_csv) if times_csv.is_file() else None)}
     if claims_csv.is_file():
         table = read_table(claims_csv)
         out["claims"] = claims_markdown(table)
@@ -260,6 +380,16 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
         out["claims"] = out["results"] = _placeholder(CLAIMS_CSV, "notebook 05")
     out["sweep"] = (sweep_markdown(read_table(sweep_csv)) if sweep_csv.is_file()
                     else _placeholder(SWEEP_CSV, "notebook 06"))
+    shaped = Path(figures) / STUDY_DIR
+    tables = [read_table(p) if p.is_file() else None
+              for p in (claims_csv, shaped / CLAIMS_CSV, shaped / SWEEP_CSV)]
+    form = shaped / FORMATION_CSV
+    if any(t is not None for t in tables[1:]) or form.is_file():
+        out["paper_shaped"] = paper_shaped_markdown(
+            *tables, pd.read_csv(form) if form.is_file() else None, study_teacher_record())
+    else:
+        out["paper_shaped"] = (f"_Not generated yet: `./run_all.sh --profile {STUDY_DIR} --from 06` "
+                               f"writes this from `figures/{STUDY_DIR}/` (notebooks 06–07)._\n")
     return out
 
 

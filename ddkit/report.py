@@ -33,7 +33,8 @@ from torch import nn
 
 from ddkit import dynamics
 from ddkit.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
-from ddkit.models import check_model_name, check_vit_like, create_model, input_size, load_weights
+from ddkit.models import (SHIPPED_TEACHERS, check_model_name, check_vit_like, create_model,
+                          input_size, load_weights)
 from ddkit.store import check_safetensors, write_json, write_text
 
 RAW = ["token_entropy", "spectrum_intensity", "activation_magnitude", "gradient_magnitude",
@@ -158,7 +159,7 @@ def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
             load_weights(model, source.checkpoint)
     else:
         model = create_model(name, checkpoint=source.checkpoint, **kwargs)
-    shipped = source.pretrained and name == "ddkit_vit_teacher_fmnist"
+    shipped = source.pretrained and name.split(".")[0] in SHIPPED_TEACHERS
     weights = ("the teacher shipped with ddkit" if shipped else "hub weights" if source.pretrained
                else f"weights `{source.checkpoint}`" if source.checkpoint else "random init")
     if source.pretrained and source.checkpoint:

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from ddkit.config import ConfigError, ModelConfig, Profile, RunConfig
-from ddkit.models import SHIPPED_TEACHER, load_state_dict
+from ddkit.models import load_state_dict, shipped_teacher
 from ddkit.parallel import resolve_workers, train_many
 from ddkit.progress import emit
-from ddkit.store import RunDir, write_json, write_text
+from ddkit.store import RunDir, atomic_write, write_json, write_text
 from ddkit.train import Run, train
 
 LAYER_NAMES = {"first": "First", "last": "Last", "first_last": "First+Last"}
@@ -54,16 +54,13 @@ def check_cells(cells: Iterable[str]) -> list[str]:
 def teacher_model(profile: Profile, progress: bool = True,
                   source: str | None = None) -> tuple[ModelConfig, Run | None]:
     """The teacher every student distils from, by ``source`` (default ``profile.teacher_source``):
-    ``shipped`` (the committed default teacher), ``hub`` (``distill.teacher``, e.g. CaiT-S24
+    ``shipped`` (the committed teacher of the profile's teacher preset), ``hub`` (``distill.teacher``, e.g. CaiT-S24
     pretrained) or ``train`` (the profile's teacher run, trained once and cached)."""
     model = profile.teacher.model
     source = source or profile.teacher_source
     if source == "shipped":
-        if not SHIPPED_TEACHER.exists():
-            raise FileNotFoundError(f"shipped teacher missing at {SHIPPED_TEACHER}; set "
-                                    "teacher_source: train in the profile to train one")
         return ModelConfig(name=model.name, kwargs=model.kwargs,
-                           checkpoint=str(SHIPPED_TEACHER)), None
+                           checkpoint=str(shipped_teacher(model.name).weights)), None
     if source == "hub":
         if profile.distill.teacher is None:
             raise ConfigError("teacher_source: hub needs distill.teacher in the profile")
@@ -118,46 +115,84 @@ def accuracy_table(runs: dict[tuple[str, int], Run]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- the shipped teacher
 
-SHIPPED_RECORD = SHIPPED_TEACHER.with_suffix(".json")
-SHIPPED_LOG = SHIPPED_TEACHER.with_name("teacher_fmnist_log.jsonl")
-SHIPPED_DYNAMICS = SHIPPED_TEACHER.with_name("teacher_fmnist_dynamics.csv")
+DEFAULT_TEACHER = "ddkit_vit_teacher_fmnist"
 
 
-def shipped_teacher_record() -> dict:
-    """What the shipped teacher's run recorded: config, hash, accuracy, wall time, command."""
-    return json.loads(SHIPPED_RECORD.read_text())
+def shipped_teacher_record(model: str = DEFAULT_TEACHER) -> dict:
+    """What a shipped teacher's run recorded: config, hash, accuracy, wall time, command."""
+    return json.loads(shipped_teacher(model).record.read_text())
 
 
-def shipped_teacher_dynamics() -> pd.DataFrame:
-    """Per-layer metrics of the shipped teacher at each kept checkpoint (tidy, see dynamics)."""
-    return pd.read_csv(SHIPPED_DYNAMICS)
+def shipped_teacher_log(model: str = DEFAULT_TEACHER) -> pd.DataFrame:
+    """A shipped teacher's per-epoch log (official keys)."""
+    from ddkit.store import read_jsonl
+    return pd.DataFrame(read_jsonl(shipped_teacher(model).log))
+
+
+def shipped_teacher_dynamics(model: str = DEFAULT_TEACHER) -> pd.DataFrame:
+    """Per-layer metrics of a shipped teacher at each kept checkpoint (tidy, see dynamics)."""
+    return pd.read_csv(shipped_teacher(model).dynamics)
+
+
+def _unfinished_summary(run: Run) -> tuple[int, dict]:
+    """The last kept epoch of an unfinished run and a summary of the run up to it (the fields of
+    ``summary.json`` that a shipped record carries)."""
+    kept = run.checkpoints()
+    if not kept:
+        raise ValueError(f"{run.dir.path} has no kept weights yet (weights/epoch_*.safetensors)")
+    last = max(kept)
+    log = [r for r in run.dir.records() if r["epoch"] <= last]
+    if [r["epoch"] for r in log] != list(range(last + 1)):
+        raise ValueError(f"{run.dir.log}: epochs 0..{last} are not all logged")
+    return last, {"hash": json.loads(run.dir.config.read_text())["hash"],
+                  "final_acc1": log[-1]["test_acc1"], "best_acc1": max(r["test_acc1"] for r in log),
+                  "epochs": last + 1, "wall_time_s": log[-1]["elapsed_s"],
+                  "device": run.config.device, "torch": torch.__version__,
+                  "config": run.dir.read_config()}
 
 
 def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
-                 run: Run | None = None) -> dict:
+                 run: Run | None = None, unfinished: bool = False) -> dict:
     """Train the profile's teacher (or take it from cache, or use the finished ``run``) and write
-    what the kit ships: final weights, the run's record and log, its per-checkpoint dynamics."""
+    what the kit ships for its preset (``models.SHIPPED_TEACHERS``): final weights, the run's
+    record and log, its per-checkpoint dynamics. Each file is replaced atomically.
+
+    ``unfinished`` ships ``run`` as it stands before its schedule ends: the weights kept at its
+    last kept epoch, the log up to there; the record says ``complete: false`` beside
+    ``scheduled_epochs``, and training the run on resumes from its checkpoint."""
     from ddkit.data import build_dataset
     from ddkit.dynamics import analyze
 
+    target = shipped_teacher(profile.teacher.model.name, must_exist=False)
     run = run or train(profile.teacher_config(), progress=progress)
-    if not run.dir.is_complete:
-        raise ValueError(f"{run.dir.path} has not finished training (no summary.json)")
+    if run.dir.is_complete:
+        summary, weights, log = run.summary, run.dir.final_weights, run.dir.log.read_text()
+        checkpoints, model = run.checkpoints(), run.load_model()
+    elif unfinished:
+        last, summary = _unfinished_summary(run)
+        weights = run.dir.epoch_weights(last)
+        log = "".join(json.dumps(r) + "\n" for r in run.dir.records() if r["epoch"] <= last)
+        checkpoints = {e: p for e, p in run.checkpoints().items() if e <= last}
+        model = run.load_model(last)
+    else:
+        raise ValueError(f"{run.dir.path} has not finished training (no summary.json): let it "
+                         "finish, or ship its last kept epoch with --unfinished")
     test_set = build_dataset(profile.data.name, "test", root=profile.data.root)
-    table = analyze(run.load_model(), test_set, name="teacher", checkpoints=run.checkpoints(),
-                    n=n, seed=profile.seeds[0])
-    SHIPPED_TEACHER.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run.dir.final_weights, SHIPPED_TEACHER.with_suffix(".tmp"))
-    os.replace(SHIPPED_TEACHER.with_suffix(".tmp"), SHIPPED_TEACHER)
-    write_text(SHIPPED_LOG, run.dir.log.read_text())
-    write_text(SHIPPED_DYNAMICS, table.to_csv(index=False))
-    summary = run.summary
-    record = {"profile": profile.name, "command": "./run_all.sh --retrain-teacher",
+    table = analyze(model, test_set, name="teacher", checkpoints=checkpoints, n=n,
+                    seed=profile.seeds[0])
+    atomic_write(target.weights, lambda tmp: shutil.copyfile(weights, tmp))
+    write_text(target.log, log)
+    write_text(target.dynamics, table.to_csv(index=False))
+    command = ("./run_all.sh --retrain-teacher" if target.profile == "default"
+               else f"ddkit ship-teacher --profile {target.profile}")
+    scheduled = summary["config"]["optim"]["epochs"]
+    record = {"profile": profile.name, "command": command,
               "hash": summary["hash"], "final_acc1": summary["final_acc1"],
               "best_acc1": summary["best_acc1"], "epochs": summary["epochs"],
+              "scheduled_epochs": scheduled, "complete": summary["epochs"] == scheduled,
               "wall_time_s": summary["wall_time_s"], "device": summary["device"],
               "torch": summary["torch"], "config": summary["config"]}
-    write_json(SHIPPED_RECORD, record)
+    write_json(target.record, record)
     return record
 
 
@@ -265,8 +300,7 @@ def teacher_history(profile: Profile, run: Run | None) -> pd.DataFrame:
     if run is not None:
         return run.history().assign(run="teacher")
     if profile.teacher_source == "shipped":
-        from ddkit.store import read_jsonl
-        return pd.DataFrame(read_jsonl(SHIPPED_LOG)).assign(run="teacher")
+        return shipped_teacher_log(profile.teacher.model.name).assign(run="teacher")
     return pd.DataFrame(columns=["epoch", "test_acc1", "run"])
 
 
@@ -309,7 +343,7 @@ def teacher_dynamics(profile: Profile, teacher: nn.Module, x: torch.Tensor,
     run's checkpoints, or (hub weights, no checkpoints) the final weights only."""
     from ddkit.dynamics import analyze
     if profile.teacher_source == "shipped":
-        return shipped_teacher_dynamics()
+        return shipped_teacher_dynamics(profile.teacher.model.name)
     if profile.teacher_source == "train":
         return run_dynamics(train(profile.teacher_config()), x, y, "teacher")
     return analyze(teacher, (x, y), name="teacher").assign(epoch=0)

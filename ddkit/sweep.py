@@ -37,12 +37,12 @@ def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
     """One row per (setting, claim, variant): the columns of ``claims.TABLE_COLUMNS`` (judged by
     the same rules as notebook 05, Holm within each claim and setting), and the wall time the
     setting's runs took (training seconds recorded by each run, summed)."""
-    teacher, _ = study.teacher_model(profile, progress)
     x, y = study.analysis_batch(profile)
     paper = evidence.Paper()
     rows = []
     for name, variant in settings(profile).items():
         began = time.perf_counter()
+        teacher, _ = study.teacher_model(variant, progress)   # a setting may change the teacher
         runs = study.student_runs(variant, cells=CELLS, teacher=teacher, progress=progress)
         wall = sum(r.summary["wall_time_s"] for r in runs.values())
         table = claims.judge(_evidence(runs, x, y, paper))

@@ -1,4 +1,5 @@
-"""The U's arms, per profile and over training, on hand-made profiles and the official tables."""
+"""The U's depth and arms over training, on hand-made profiles and on the official tables."""
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,19 +12,38 @@ def _tidy(profiles: dict[tuple[str, int, int], list[float]]) -> pd.DataFrame:
                          for (m, s, e), values in profiles.items() for l, v in enumerate(values)])
 
 
-def test_arms_of_hand_made_profiles():
-    table = _tidy({("A", 0, 0): [3.0, 2.0, 2.5, 4.0],     # a U: minimum at L2
-                   ("A", 0, 1): [1.0, 2.0, 3.0, 4.0],     # monotone rising: minimum at L1
-                   ("B", 1, 0): [4.0, 3.0, 2.0, 1.0]})    # falling: minimum at the last block
-    got = formation.arms(table).set_index(["model", "seed", "epoch"])
-    assert got.loc[("A", 0, 0), ["min_layer", "first_minus_min", "last_minus_min"]].tolist() == [2, 1.0, 2.0]
-    assert got.loc[("A", 0, 1), ["min_layer", "first_minus_min", "last_minus_min"]].tolist() == [1, 0.0, 3.0]
-    assert got.loc[("B", 1, 0), ["min_layer", "first_minus_min", "last_minus_min"]].tolist() == [4, 3.0, 0.0]
+def _get(table, model, epoch, statistic):
+    row = table[(table.model == model) & (table.epoch == epoch) & (table.statistic == statistic)]
+    return row.iloc[0]
 
 
-def test_arms_needs_the_metric():
+def test_depth_and_arms_of_hand_made_profiles():
+    table = formation.depths(_tidy({
+        ("A", 0, 0): [3.0, 2.0, 2.5, 4.0],     # a U: interior minimum 2.0 at L2
+        ("A", 0, 1): [1.0, 2.0, 3.0, 4.0],     # rising: the first block is the lowest
+    }))
+    u = {s: _get(table, "A", 0, s)["estimate"] for s in formation.STATISTICS}
+    assert u == {"U depth": 1.0, "first − min": 1.0, "last − min": 2.0}
+    mono = {s: _get(table, "A", 1, s)["estimate"] for s in formation.STATISTICS}
+    assert mono == {"U depth": -1.0, "first − min": -1.0, "last − min": 2.0}
+    assert np.isnan(_get(table, "A", 0, "U depth")["lo95"])  # one seed: no interval
+
+
+def test_intervals_over_seeds_cover_the_mean_and_follow_the_spread():
+    rng = np.random.default_rng(0)
+    base = np.array([3.0, 2.0, 2.2, 2.4, 4.0])
+    profiles = {("A", s, 0): list(base + rng.normal(0, 0.05, 5)) for s in range(5)}
+    profiles |= {("B", s, 0): list(base + rng.normal(0, 0.5, 5)) for s in range(5)}
+    table = formation.depths(_tidy(profiles))
+    a, b = _get(table, "A", 0, "first − min"), _get(table, "B", 0, "first − min")
+    assert a["n"] == 5 and a["lo95"] < a["estimate"] < a["hi95"]
+    assert a["lo95"] > 0.5                                   # a clear arm, precisely measured
+    assert (b["hi95"] - b["lo95"]) > 3 * (a["hi95"] - a["lo95"])
+
+
+def test_depths_needs_the_metric():
     with pytest.raises(ValueError, match="no 'effective_rank' rows"):
-        formation.arms(_tidy({("A", 0, 0): [1.0, 2.0, 3.0]}), metric="effective_rank")
+        formation.depths(_tidy({("A", 0, 0): [1.0, 2.0, 3.0]}), metric="effective_rank")
 
 
 def test_progress_is_the_fraction_of_the_schedule_done():
@@ -34,9 +54,10 @@ def test_progress_is_the_fraction_of_the_schedule_done():
         formation.with_progress(pd.DataFrame({"model": ["C"], "epoch": [0]}), {"A": 10})
 
 
-def test_official_softkd_left_arm_grows_over_training():
-    soft = formation.official_arms().query("model == 'SoftKD'").sort_values("progress")
-    assert soft["progress"].iloc[0] == pytest.approx(0.1) and soft["progress"].iloc[-1] == 1.0
-    assert soft["first_minus_min"].iloc[0] == pytest.approx(0.040, abs=5e-4)   # nearly monotone
-    assert soft["first_minus_min"].iloc[-1] == pytest.approx(0.627, abs=5e-4)  # the U of the paper
-    assert soft["first_minus_min"].is_monotonic_increasing
+def test_official_softkd_u_forms_over_training():
+    soft = formation.official_depths().query("model == 'SoftKD'")
+    left = soft[soft.statistic == "first − min"].sort_values("progress")
+    assert left["progress"].iloc[0] == pytest.approx(0.1) and left["progress"].iloc[-1] == 1.0
+    assert left["estimate"].iloc[0] == pytest.approx(0.040, abs=5e-4)   # nearly monotone
+    assert left["estimate"].iloc[-1] == pytest.approx(0.627, abs=5e-4)  # the paper's U
+    assert left["estimate"].is_monotonic_increasing

@@ -9,6 +9,7 @@ import time
 import warnings
 
 import nbformat
+import pandas as pd
 import pytest
 
 from ddkit import pipeline
@@ -62,6 +63,16 @@ def test_relay_last_run_has_no_estimate_and_a_cached_run_outside_a_plan_is_named
     assert relay.feed({"event": "run_done", "run": "x", "acc1": 1.0, "wall_s": 3.0,
                        "cached": False, "time": 5.0}) == ["done x: top-1 1.00 %, 3 s; 1 of 1 runs done"]
     assert relay.feed({"event": "something_new", "time": 6.0}) == []
+
+
+def test_estimate_divides_by_the_runs_training_side_by_side():
+    relay = pipeline.Relay()
+    relay.feed({"event": "plan", "label": "p", "total": 6, "cached": 0, "time": 0.0})
+    for run in ("a", "b"):                                   # a pool of two workers
+        relay.feed({"event": "run_start", "run": run, "epochs": 1, "time": 0.0})
+    line, = relay.feed({"event": "run_done", "run": "a", "acc1": 1.0, "wall_s": 120.0,
+                        "time": 120.0})
+    assert line.endswith("1 of 6 runs done, about 5 min left")    # 120 s x 5 runs / 2
 
 
 def test_plan_of_cached_runs_only():
@@ -144,6 +155,7 @@ def test_only_a_succeeding_default_notebook_is_published(tmp_path, monkeypatch, 
     temporary folder) when it succeeds, never when it fails; its progress is relayed."""
     published = tmp_path / "executed"
     monkeypatch.setattr(pipeline, "EXECUTED", published)
+    monkeypatch.setattr(pipeline, "TIMES_DIR", tmp_path / "figures")
     ok = _notebook(tmp_path / "90_ok.ipynb", "from ddkit.progress import emit\n"
                    "emit('run_done', run='r', acc1=12.5, wall_s=1.0, cached=True)\n"
                    "print(profile)")
@@ -151,6 +163,8 @@ def test_only_a_succeeding_default_notebook_is_published(tmp_path, monkeypatch, 
     with pytest.raises(pipeline.NotebookFailed, match=r"91_bad.ipynb failed in cell 2.*on purpose"):
         pipeline.run_notebooks([ok, bad], "default")
     assert sorted(p.name for p in published.iterdir()) == ["90_ok.ipynb"]
+    times = pd.read_csv(tmp_path / "figures" / pipeline.TIMES_CSV)
+    assert list(times["notebook"]) == ["90_ok"] and times["wall_s"].iloc[0] > 0
     copy = json.loads((published / "90_ok.ipynb").read_text())
     assert copy["cells"][-1]["outputs"][0]["text"] == ["default\n"]
     assert copy["metadata"]["papermill"]["parameters"] == {"profile": "default"}
@@ -175,10 +189,27 @@ def test_published_copy_names_no_local_folder(tmp_path):
 def test_ctrl_c_names_the_notebook_and_how_to_continue(tmp_path, monkeypatch):
     notebook = _notebook(tmp_path / "92_long.ipynb", "pass")
 
-    def interrupted(work, progress_file):
+    def interrupted(work, progress_file, relay=None):
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline, "relay_while", interrupted)
     with pytest.raises(pipeline.NotebookFailed, match=r"92_long.ipynb interrupted.*run the same "
                        r"command again"):
         pipeline.run_notebooks([notebook], "smoke")
     assert ENV not in os.environ
+
+
+def test_record_time_keeps_one_row_per_notebook_with_its_runs(tmp_path):
+    relay = pipeline.Relay()
+    for event in ({"event": "plan", "label": "a", "total": 3, "cached": 2},
+                  {"event": "run_start", "run": "r1", "time": 10.0, "epochs": 2},
+                  {"event": "run_done", "run": "r1", "time": 70.0, "acc1": 80.0, "wall_s": 60.0},
+                  {"event": "plan", "label": "b", "total": 4, "cached": 4}):
+        relay.feed(event)
+    pipeline.record_time(tmp_path, "03_negative_transfer", 95.04, relay)
+    pipeline.record_time(tmp_path, "00_setup_and_data", 7.0, pipeline.Relay())
+    pipeline.record_time(tmp_path, "03_negative_transfer", 99.0, relay)   # a rerun replaces its row
+    table = pd.read_csv(tmp_path / pipeline.TIMES_CSV)
+    assert list(table["notebook"]) == ["00_setup_and_data", "03_negative_transfer"]
+    row = table.iloc[1]
+    assert (row["wall_s"], row["runs_trained"], row["runs_cached"], row["trained_run_wall_s"]) == (
+        99.0, 1, 6, 60.0)

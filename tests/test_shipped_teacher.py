@@ -1,4 +1,5 @@
-"""The teacher shipped with the kit: loads through timm, scores what its run recorded, converged."""
+"""The teachers shipped with the kit: each loads through timm, scores what its run recorded,
+had converged, and ships the per-layer metrics of every kept checkpoint."""
 import json
 
 import pandas as pd
@@ -6,41 +7,86 @@ import pytest
 import torch
 
 from ddkit import study
+from ddkit.config import load_profile
 from ddkit.data import build_dataset
-from ddkit.models import SHIPPED_TEACHER, create_model
+from ddkit.models import SHIPPED_TEACHERS, create_model, model_depth, shipped_teacher
 from ddkit.train import evaluate
 
-pytestmark = pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason="no shipped teacher yet")
+SHIPPED = [name for name, t in SHIPPED_TEACHERS.items() if t.weights.exists()]
 
 
-@pytest.fixture(scope="module")
-def record():
-    return study.shipped_teacher_record()
+def test_the_default_teacher_is_shipped():
+    assert "ddkit_vit_teacher_fmnist" in SHIPPED
 
 
-def test_shipped_teacher_scores_its_recorded_accuracy(record):
-    model = create_model("ddkit_vit_teacher_fmnist", pretrained=True)
-    test_set = build_dataset("fashion_mnist", "test")
-    loader = torch.utils.data.DataLoader(test_set, batch_size=500)
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped(request):
+    return request.param, study.shipped_teacher_record(request.param)
+
+
+def test_shipped_teacher_scores_its_recorded_accuracy(shipped):
+    name, record = shipped
+    model = create_model(name, pretrained=True)
+    loader = torch.utils.data.DataLoader(build_dataset("fashion_mnist", "test"), batch_size=500)
     measured = evaluate(model, loader, torch.device("cpu"))["test_acc1"]
     assert measured == pytest.approx(record["final_acc1"], abs=0.02)
     assert record["final_acc1"] >= 88.0
 
 
-def test_shipped_teacher_converged(record):
-    log = pd.read_json(study.SHIPPED_LOG, lines=True)
+def test_shipped_teacher_converged(shipped):
+    name, record = shipped
+    log = study.shipped_teacher_log(name)
     assert len(log) == record["epochs"]
     last = log["test_acc1"].tail(3)
     assert last.max() - last.min() < 0.5                  # accuracy has plateaued
 
 
-def test_shipped_dynamics_table_covers_every_checkpoint(record):
-    table = study.shipped_teacher_dynamics()
-    assert sorted(table["epoch"].unique()) == list(range(record["epochs"]))
-    assert table["layer"].nunique() == 8 and table["metric"].nunique() == 11
+def test_shipped_dynamics_table_covers_every_checkpoint(shipped):
+    name, record = shipped
+    table = study.shipped_teacher_dynamics(name)
+    every = record["config"]["save_every"]
+    kept = [e for e in range(record["epochs"]) if (e + 1) % every == 0 or e == record["epochs"] - 1]
+    assert sorted(table["epoch"].unique()) == kept
+    assert table["layer"].nunique() == model_depth(name)
     assert table["value"].notna().all()
 
 
-def test_record_names_its_recipe(record):
-    assert record["config"]["model"]["name"] == "ddkit_vit_teacher_fmnist"
-    assert json.dumps(record["config"])  # plain data
+def test_record_names_its_recipe(shipped):
+    name, record = shipped
+    teacher = shipped_teacher(name)
+    assert record["config"]["model"]["name"] == name
+    assert record["profile"] == teacher.profile
+    assert record["hash"] == json.loads(json.dumps(record))["hash"]  # plain data
+    # the profile that names this teacher trains exactly the recorded recipe
+    recipe = load_profile(teacher.profile).teacher_config()
+    for part in ("model", "optim", "data"):
+        assert record["config"][part] == json.loads(json.dumps(getattr(recipe, part).__dict__)), part
+
+
+def test_unknown_shipped_teacher_is_named():
+    with pytest.raises(ValueError, match="no shipped teacher for model 'vit_tiny_patch16_224'"):
+        shipped_teacher("vit_tiny_patch16_224")
+
+
+def test_an_unfinished_teacher_run_ships_its_last_kept_epoch_and_says_so(tmp_path, monkeypatch):
+    from ddkit import models
+    from ddkit.config import replace
+    from ddkit.train import train
+    monkeypatch.setattr(models, "SHIPPED_DIR", tmp_path / "shipped")
+    profile = replace(load_profile("smoke"), **{"teacher.optim.epochs": 3})
+    run = train(profile.teacher_config(), progress=False, root=tmp_path / "runs")
+    # the run as it stood during its third epoch: two epochs logged and kept, no summary
+    lines = run.dir.log.read_text().splitlines(keepends=True)
+    run.dir.log.write_text("".join(lines[:2]))
+    for path in (run.dir.summary, run.dir.final_weights, run.dir.epoch_weights(2)):
+        path.unlink()
+    with pytest.raises(ValueError, match="has not finished training.*--unfinished"):
+        study.ship_teacher(profile, run=run, progress=False)
+    record = study.ship_teacher(profile, n=50, run=run, progress=False, unfinished=True)
+    assert (record["epochs"], record["scheduled_epochs"], record["complete"]) == (2, 3, False)
+    assert record["final_acc1"] == json.loads(lines[1])["test_acc1"]
+    assert record["hash"] == run.dir.path.name.rsplit("-", 1)[1]
+    target = shipped_teacher(profile.teacher.model.name, must_exist=False)
+    assert target.weights.read_bytes() == run.dir.epoch_weights(1).read_bytes()
+    assert target.log.read_text() == "".join(lines[:2])
+    assert sorted(pd.read_csv(target.dynamics)["epoch"].unique()) == [0, 1]
