@@ -363,7 +363,7 @@ def read_table(path: Path) -> pd.DataFrame:
     table["primary"] = table["primary"].astype(bool)
     for col in ("also_opposite", "note", "unit"):
         if col in table:
-            table[col] = table[col].fillna("")
+            table[col] = table[col].astype(object).fillna("")
     return table
 
 
