@@ -224,8 +224,10 @@ def setup_markdown(profile=None, record: dict | None = None,
             f"{groups}).")
     if times is not None and len(times):
         total = times["wall_s"].sum()
-        text += (f"\n\nWall time of the last `{profile.command}` (finished "
-                 f"{times['finished_utc'].max()} UTC, {int(times['cpu_count'].max())} CPU cores; "
+        first, last = times["finished_utc"].min(), times["finished_utc"].max()
+        when = f"finished {last}" if first == last else f"finished between {first} and {last}"
+        text += (f"\n\nWall time of each notebook in its last run by `{profile.command}` ({when} "
+                 f"UTC, {int(times['cpu_count'].max())} CPU cores; "
                  f"{fmt_minutes(total)} in all; runs found in the cache were not trained again):"
                  "\n\n| notebook | wall time | runs trained | runs cached |\n|---|---|---|---|\n")
         text += "".join(f"| `{r.notebook}` | {fmt_minutes(r.wall_s)} | {r.runs_trained} | "

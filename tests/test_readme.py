@@ -120,7 +120,7 @@ def test_setup_block_states_each_notebooks_time_from_the_recorded_table():
          "runs_cached": 13, "trained_run_wall_s": 2900.0, "cpu_count": 2,
          "finished_utc": "2026-11-27 22:40"}])
     text = readme.setup_markdown(times=times)
-    assert "finished 2026-11-27 22:40 UTC, 2 CPU cores; 25.1 min in all" in text
+    assert "finished between 2026-11-27 22:00 and 2026-11-27 22:40 UTC, 2 CPU cores; 25.1 min in all" in text
     assert "| `00_setup_and_data` | 7 s | 0 | 0 |" in text
     assert "| `03_negative_transfer` | 25.0 min | 39 | 13 |" in text
     assert readme.setup_markdown().endswith(").\n")                    # no table: one line
