@@ -1,10 +1,14 @@
 """Shared fixtures: a private runs folder per test and tiny run configs (seconds on 2 cores)."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
+import ddkit.train as train_mod
 from ddkit.config import DataConfig, DistillConfig, ModelConfig, OptimConfig, RunConfig
+from ddkit.losses import DistillationLoss
 
 TINY_STUDENT = ModelConfig(name="ddkit_vit_student_fmnist",
                            kwargs={"embed_dim": 16, "depth": 2, "num_heads": 2})
@@ -33,3 +37,34 @@ def runs_dir(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@contextlib.contextmanager
+def interrupted_at_epoch(monkeypatch, epoch: int):
+    """Inside the block, training raises KeyboardInterrupt (as Ctrl-C would) when it reaches
+    ``epoch`` (0-based); the real epoch loop is back when the block ends."""
+    real = train_mod._train_epoch
+
+    def stop(task, loader, optimizer, scheduler, cfg, device, at, *rest):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return real(task, loader, optimizer, scheduler, cfg, device, at, *rest)
+    monkeypatch.setattr(train_mod, "_train_epoch", stop)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(train_mod, "_train_epoch", real)
+
+
+def nan_loss_after_steps(monkeypatch, steps: int) -> None:
+    """Every distillation loss after the first ``steps`` training steps is NaN."""
+    real = DistillationLoss.forward
+    calls = {"n": 0}
+
+    def nan_later(self, *args, **kwargs):
+        parts = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > steps:
+            parts["loss"] = parts["loss"] * float("nan")
+        return parts
+    monkeypatch.setattr(DistillationLoss, "forward", nan_later)

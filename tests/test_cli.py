@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import ddkit.train as train_mod
 from ddkit import cli
 from ddkit.config import ConfigError, load_profile, parse_override
-from ddkit.losses import DistillationLoss
 from ddkit.store import RunDir
+from conftest import interrupted_at_epoch, nan_loss_after_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PROFILE = (
@@ -107,17 +106,10 @@ def test_set_reaches_into_mappings():
 
 def test_runs_dir_cache_hit_and_resume_lines(capsys, tiny_profile, tmp_path, monkeypatch):
     runs = tmp_path / "elsewhere"
-    real_epoch = train_mod._train_epoch
-
-    def interrupt_at_epoch_1(task, loader, optimizer, scheduler, cfg, device, epoch, *rest):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, *rest)
-    monkeypatch.setattr(train_mod, "_train_epoch", interrupt_at_epoch_1)
     args = ["train", "--profile", str(tiny_profile), "--role", "teacher", "--runs-dir", str(runs)]
-    code, _, err = _run(capsys, *args)
+    with interrupted_at_epoch(monkeypatch, 1):
+        code, _, err = _run(capsys, *args)
     assert code == cli.EXIT_INTERRUPTED and "run the same command again to resume" in err
-    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
     code, out, err = _run(capsys, *args)
     assert code == 0
     run = Path(json.loads(out)["run"])
@@ -137,16 +129,7 @@ def test_no_cuda_for_a_cuda_profile_is_one_line(capsys, tiny_profile):
 
 
 def test_nan_loss_is_one_line_and_keeps_the_last_checkpoint(capsys, tiny_profile, monkeypatch):
-    real_forward = DistillationLoss.forward
-    calls = {"n": 0}
-
-    def nan_in_epoch_1(self, *args, **kwargs):
-        parts = real_forward(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] > 2:                          # 2 steps of 32 images = epoch 0
-            parts["loss"] = parts["loss"] * float("nan")
-        return parts
-    monkeypatch.setattr(DistillationLoss, "forward", nan_in_epoch_1)
+    nan_loss_after_steps(monkeypatch, 2)            # 2 steps of 32 images = epoch 0
     code, _, err = _run(capsys, "train", "--profile", str(tiny_profile), "--role", "teacher")
     line = _error_line(err)
     assert code == 1 and "non-finite loss nan" in line and "Lower optim.lr" in line

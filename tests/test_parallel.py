@@ -14,7 +14,7 @@ from ddkit.config import ConfigError, load_profile, replace
 from ddkit.progress import ENV as PROGRESS_ENV
 from ddkit.store import RunDir
 from ddkit.train import train
-from conftest import tiny_config
+from conftest import interrupted_at_epoch, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,16 +72,8 @@ def test_a_worker_resumes_an_interrupted_run_to_the_uninterrupted_weights(tmp_pa
     monkeypatch.setattr(parallel, "cores", lambda: 2)
     cfg, other = _config(0, epochs=3), _config(1, epochs=1)
     whole = _in_process(cfg, tmp_path / "whole", threads=1)
-    real_epoch = train_mod._train_epoch
-
-    def stop_at_epoch_2(task, loader, optimizer, scheduler, cfg, device, epoch, *rest):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, *rest)
-    monkeypatch.setattr(train_mod, "_train_epoch", stop_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         _in_process(cfg, tmp_path / "pool", threads=1)
-    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
     assert len(RunDir.for_config(cfg, tmp_path / "pool").records()) == 2
     runs = parallel.train_many({"cut": cfg, "other": other}, workers=2, progress=False,
                                root=tmp_path / "pool")

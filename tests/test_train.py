@@ -11,10 +11,9 @@ from safetensors.torch import load_file
 
 import ddkit.train as train_mod
 from ddkit.config import ConfigError, replace
-from ddkit.losses import DistillationLoss
 from ddkit.store import RunDir
 from ddkit.train import LOG_KEYS, NonFiniteLossError, train
-from conftest import tiny_config
+from conftest import interrupted_at_epoch, nan_loss_after_steps, tiny_config
 
 DISTILL = dict(kd="soft", feature="spectral", layers="first_last")
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,17 +71,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     cfg = tiny_config(epochs=3, **DISTILL, projector_mode="faithful")
     whole = train(cfg, progress=False, root=tmp_path / "whole")
 
-    real_epoch = train_mod._train_epoch
-    def interrupt_at_epoch_2(task, loader, optimizer, scheduler, cfg, device, epoch, *rest):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, *rest)
-    monkeypatch.setattr(train_mod, "_train_epoch", interrupt_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False, root=tmp_path / "resumed")
     run_dir = RunDir.for_config(cfg, tmp_path / "resumed")
     assert not run_dir.is_complete and len(run_dir.records()) == 2
-    monkeypatch.setattr(train_mod, "_train_epoch", real_epoch)
     resumed = train(cfg, progress=False, root=tmp_path / "resumed")
     _assert_same_weights(whole, resumed)
     assert _without_time(resumed.records) == _without_time(whole.records)
@@ -90,15 +82,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch):
     cfg = tiny_config(epochs=3, **DISTILL)
-    real_forward = DistillationLoss.forward
-    calls = {"n": 0}
-    def nan_after_first_epoch(self, *args, **kwargs):
-        parts = real_forward(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] > 4:                      # 4 steps of 32 images = epoch 0
-            parts["loss"] = parts["loss"] * float("nan")
-        return parts
-    monkeypatch.setattr(DistillationLoss, "forward", nan_after_first_epoch)
+    nan_loss_after_steps(monkeypatch, 4)        # 4 steps of 32 images = epoch 0
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+: non-finite loss nan.*checkpoint is kept"):
         train(cfg, progress=False)
     run_dir = RunDir.for_config(cfg)
