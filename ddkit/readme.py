@@ -25,12 +25,12 @@ import pandas as pd
 
 from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED,
                           SMALLER, fmt)
+from ddkit.pipeline import TIMES_CSV
 from ddkit.store import REPO_ROOT, write_text
 
 README = REPO_ROOT / "README.md"
 FIGURES = REPO_ROOT / "figures"
 CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
-TIMES_CSV = "notebook_times.csv"  # pipeline.TIMES_CSV (not imported: pipeline is heavier)
 BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped")
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {

@@ -134,9 +134,9 @@ def shipped_teacher_dynamics(model: str = DEFAULT_TEACHER) -> pd.DataFrame:
     return pd.read_csv(shipped_teacher(model).dynamics)
 
 
-def _unfinished_summary(run: Run) -> tuple[int, dict]:
-    """The last kept epoch of an unfinished run and a summary of the run up to it (the fields of
-    ``summary.json`` that a shipped record carries)."""
+def _unfinished_summary(run: Run) -> tuple[int, list[dict], dict]:
+    """The last kept epoch of an unfinished run, its log records up to that epoch, and a summary
+    of the run up to it (the fields of ``summary.json`` that a shipped record carries)."""
     kept = run.checkpoints()
     if not kept:
         raise ValueError(f"{run.dir.path} has no kept weights yet (weights/epoch_*.safetensors)")
@@ -144,11 +144,11 @@ def _unfinished_summary(run: Run) -> tuple[int, dict]:
     log = [r for r in run.dir.records() if r["epoch"] <= last]
     if [r["epoch"] for r in log] != list(range(last + 1)):
         raise ValueError(f"{run.dir.log}: epochs 0..{last} are not all logged")
-    return last, {"hash": json.loads(run.dir.config.read_text())["hash"],
-                  "final_acc1": log[-1]["test_acc1"], "best_acc1": max(r["test_acc1"] for r in log),
-                  "epochs": last + 1, "wall_time_s": log[-1]["elapsed_s"],
-                  "device": run.config.device, "torch": torch.__version__,
-                  "config": run.dir.read_config()}
+    return last, log, {"hash": json.loads(run.dir.config.read_text())["hash"],
+                       "final_acc1": log[-1]["test_acc1"], "best_acc1": max(r["test_acc1"] for r in log),
+                       "epochs": last + 1, "wall_time_s": log[-1]["elapsed_s"],
+                       "device": run.config.device, "torch": torch.__version__,
+                       "config": run.dir.read_config()}
 
 
 def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
@@ -169,9 +169,9 @@ def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
         summary, weights, log = run.summary, run.dir.final_weights, run.dir.log.read_text()
         checkpoints, model = run.checkpoints(), run.load_model()
     elif unfinished:
-        last, summary = _unfinished_summary(run)
+        last, records, summary = _unfinished_summary(run)
         weights = run.dir.epoch_weights(last)
-        log = "".join(json.dumps(r) + "\n" for r in run.dir.records() if r["epoch"] <= last)
+        log = "".join(json.dumps(r) + "\n" for r in records)
         checkpoints = {e: p for e, p in run.checkpoints().items() if e <= last}
         model = run.load_model(last)
     else:
