@@ -42,6 +42,8 @@ class ShippedTeacher:
 SHIPPED_TEACHERS = {t.model: t for t in (
     ShippedTeacher("ddkit_vit_teacher_fmnist", "teacher_fmnist", "default"),
     ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped"),
+    ShippedTeacher("ddkit_vit_mae_teacher_fmnist", "mae_teacher_fmnist", "controls"),
+    ShippedTeacher("ddkit_vit_mae_probed_teacher_fmnist", "mae_probed_teacher_fmnist", "controls"),
 )}
 SHIPPED_TEACHER = SHIPPED_TEACHERS["ddkit_vit_teacher_fmnist"].weights  # the default teacher
 
@@ -68,6 +70,11 @@ _FMNIST_COMMON = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, mlp
 PRESET_ARGS = {
     "ddkit_vit_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=96, depth=8, num_heads=4),
     "ddkit_vit_student_fmnist": dict(_FMNIST_COMMON, embed_dim=48, depth=4, num_heads=2),
+    # The self-supervised control (docs/design.md §10): the default teacher's architecture,
+    # pre-trained as a masked autoencoder; shipped with its head untrained (the official "MAE"
+    # setting) and, as a second preset, with its head fitted by a linear probe.
+    "ddkit_vit_mae_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=96, depth=8, num_heads=4),
+    "ddkit_vit_mae_probed_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=96, depth=8, num_heads=4),
     # Paper-shaped pair: the depths of CaiT-S24 (24 self-attention blocks with LayerScale, then 2
     # class-attention blocks) and DeiT-Tiny (12 blocks), width ratio 2 (CaiT-S24 384 : DeiT-Tiny
     # 192), 16 channels per head in both; the same 7x7 token grid as the default pair.
@@ -115,6 +122,20 @@ def ddkit_vit_student_fmnist(pretrained: bool = False, **kwargs) -> VisionTransf
 
 
 @register_model
+def ddkit_vit_mae_teacher_fmnist(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """Self-supervised teacher: the default teacher's ViT 96/8, pre-trained as a masked
+    autoencoder on Fashion-MNIST; shipped with its classifier head untrained."""
+    return _create("ddkit_vit_mae_teacher_fmnist", pretrained, **kwargs)
+
+
+@register_model
+def ddkit_vit_mae_probed_teacher_fmnist(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """The masked-autoencoder teacher with its classifier head fitted by a linear probe (every
+    other weight frozen): the same features, class-informative logits."""
+    return _create("ddkit_vit_mae_probed_teacher_fmnist", pretrained, **kwargs)
+
+
+@register_model
 def ddkit_cait_teacher_fmnist(pretrained: bool = False, **kwargs) -> Cait:
     """Paper-shaped teacher: CaiT 64-dim, 24 LayerScale self-attention blocks + 2 class-attention
     blocks, 4 heads, patch 4 on 1x28x28 (7x7 tokens)."""
@@ -127,13 +148,17 @@ def ddkit_deit_student_fmnist(pretrained: bool = False, **kwargs) -> VisionTrans
     return _create("ddkit_deit_student_fmnist", pretrained, **kwargs)
 
 
+class ModelInputError(ValueError):
+    """A model a user named or sized that ddkit cannot use as asked (a usage error, exit 2)."""
+
+
 def check_model_name(name: str) -> None:
-    """Raise ValueError listing close valid names when ``name`` is not a timm model."""
+    """Raise ModelInputError listing close valid names when ``name`` is not a timm model."""
     arch = name.split(".")[0]
     if timm.is_model(arch):
         return
     close = difflib.get_close_matches(arch, timm.list_models(), n=8, cutoff=0.6)
-    raise ValueError(f"unknown model name {name!r}; ddkit presets: {sorted(PRESET_ARGS)}; "
+    raise ModelInputError(f"unknown model name {name!r}; ddkit presets: {sorted(PRESET_ARGS)}; "
                      f"close timm names: {close}")
 
 
@@ -155,7 +180,28 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
                          "(check their names)") from None
     if checkpoint is not None:
         load_weights(model, checkpoint)
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and not getattr(patch_embed, "dynamic_img_size", False):
+        size = getattr(patch_embed, "img_size", None)
+        if size is not None:
+            check_patch_grid(patch_embed, int(size[0] if not isinstance(size, int) else size),
+                             "img_size")
     return model
+
+
+def check_patch_grid(patch_embed: nn.Module, size: int, key: str) -> None:
+    """Raise ModelInputError when ``size`` px images do not split into whole patches (timm would
+    floor the grid and leave the last pixels of each row and column unseen), unless the
+    embedding pads (``dynamic_img_pad``)."""
+    patch = getattr(patch_embed, "patch_size", None)
+    if patch is None or getattr(patch_embed, "dynamic_img_pad", False):
+        return
+    p = int(patch if isinstance(patch, int) else patch[0])
+    if size % p:
+        down, up = size - size % p, size - size % p + p
+        raise ModelInputError(f"{key}={size} is not divisible by the patch size {p}: the last "
+                         f"{size % p} px of each row and column would never be seen; use "
+                         f"{key}={down} or {key}={up} (or dynamic_img_pad=true)")
 
 
 def create_from_config(cfg, checkpoint: str | Path | None = None) -> nn.Module:
@@ -213,7 +259,7 @@ VIT_LIKE = ("VisionTransformer (ViT, DeiT, DeiT-distilled, register-token ViTs),
             "`forward_intermediates`")
 
 
-class NotViTLikeError(ValueError):
+class NotViTLikeError(ModelInputError):
     """The model is not a timm ViT-like model (no token grid of residual blocks to read)."""
 
 

@@ -3,7 +3,7 @@
 Built on ``timm.task.TrainingTask``: a task returns a dict of loss parts, and
 ``prepare_distributed`` wraps only what trains (student + any learnable projector) in DDP while
 the frozen teacher stays unwrapped. One class serves a teacher trained from scratch, a student
-without KD, and every distilled student.
+without KD, and every distilled student; ``MaeTask`` serves masked-autoencoder pre-training.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 
 from ddkit.hooks import forward_with_features
 from ddkit.losses import DistillationLoss
+from ddkit.mae import MaskedAutoencoder
 
 
 class StudentStep(nn.Module):
@@ -72,3 +73,28 @@ class DistillationTask(TrainingTask):
         computed here when None."""
         teacher_logits, teacher_feats = teacher_out or self.teacher_outputs(x)
         return self.trainable_module(x, y, teacher_logits, teacher_feats)
+
+
+class MaeTask(TrainingTask):
+    """Masked-autoencoder pre-training as a task: ``task(x, y)`` -> ``{"loss", "loss_rec"}``
+    (labels unused). ``student`` is the encoder, the model whose weights the run keeps."""
+
+    teacher = None
+    teacher_layers: list[int] = []
+
+    def __init__(self, mae: MaskedAutoencoder, device: torch.device | None = None):
+        super().__init__(device=device, verbose=False)
+        self.student = mae.encoder
+        self.trainable_module = mae
+
+    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> "MaeTask":
+        from torch.nn.parallel import DistributedDataParallel
+        self.trainable_module = DistributedDataParallel(self.trainable_module,
+                                                        device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
+        return self.student
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out=None) -> dict[str, torch.Tensor]:
+        return self.trainable_module(x)
