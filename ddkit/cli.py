@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "profile's first)")
         p.add_argument("--force", action="store_true",
                        help="delete the run folder(s) this command trains and train again")
+        p.add_argument("--no-wait", dest="wait", action="store_false",
+                       help="refuse (exit 1) when another process is training the same run, "
+                            "instead of waiting for it and taking its result")
         if name == "train":
             p.add_argument("--role", choices=("teacher", "student"), default="student")
             p.add_argument("--kd", choices=KD_KINDS, default=None,
@@ -219,7 +222,7 @@ def _student(profile: Profile, args: argparse.Namespace, kd: str, feature: str, 
                                  teacher=teacher)
     if args.force:
         _discard(cfg)
-    return train(cfg)
+    return train(cfg, wait=args.wait)
 
 
 def _report(run) -> dict:
@@ -237,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
             cfg = replace(cfg, seed=args.seed)
         if args.force:
             _discard(cfg)
-        runs = [train(cfg)]
+        runs = [train(cfg, wait=args.wait)]
     elif args.command == "train":
         d = profile.distill
         recipe = (args.kd or d.kd, args.feature or d.feature,
@@ -351,9 +354,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: printed as one line, not a traceback."""
     import torch
     from ddkit.pipeline import NotebookFailed
+    from ddkit.store import RunBusyError
     from ddkit.train import DeviceUnavailableError, NonFiniteLossError
     return (ConfigError, ValueError, FileNotFoundError, NonFiniteLossError,
-            DeviceUnavailableError, NotebookFailed, torch.OutOfMemoryError)
+            DeviceUnavailableError, NotebookFailed, RunBusyError, torch.OutOfMemoryError)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -400,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, FileNotFoundError) and not str(err):
             message = repr(err)
         print(f"error: {message}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(err, ConfigError) else EXIT_ERROR
+        from ddkit.models import ModelInputError
+        return EXIT_USAGE if isinstance(err, (ConfigError, ModelInputError)) else EXIT_ERROR
     finally:
         _end_distributed()
 

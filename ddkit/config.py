@@ -27,6 +27,10 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 LAYER_MAPS = LAYER_SPECS
 DEVICES = ("auto", "cpu", "cuda")
 TEACHER_SOURCES = ("train", "shipped", "hub")
+TRAINABLE = ("all", "head")
+# Fields added after runs were cached: left out of a run's identity while they hold their
+# default, so every run hashed before they existed keeps its hash (and its cache folder).
+IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all"}
 
 
 class ConfigError(ValueError):
@@ -65,6 +69,7 @@ class OptimConfig:
     label_smoothing: float = 0.1
     clip_grad: float | None = None
     sched_per_step: bool = False      # False: lr set once per epoch (official); True: every step
+    trainable: str = "all"            # all | head (a linear probe: every other weight frozen)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,18 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class MaeConfig:
+    """Masked-autoencoder pre-training (``ddkit.mae``): no labels, no teacher; the run's weights
+    are the encoder's (its head stays at initialisation)."""
+    mask_ratio: float = 0.75
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 2
+    norm_pix_loss: bool = True
+    knn_bank: int = 5000              # class-balanced training images of the kNN monitor (k=20)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -93,6 +110,7 @@ class RunConfig:
     amp: bool = True                  # bf16 autocast, CUDA only
     channels_last: bool = True        # CUDA only
     share_teacher_pass: bool = True   # un-augmented data: teacher outputs computed once, reused
+    mae: MaeConfig | None = None      # set: pre-train the model as a masked autoencoder
 
     @property
     def uses_teacher(self) -> bool:
@@ -169,11 +187,24 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _section_type(tp: Any) -> type | None:
+    """The dataclass an annotation names (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [o for o in typing.get_args(tp) if dataclasses.is_dataclass(o)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
 def replace(cfg: Any, _prefix: str = "", **changes: Any) -> Any:
     """``dataclasses.replace`` with dotted keys: ``replace(run, **{"optim.epochs": 3})``.
 
-    A dotted key may also reach into a mapping field (``{"student.model.kwargs.depth": 6}``).
-    Errors name the full dotted key: ``student.optim.lr: expected a number, got 'fast'``.
+    A mapping given to a section merges into it (``data={"batch_size": 64}`` changes only the
+    batch size); a dotted key may also reach into a mapping field
+    (``{"student.model.kwargs.depth": 6}``) or into an unset section, which starts from its
+    defaults (``distill.teacher.name``). Errors are ConfigErrors naming the full dotted key:
+    ``student.optim.lr: expected a number, got 'fast'``.
     """
     nested: dict[str, dict] = {}
     flat = {}
@@ -189,20 +220,30 @@ def replace(cfg: Any, _prefix: str = "", **changes: Any) -> Any:
         for head, sub in nested.items():
             inner = out.get(head, {})
             if not isinstance(inner, dict):
-                raise ConfigError(f"{_prefix}{head}={inner!r} is not a mapping; cannot set "
+                raise ConfigError(f"{_prefix}{head}={inner!r} is not a section; cannot set "
                                   f"{[_prefix + head + '.' + k for k in sub]}")
             out[head] = replace(inner, f"{_prefix}{head}.", **sub)
         return out
+    if not dataclasses.is_dataclass(cfg):
+        raise ConfigError(f"{_prefix[:-1]}={cfg!r} is not a section; cannot set "
+                          f"{[_prefix + k for k in changes]}")
     valid = [f.name for f in dataclasses.fields(cfg)]
     for key in [*flat, *nested]:
         if key not in valid:
             where = f" of {_prefix[:-1]}" if _prefix else ""
             raise ConfigError(f"unknown key {_prefix + key!r}; valid keys{where}: {valid}")
     hints = typing.get_type_hints(type(cfg))
-    flat = {k: _coerce(v, hints[k], _prefix + k) for k, v in flat.items()}
+    for key in list(flat):   # a mapping into a set section merges, as dotted keys would
+        if isinstance(flat[key], dict) and dataclasses.is_dataclass(getattr(cfg, key)):
+            nested[key] = {**flat.pop(key), **nested.get(key, {})}
+    out = {k: _coerce(v, hints[k], _prefix + k) for k, v in flat.items()}
     for head, sub in nested.items():
-        flat[head] = replace(getattr(cfg, head), f"{_prefix}{head}.", **sub)
-    return dataclasses.replace(cfg, **flat)
+        current = out.get(head, getattr(cfg, head))
+        section = _section_type(hints[head])
+        if current is None and section is not None:
+            current = section()
+        out[head] = replace(current, f"{_prefix}{head}.", **sub)
+    return dataclasses.replace(cfg, **out)
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -263,6 +304,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 <= cfg.optim.label_smoothing < 1:
         raise ConfigError(f"optim.label_smoothing={cfg.optim.label_smoothing} must be in [0, 1)")
     _positive(cfg.save_every, "save_every", allow_zero=True)
+    _choice(cfg.optim.trainable, TRAINABLE, "optim.trainable")
+    if cfg.mae is not None:
+        if not 0 < cfg.mae.mask_ratio < 1:
+            raise ConfigError(f"mae.mask_ratio={cfg.mae.mask_ratio} must be in (0, 1)")
+        if cfg.uses_teacher:
+            raise ConfigError("mae: masked-autoencoder pre-training takes no teacher; set "
+                              "distill.kd and distill.feature to none")
+        for key in ("decoder_dim", "decoder_depth", "decoder_heads", "knn_bank"):
+            _positive(getattr(cfg.mae, key), f"mae.{key}")
     _checked_model(cfg.model, "model", check_model_name)
 
     d = cfg.distill
@@ -330,6 +380,13 @@ def config_hash(cfg: RunConfig) -> str:
     weights file but its content). Same hash = same run = trained once."""
     data = identity(to_dict(cfg))
     data.pop("device")
+    for path, default in IDENTITY_DEFAULTS.items():
+        *parents, key = path
+        section = data
+        for part in parents:
+            section = section[part]
+        if section.get(key, default) == default:
+            section.pop(key, None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -343,6 +400,7 @@ class RoleConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: dict = field(default_factory=dict)    # overrides of the profile's data section
+    mae: MaeConfig | None = None                # teacher: pre-train as a masked autoencoder
 
 
 @dataclass(frozen=True)
@@ -379,6 +437,7 @@ class Profile:
     workers: int | None = None      # runs trained at once (ddkit.parallel); None = the CPU cores
     analysis: dict = field(default_factory=dict)    # AnalysisConfig keys, for the notebooks
     sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
+    probe: RoleConfig | None = None # a linear probe of the teacher's head (the controls profile)
 
     def seeds_for(self, cell: str) -> list[int]:
         """The seeds of one ablation cell: ``cell_seeds[cell]`` when given, else ``seeds``."""
@@ -391,6 +450,16 @@ class Profile:
         """The run that trains this profile's teacher (when it is not loaded pretrained)."""
         return RunConfig(name=f"{self.name}-teacher", model=self.teacher.model,
                          data=self._data(self.teacher), optim=self.teacher.optim,
+                         seed=self.seeds[0], save_every=self.save_every, device=self.device,
+                         mae=self.teacher.mae)
+
+    def probe_config(self, encoder_weights: str | Path) -> RunConfig:
+        """The run that fits a head on the frozen encoder ``encoder_weights`` (``probe``)."""
+        if self.probe is None:
+            raise ConfigError(f"profile {self.name!r} has no probe section")
+        model = dataclasses.replace(self.probe.model, checkpoint=str(encoder_weights))
+        return RunConfig(name=f"{self.name}-teacher-probe", model=model,
+                         data=self._data(self.probe), optim=self.probe.optim,
                          seed=self.seeds[0], save_every=self.save_every, device=self.device)
 
     def student_config(self, kd: str = "none", feature: str = "none", layers: Any = "none",

@@ -42,8 +42,11 @@ def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int],
     h, w = grid
     if n < h * w or (n_prefix is not None and n - h * w != n_prefix):
         expected = "" if n_prefix is None else f" after {n_prefix} prefix token(s)"
-        raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not hold the {h}x{w} patch "
-                         f"grid{expected}")
+        raise NotViTLikeError(
+            f"tokens of shape {tuple(tokens.shape)} do not hold the {h}x{w} patch grid"
+            f"{expected}: the model's blocks do not all carry the same prefix tokens (ConViT, "
+            "for one, adds its class token after its first blocks); pick a model whose every "
+            "block carries them, such as a ViT, DeiT, CaiT or EVA model")
     patches = tokens[:, n - h * w:]                               # [B, H*W, C]
     return patches.reshape(b, h, w, c).permute(0, 3, 1, 2)        # [B, C, H, W]
 

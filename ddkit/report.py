@@ -33,8 +33,8 @@ from torch import nn
 
 from ddkit import dynamics
 from ddkit.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
-from ddkit.models import (SHIPPED_TEACHERS, check_model_name, check_vit_like, create_model,
-                          input_size, load_weights)
+from ddkit.models import (SHIPPED_TEACHERS, check_model_name, check_patch_grid, check_vit_like,
+                          create_model, input_size, load_weights)
 from ddkit.store import check_safetensors, write_json, write_text
 
 RAW = ["token_entropy", "spectrum_intensity", "activation_magnitude", "gradient_magnitude",
@@ -190,6 +190,7 @@ def _image_size(request: Request, models: dict[str, nn.Module]) -> int:
     if size is None:
         raise ValueError("the model has no fixed input size: pass --img-size")
     for label, model in models.items():
+        check_patch_grid(model.patch_embed, size, "--img-size" if request.img_size else "img_size")
         strict = getattr(model.patch_embed, "strict_img_size", True)
         if sizes[label] != size and strict:
             raise ValueError(f"{label} takes {sizes[label]} px images, not {size} px: build it "

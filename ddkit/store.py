@@ -16,21 +16,29 @@ cache hit verifies its files before it is used (``RunDir.verify``).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import filelock
 import torch
 from safetensors.torch import save_file
 
-from ddkit.config import RunConfig, config_hash, to_dict
+from ddkit.config import ConfigError, RunConfig, config_hash, from_dict, to_dict
 
 RUNS_ENV = "DDKIT_RUNS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+log = logging.getLogger("ddkit")
 
 
 def runs_root() -> Path:
@@ -73,8 +81,21 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
+def file_digest(path: Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class RunFileError(ValueError):
     """A file of a run or of the teacher cache is unreadable; the message names it and the fix."""
+
+
+class RunBusyError(RuntimeError):
+    """Another process holds the run's lock (``run_lock`` with ``wait=False``)."""
 
 
 def read_json(path: Path, fix: str = "") -> Any:
@@ -159,16 +180,35 @@ class RunDir:
             raise RunFileError(f"{self.config}: holds no run config{self.fix}")
         return data["config"]
 
+    @property
+    def lock_path(self) -> Path:
+        """The run's lock file, beside its folder (so ``discard`` leaves it alone)."""
+        return self.path.parent / f".{self.path.name}.lock"
+
     def verify(self) -> None:
         """Check a complete run's files before it is used as a cache hit: summary, config and log
-        parse, the final and kept weights are whole safetensors files. Raises RunFileError."""
-        self.read_summary()
-        self.read_config()
+        parse; the recorded config hashes to the folder's hash; config.json and the final weights
+        have the digests summary.json recorded (runs from before the digests existed: the hash
+        only); the final and kept weights are whole safetensors files. Raises RunFileError."""
+        summary = self.read_summary()
+        config = self.read_config()
         self.records()
         for path in (self.final_weights, *self.kept_weights().values()):
             if not path.is_file():
                 raise RunFileError(f"{path}: missing{self.fix}")
             check_safetensors(path, self.fix)
+        for path, key in ((self.config, "config_sha256"), (self.final_weights, "weights_sha256")):
+            if key in summary and file_digest(path) != summary[key]:
+                raise RunFileError(f"{path}: its digest {file_digest(path)[:12]} differs from "
+                                   f"the {summary[key][:12]} summary.json recorded when the run "
+                                   f"finished: the file was edited or replaced{self.fix}")
+        try:
+            recorded = config_hash(from_dict(RunConfig, config))
+        except (ConfigError, OSError) as err:
+            raise RunFileError(f"{self.config}: {err}{self.fix}") from None
+        if not self.path.name.endswith(f"-{recorded}"):
+            raise RunFileError(f"{self.config}: its config hashes to {recorded}, not to the "
+                               f"folder's hash: the file was edited{self.fix}")
 
     def discard(self) -> None:
         """Delete this run's folder (``ddkit train --force``)."""
@@ -180,3 +220,27 @@ class RunDir:
 
     def write_log(self, records: list[dict]) -> None:
         write_text(self.log, "".join(json.dumps(r) + "\n" for r in records))
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: RunDir, wait: bool = True) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (an OS file lock: released by the kernel when its process dies,
+    so a killed trainer leaves no stale lock). ``wait=False``: raise RunBusyError when another
+    process holds it; else wait for it, saying so once."""
+    run_dir.path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(run_dir.lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if not wait:
+            raise RunBusyError(f"another process is training {run_dir.path} (lock "
+                               f"{run_dir.lock_path}); let it finish (its result is then a "
+                               "cache hit) or run again without --no-wait to wait for it"
+                               ) from None
+        log.info("waiting for another process training %s (lock %s)", run_dir.path,
+                 run_dir.lock_path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

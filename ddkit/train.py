@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,13 +31,16 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from ddkit.config import RunConfig, config_hash, identity, replace, to_dict, validate
+from ddkit.config import (ConfigError, RunConfig, config_hash, identity, replace, to_dict,
+                          validate)
 from ddkit.data import build_dataset
 from ddkit.progress import emit
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
-from ddkit.models import create_from_config, num_blocks
-from ddkit.store import RunDir, RunFileError, runs_root, save_weights, torch_save, write_json
-from ddkit.task import DistillationTask
+from ddkit.models import check_patch_grid, create_from_config, input_size, num_blocks
+from ddkit.store import (RunDir, RunFileError, file_digest, run_lock, runs_root, save_weights,
+                         torch_save, write_json)
+from ddkit.mae import MaskedAutoencoder
+from ddkit.task import DistillationTask, MaeTask
 from ddkit.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
 
 LOG_KEYS = ("train_lr", "train_loss", "train_loss_base", "train_loss_fft", "train_loss_dist",
@@ -250,9 +254,23 @@ def _in_memory(dataset, batch_size: int, train: bool, seed: int):
     return dataset if tensors is None else TensorBatches(tensors, batch_size, train, seed)
 
 
-def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask, int]:
+def _freeze_all_but_head(model: torch.nn.Module) -> None:
+    """A linear probe (``optim.trainable: head``): only the classifier head trains."""
+    head = model.get_classifier()
+    model.requires_grad_(False)
+    head.requires_grad_(True)
+
+
+def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask | MaeTask, int]:
     m, d = cfg.model, cfg.distill
     student = create_from_config(m)
+    if cfg.optim.trainable == "head":
+        _freeze_all_but_head(student)
+    if cfg.mae is not None:
+        a = cfg.mae
+        mae = MaskedAutoencoder(student, a.mask_ratio, a.decoder_dim, a.decoder_depth,
+                                a.decoder_heads, a.norm_pix_loss)
+        return MaeTask(mae).to(device), sum(p.numel() for p in student.parameters())
     teacher, pairs = None, []
     if cfg.uses_teacher:
         t = d.teacher
@@ -359,6 +377,41 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, w
             "test_acc5": 100 * stats[2].item() / n}
 
 
+@torch.no_grad()
+def _pooled(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's pre-logits features (what its head would read), L2-normalised: [B, C]."""
+    feats = encoder.forward_head(encoder.forward_features(x), pre_logits=True)
+    return torch.nn.functional.normalize(feats.float(), dim=1)
+
+
+@torch.no_grad()
+def evaluate_mae(task: MaeTask, loader, bank_loader, device: torch.device, k: int = 20,
+                 temperature: float = 0.07) -> dict[str, float]:
+    """A masked autoencoder's test reconstruction loss (``test_loss``: masks drawn from a fixed
+    generator, the same every epoch) and the weighted k-nearest-neighbour top-1/top-5 of its
+    pre-logits features against ``bank_loader``'s labelled training images (cosine similarity,
+    votes weighted by exp(similarity / temperature), as DINO's monitor): the labels are read
+    only here, never in training."""
+    task.eval()
+    mae, encoder = _unwrap(task.trainable_module), task.student
+    bank = [(_pooled(encoder, x.to(device)), y.to(device)) for x, y in bank_loader]
+    bank_x, bank_y = torch.cat([b[0] for b in bank]), torch.cat([b[1] for b in bank])
+    classes = int(bank_y.max()) + 1
+    generator = torch.Generator(device).manual_seed(0)
+    loss_sum, hits1, hits5, n = 0.0, 0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss_sum += mae(x, generator)["loss"].item() * len(y)
+        sim, index = (_pooled(encoder, x) @ bank_x.T).topk(k, dim=1)          # [B, k]
+        votes = torch.zeros(len(y), classes, device=device)
+        votes.scatter_add_(1, bank_y[index], (sim / temperature).exp())
+        top = votes.topk(min(5, classes), dim=1).indices
+        hits1 += int(top[:, 0].eq(y).sum())
+        hits5 += int(top.eq(y[:, None]).any(1).sum())
+        n += len(y)
+    return {"test_loss": loss_sum / n, "test_acc1": 100 * hits1 / n, "test_acc5": 100 * hits5 / n}
+
+
 def _scheduler(optimizer, cfg: RunConfig, steps_per_epoch: int) -> CosineLRScheduler:
     """Warm-up then cosine to min_lr, in epochs (official) or in steps (sched_per_step)."""
     o = cfg.optim
@@ -383,21 +436,64 @@ def _shared_teacher_pass(cfg: RunConfig, task: DistillationTask, train_set, devi
 # --------------------------------------------------------------------------- the loop
 
 
-def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
-    """Train ``cfg`` (or return the cached run). Resumes from the run's last checkpoint."""
+def _cache_hit(cfg: RunConfig, run_dir: RunDir) -> Run:
+    run_dir.verify()
+    summary = run_dir.read_summary()
+    log.info("cache hit: %s (trained before: %d epochs, final top-1 %.2f %%)",
+             run_dir.path, summary["epochs"], summary["final_acc1"])
+    emit("run_done", run=run_dir.path.name, acc1=summary["final_acc1"],
+         wall_s=summary["wall_time_s"], cached=True)
+    return Run(cfg, run_dir)
+
+
+def train(cfg: RunConfig, progress: bool = True, root=None, wait: bool = True) -> Run:
+    """Train ``cfg`` (or return the cached run). Resumes from the run's last checkpoint.
+
+    One process trains a run at a time (``store.run_lock``): a second waits and then takes the
+    cache hit, or with ``wait=False`` raises RunBusyError."""
     validate(cfg)
     run_dir = RunDir.for_config(cfg, root)
     if run_dir.is_complete:
-        run_dir.verify()
-        summary = run_dir.read_summary()
-        log.info("cache hit: %s (trained before: %d epochs, final top-1 %.2f %%)",
-                 run_dir.path, summary["epochs"], summary["final_acc1"])
-        emit("run_done", run=run_dir.path.name, acc1=summary["final_acc1"],
-                      wall_s=summary["wall_time_s"], cached=True)
-        return Run(cfg, run_dir)
+        return _cache_hit(cfg, run_dir)
+    rank, world, local_rank = _dist_env()
+    with run_lock(run_dir, wait) if rank == 0 else nullcontext():
+        if run_dir.is_complete:           # finished by the process this one waited for
+            return _cache_hit(cfg, run_dir)
+        created = not run_dir.path.exists()
+        try:
+            return _train_run(cfg, run_dir, progress, root, rank, world, local_rank)
+        except BaseException:
+            if created and rank == 0 and not run_dir.log.exists():
+                shutil.rmtree(run_dir.path, ignore_errors=True)   # nothing was computed
+            raise
+
+
+def _check_image_size(cfg: RunConfig, task) -> None:
+    """The data's image size splits into whole patches of every model, and fits a model built
+    for a fixed size (before any compute)."""
+    size = cfg.data.img_size
+    if size is None:
+        return
+    for role, model in (("model", task.student), ("distill.teacher", getattr(task, "teacher", None))):
+        embed = getattr(model, "patch_embed", None)
+        if embed is None:
+            continue
+        try:
+            check_patch_grid(embed, size, "data.img_size")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        built = input_size(model)
+        if built != size and not getattr(embed, "dynamic_img_size", False):
+            raise ConfigError(f"data.img_size={size}: {role} is built for {built} px images; "
+                              f"set {role}.kwargs.img_size={size} or data.img_size={built}")
+
+
+def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int, world: int,
+               local_rank: int) -> Run:
+    if run_dir.config.exists():
+        run_dir.read_config()             # a damaged config.json is named, never rewritten
     state = _read_checkpoint(run_dir)      # a damaged checkpoint stops here, before any compute
 
-    rank, world, local_rank = _dist_env()
     device = _resolve_device(cfg.device, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -412,6 +508,12 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
     eval_set = build_dataset(data.name, "test", root=data.root, img_size=data.img_size,
                              subset=data.eval_subset, seed=cfg.seed, augment=False)
     task, n_parameters = build_task(cfg, device)
+    _check_image_size(cfg, task)
+    bank_loader = None
+    if cfg.mae is not None:
+        bank_set = build_dataset(data.name, "train", root=data.root, img_size=data.img_size,
+                                 subset=min(cfg.mae.knn_bank, len(train_set)), seed=cfg.seed)
+        bank_loader = _in_memory(bank_set, data.eval_batch_size, False, cfg.seed)
     optimizer = create_optimizer_v2(task.trainable_module, "adamw", lr=cfg.optim.lr,
                                     weight_decay=cfg.optim.weight_decay)
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch=(len(train_set) // world) // data.batch_size)
@@ -458,7 +560,12 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
                          data.num_workers, pin)
         losses = _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, show,
                               teacher_cache)
-        tested = evaluate(task.student, eval_loader, device, world, lambda: _autocast(cfg, device))
+        if cfg.mae is not None:
+            tested = evaluate_mae(task, eval_loader, _loader(bank_loader, data.eval_batch_size,
+                                  False, cfg.seed, 0, 1, 0, 0, pin), device)
+        else:
+            tested = evaluate(task.student, eval_loader, device, world,
+                              lambda: _autocast(cfg, device))
         elapsed += time.perf_counter() - began
         record = {"train_lr": optimizer.param_groups[0]["lr"],
                   **{f"train_{k}": v for k, v in losses.items()}, **tested,
@@ -484,6 +591,8 @@ def train(cfg: RunConfig, progress: bool = True, root=None) -> Run:
         save_weights(run_dir.final_weights, task.student.state_dict())
         best = max(records, key=lambda r: r["test_acc1"])
         write_json(run_dir.summary, {
+            "config_sha256": file_digest(run_dir.config),
+            "weights_sha256": file_digest(run_dir.final_weights),
             "name": cfg.name, "hash": config_hash(cfg), "epochs": cfg.optim.epochs,
             "final_acc1": records[-1]["test_acc1"], "best_acc1": best["test_acc1"],
             "best_epoch": best["epoch"], "wall_time_s": round(elapsed, 1),
