@@ -155,7 +155,7 @@ def test_bad_input_is_one_line(capsys):
     code, _, err = _run(capsys, "train", "--profile", "nope")
     assert code == 2 and "unknown profile 'nope'" in _error_line(err)
     code, _, err = _run(capsys, "analyze", "vit_tiyn_patch16_224")
-    assert code == 1 and "vit_tiny_patch16_224" in _error_line(err)
+    assert code == 2 and "vit_tiny_patch16_224" in _error_line(err)
     code, _, err = _run(capsys, "analyze", "vit_tiny_patch16_224", "--data", "mnist")
     assert code == 1 and "--data 'mnist'" in _error_line(err)
 
