@@ -18,7 +18,6 @@ Every figure is drawn by ``ddkit.plots``, the functions the notebooks use.
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -253,7 +252,7 @@ def summary_lines(table: pd.DataFrame, model: str) -> list[str]:
                        "prefix_tokens"]
     kept = "kept" if (prefix == "keep").any() else "dropped"
     grads = s("gradient_magnitude")
-    silent = ([f"- the last block's gradient is exactly 0: with prefix tokens dropped, its patch "
+    silent = (["- the last block's gradient is exactly 0: with prefix tokens dropped, its patch "
                "tokens do not reach the logits (the head reads the class/pooled prefix token); "
                "`--prefix-tokens keep` averages over the whole block output, as the official "
                "analysis"] if kept == "dropped" and len(grads) and grads.iloc[-1] == 0 else [])

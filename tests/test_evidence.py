@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddkit import evidence, metrics
-from ddkit.claims import ABSENT, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS
+from ddkit.claims import OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS
 from ddkit.dynamics import layer_metrics
 from ddkit.models import create_model
 

@@ -1,6 +1,5 @@
 """The failure modes a new user's probing found: each silent or bare failure now has a clear
 error naming what was wrong and the fix, and nothing computed is overwritten."""
-import json
 import shutil
 
 import pytest
