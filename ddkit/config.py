@@ -355,7 +355,8 @@ def _checked_model(model: ModelConfig, key: str, check_name) -> None:
 # --------------------------------------------------------------------------- identity
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -368,7 +369,7 @@ def identity(value: Any) -> Any:
     if isinstance(value, dict):
         out = {k: identity(v) for k, v in value.items()}
         if out.get("checkpoint"):
-            out["checkpoint"] = "sha256:" + _file_digest(value["checkpoint"])
+            out["checkpoint"] = "sha256:" + file_digest(value["checkpoint"])
         return out
     if isinstance(value, (list, tuple)):
         return [identity(v) for v in value]

@@ -159,7 +159,7 @@ def check_model_name(name: str) -> None:
         return
     close = difflib.get_close_matches(arch, timm.list_models(), n=8, cutoff=0.6)
     raise ModelInputError(f"unknown model name {name!r}; ddkit presets: {sorted(PRESET_ARGS)}; "
-                     f"close timm names: {close}")
+                          f"close timm names: {close}")
 
 
 def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
@@ -200,8 +200,8 @@ def check_patch_grid(patch_embed: nn.Module, size: int, key: str) -> None:
     if size % p:
         down, up = size - size % p, size - size % p + p
         raise ModelInputError(f"{key}={size} is not divisible by the patch size {p}: the last "
-                         f"{size % p} px of each row and column would never be seen; use "
-                         f"{key}={down} or {key}={up} (or dynamic_img_pad=true)")
+                              f"{size % p} px of each row and column would never be seen; use "
+                              f"{key}={down} or {key}={up} (or dynamic_img_pad=true)")
 
 
 def create_from_config(cfg, checkpoint: str | Path | None = None) -> nn.Module:

@@ -17,7 +17,6 @@ cache hit verifies its files before it is used (``RunDir.verify``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ import filelock
 import torch
 from safetensors.torch import save_file
 
-from ddkit.config import ConfigError, RunConfig, config_hash, from_dict, to_dict
+from ddkit.config import ConfigError, RunConfig, config_hash, file_digest, from_dict, to_dict
 
 RUNS_ENV = "DDKIT_RUNS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,15 +78,6 @@ def torch_save(path: Path, obj: Any) -> None:
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
-
-
-def file_digest(path: Path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class RunFileError(ValueError):
@@ -198,8 +188,9 @@ class RunDir:
                 raise RunFileError(f"{path}: missing{self.fix}")
             check_safetensors(path, self.fix)
         for path, key in ((self.config, "config_sha256"), (self.final_weights, "weights_sha256")):
-            if key in summary and file_digest(path) != summary[key]:
-                raise RunFileError(f"{path}: its digest {file_digest(path)[:12]} differs from "
+            found = file_digest(path) if key in summary else None
+            if found is not None and found != summary[key]:
+                raise RunFileError(f"{path}: its digest {found[:12]} differs from "
                                    f"the {summary[key][:12]} summary.json recorded when the run "
                                    f"finished: the file was edited or replaced{self.fix}")
         try:

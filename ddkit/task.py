@@ -32,7 +32,21 @@ class StudentStep(nn.Module):
         return {**parts, "output": logits}
 
 
-class DistillationTask(TrainingTask):
+class _StudentTask(TrainingTask):
+    """What every ddkit task shares: ``student`` is the model the run keeps and evaluates, and
+    ``prepare_distributed`` wraps only ``trainable_module`` in DDP."""
+
+    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> "_StudentTask":
+        from torch.nn.parallel import DistributedDataParallel
+        self.trainable_module = DistributedDataParallel(self.trainable_module,
+                                                        device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
+        return self.student
+
+
+class DistillationTask(_StudentTask):
     """``task(x, y)`` -> ``{"loss", "loss_base", "loss_dist", "loss_fft", "loss_feat/s-t", "output"}``."""
 
     def __init__(self, student: nn.Module, criterion: DistillationLoss,
@@ -52,15 +66,6 @@ class DistillationTask(TrainingTask):
             self.teacher.eval()
         return self
 
-    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> "DistillationTask":
-        from torch.nn.parallel import DistributedDataParallel
-        self.trainable_module = DistributedDataParallel(self.trainable_module,
-                                                        device_ids=device_ids, **ddp_kwargs)
-        return self
-
-    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
-        return self.student
-
     def teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor | None, dict | None]:
         if self.teacher is None:
             return None, None
@@ -75,7 +80,7 @@ class DistillationTask(TrainingTask):
         return self.trainable_module(x, y, teacher_logits, teacher_feats)
 
 
-class MaeTask(TrainingTask):
+class MaeTask(_StudentTask):
     """Masked-autoencoder pre-training as a task: ``task(x, y)`` -> ``{"loss", "loss_rec"}``
     (labels unused). ``student`` is the encoder, the model whose weights the run keeps."""
 
@@ -86,15 +91,6 @@ class MaeTask(TrainingTask):
         super().__init__(device=device, verbose=False)
         self.student = mae.encoder
         self.trainable_module = mae
-
-    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> "MaeTask":
-        from torch.nn.parallel import DistributedDataParallel
-        self.trainable_module = DistributedDataParallel(self.trainable_module,
-                                                        device_ids=device_ids, **ddp_kwargs)
-        return self
-
-    def get_eval_model(self, module: nn.Module | None = None, ema: bool = False) -> nn.Module:
-        return self.student
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out=None) -> dict[str, torch.Tensor]:
         return self.trainable_module(x)

@@ -31,14 +31,14 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from ddkit.config import (ConfigError, RunConfig, config_hash, identity, replace, to_dict,
-                          validate)
+from ddkit.config import (ConfigError, RunConfig, config_hash, file_digest, identity, replace,
+                          to_dict, validate)
 from ddkit.data import build_dataset
 from ddkit.progress import emit
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.models import check_patch_grid, create_from_config, input_size, num_blocks
-from ddkit.store import (RunDir, RunFileError, file_digest, run_lock, runs_root, save_weights,
-                         torch_save, write_json)
+from ddkit.store import (RunDir, RunFileError, run_lock, runs_root, save_weights, torch_save,
+                         write_json)
 from ddkit.mae import MaskedAutoencoder
 from ddkit.task import DistillationTask, MaeTask
 from ddkit.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
