@@ -71,7 +71,7 @@ def test_analyze_a_vit_family(capsys, tmp_path, name, paper_faithful):
 def test_non_vits_are_refused_before_any_compute(capsys, tmp_path, name):
     code = cli.main(["analyze", name, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == 1 and "error: " in err and "is not a timm ViT-like model" in err
+    assert code == cli.EXIT_USAGE and "error: " in err and "is not a timm ViT-like model" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
