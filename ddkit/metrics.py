@@ -511,13 +511,17 @@ def effective_rank(feats: Feats, *, chunk_tokens: int | None = None) -> torch.Te
     return torch.stack(out).to(_compute_dtype(layers[0]))  # [L]
 
 
-def pca_dims(feats: Feats, energy: float = 0.9, *,
-             chunk_tokens: int | None = None) -> torch.Tensor:
-    """Number of principal components holding ``energy`` of the variance, per layer → ``[L]`` int64.
+def pca_dims(feats: Feats, energy: float = 0.9, *, chunk_tokens: int | None = None,
+             fractional: bool = False) -> torch.Tensor:
+    """Number of principal components holding ``energy`` of the variance, per layer → ``[L]``.
 
-    Column-centred token × channel matrix; eigen-energies σ² (float64 Gram), largest first; the
+    Data-set level: the tokens of all images pooled into one column-centred token × channel
+    matrix; eigen-energies σ² (float64 Gram), largest first. Integer (int64, the default): the
     smallest k whose cumulative share is ≥ energy (with 1e-12 slack, so energy = 1 counts the
-    non-zero components). A layer without variance gives 0.
+    non-zero components). ``fractional``: k interpolated linearly on the cumulative share
+    (``k - 1 + (energy - S[k-1]) / s[k]``, float64), so a rank-k matrix still gives k at
+    energy 1 and an isotropic one gives energy × C, and the statistic is not stuck on integers.
+    A layer without variance gives 0.
     """
     _check_chunk(chunk_tokens)
     _check_fraction(energy, "energy")
@@ -529,7 +533,12 @@ def pca_dims(feats: Feats, energy: float = 0.9, *,
         cum = lam.cumsum(0)  # [C]
         total = cum[-1]
         k = ((cum < (energy - 1e-12) * total).sum() + 1).clamp(max=lam.numel())
-        out.append(torch.where(total > 0, k, 0))
+        if fractional:
+            share = lam / total.clamp(min=torch.finfo(torch.float64).tiny)  # [C]
+            before = cum[k - 2] / total if k > 1 else total.new_zeros(())
+            part = ((energy - before) / share[k - 1].clamp(min=1e-300)).clamp(0, 1)
+            k = (k - 1).to(torch.float64) + part
+        out.append(torch.where(total > 0, k, torch.zeros_like(k)))
     return torch.stack(out)  # [L]
 
 

@@ -116,6 +116,22 @@ def pca_dims(feats, energy: float = 0.9) -> np.ndarray:
     return np.array(out)
 
 
+def pca_dims_fractional(feats, energy: float = 0.9) -> np.ndarray:
+    """The same k, less the part of the k-th component's share not needed to reach `energy`."""
+    out = []
+    for f in as_layers(feats):
+        m = _tokens(f)
+        m = m - m.mean(axis=0)
+        lam = np.linalg.svd(m, compute_uv=False) ** 2
+        share = lam / lam.sum()
+        reached, k = 0.0, 0
+        while reached + share[k] < energy:
+            reached += share[k]
+            k += 1
+        out.append(k + (energy - reached) / share[k])
+    return np.array(out)
+
+
 def channel_energy_concentration(feats, levels=(0.5, 0.9)) -> np.ndarray:
     """Per token: fewest fft bins (largest first) holding each level of |fft|² energy, / C."""
     rows = []

@@ -92,6 +92,8 @@ def test_capacity_metrics_match_numpy(feats):
         dims = M.pca_dims(feats, energy=energy)
         assert dims.dtype == torch.int64
         np.testing.assert_array_equal(dims.numpy(), ref.pca_dims(feats, energy=energy))
+        close(M.pca_dims(feats, energy=energy, fractional=True),
+              ref.pca_dims_fractional(feats, energy=energy))
 
 
 def test_linear_cka_matches_numpy(feats):
@@ -291,6 +293,22 @@ def test_pca_dims_of_a_k_dim_subspace():
     assert M.pca_dims(f, energy=0.9).item() <= k
     assert M.pca_dims(f, energy=1.0).item() == k  # the offset is removed by centring
     assert M.pca_dims(torch.ones(1, 2, C, 3, 3)).item() == 0  # no variance
+    assert M.pca_dims(f, energy=1.0, fractional=True).item() == pytest.approx(k)
+    assert M.pca_dims(torch.ones(1, 2, C, 3, 3), fractional=True).item() == 0
+
+
+def test_fractional_pca_dims_of_an_isotropic_layer_is_energy_times_width():
+    """Equal variance on every channel (orthogonal columns of equal norm): energy × C exactly,
+    where the integer count can only say ceil(energy × C)."""
+    B, H, W, C = 2, 4, 4, 16
+    m = torch.randn(B * H * W, C, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u = torch.linalg.svd(m - m.mean(0), full_matrices=False)[0]   # centred orthonormal columns
+    m = 3.0 * u                                                    # every σ² = 9
+    f = _layer_from_tokens(m.float(), B, H, W)[None]
+    for energy in (0.5, 0.9, 0.95):
+        assert M.pca_dims(f, energy=energy, fractional=True).item() == pytest.approx(
+            energy * C, abs=1e-3)
+        assert M.pca_dims(f, energy=energy).item() == math.ceil(energy * C - 1e-9)
 
 
 def test_cka_self_one_and_invariances():
