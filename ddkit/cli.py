@@ -9,6 +9,7 @@
     ddkit notebooks --profile smoke [--only 02 | --from 02]
     ddkit profiles                         # the profiles and what each one is for
     ddkit ship-teacher [--profile NAME]    # (re)train a profile's teacher, write ddkit/shipped/
+    ddkit controls [--only SETTING] [--workers 2] [--publish-only]   # the negative-transfer controls
 
 Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
 print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
@@ -56,9 +57,9 @@ def _common(parser: argparse.ArgumentParser, device: bool = True) -> None:
                        help="show the full traceback of an error instead of one line")
 
 
-def _profile_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="default",
-                        help=f"one of {profile_names()} or a YAML path (default: default)")
+def _profile_options(parser: argparse.ArgumentParser, default: str = "default") -> None:
+    parser.add_argument("--profile", default=default,
+                        help=f"one of {profile_names()} or a YAML path (default: {default})")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a profile value by its dotted key, e.g. "
@@ -166,6 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --run-dir: ship the run's last kept epoch although its schedule "
                            "has not ended (the record says so; training it on resumes)")
     _common(ship)
+
+    ctl = sub.add_parser("controls", help="train the negative-transfer controls (profile "
+                         "controls) and write their tables to figures/<profile>/",
+                         description="Train (or take from the run cache) every student of the "
+                         "controls profile's base and settings, then write runs.csv and "
+                         "curves.csv, keeping the committed rows of runs this machine lacks. "
+                         "The teachers are the shipped ones (ddkit/shipped/).")
+    _profile_options(ctl, default="controls")
+    ctl.add_argument("--only", action="append", default=None, metavar="SETTING",
+                     help="train only this setting (repeatable; 'base' or a sweep setting's "
+                          "name, see `ddkit profiles`)")
+    ctl.add_argument("--workers", type=int, default=None,
+                     help="runs trained side by side (default: the profile's workers)")
+    ctl.add_argument("--publish-only", action="store_true",
+                     help="train nothing: write the tables from the runs already finished")
+    _common(ctl)
 
     refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
                              "place and keep the outputs nbval checks")
@@ -337,6 +354,19 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _controls(args: argparse.Namespace) -> int:
+    from ddkit import controls
+    from ddkit.nb import figure_dir
+    profile = _profile(args)
+    done = (controls.finished(profile) if args.publish_only else
+            controls.runs(profile, only=args.only, workers=args.workers))
+    folder = figure_dir(profile)
+    tables = controls.publish(profile, done, folder)
+    print(f"{len(done)} run(s) of this machine; {len(tables[controls.RESULTS_CSV])} in "
+          f"{folder / controls.RESULTS_CSV}")
+    return 0
+
+
 def _refresh(_args: argparse.Namespace) -> int:
     from ddkit.pipeline import refresh_outputs
     refresh_outputs()
@@ -344,7 +374,8 @@ def _refresh(_args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
-            "profiles": _profiles, "ship-teacher": _ship, "refresh-notebooks": _refresh}
+            "profiles": _profiles, "ship-teacher": _ship, "controls": _controls,
+            "refresh-notebooks": _refresh}
 
 
 # --------------------------------------------------------------------------- errors

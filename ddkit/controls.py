@@ -8,17 +8,26 @@ the same teacher when it has none of its own (the dose settings change only the 
 
     teachers(profile)          # pre-train the MAE encoder, probe its head, ship both
     runs(profile)              # {(setting, cell, seed): Run} over the base and every setting
+    results(runs), curves(runs)  # one row per run / per run and epoch
+    merged(new, old)           # the committed table updated with the runs of this machine
+
+The tables accumulate across sessions and machines: ``merged`` keeps the committed rows of runs
+this machine does not hold (same run name = same config hash = the same run) and replaces the
+others, so a study trained across several sessions is published whole.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
 
 from ddkit import study
 from ddkit.config import ConfigError, Profile, replace
 from ddkit.models import shipped_teacher
 from ddkit.parallel import resolve_workers, train_many
 from ddkit.progress import emit
-from ddkit.store import RunDir, read_json
+from ddkit.store import RunDir, read_json, write_text
 from ddkit.train import Run, train
 
 BASE = "base"
@@ -87,3 +96,106 @@ def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = T
     emit("plan", label=f"{profile.name}: controls", total=len(todo), cached=cached)
     return train_many(todo, workers, progress=progress,
                       label=f"{profile.name} controls ({workers} at a time)")
+
+
+RESULT_COLUMNS = ("setting", "cell", "seed", "teacher", "kd", "feature", "layers",
+                  "feature_weight", "epochs", "final_acc1", "best_acc1", "wall_time_s", "run")
+CURVE_COLUMNS = ("setting", "cell", "seed", "epoch", "epochs", "test_acc1", "run")
+
+
+def _run_name(run: Run) -> str:
+    return run.dir.path.name
+
+
+def finished(profile: Profile) -> dict[tuple[str, str, int], Run]:
+    """The planned runs already complete in the run cache (nothing is trained)."""
+    out = {}
+    for key, cfg in configs(profile).items():
+        run_dir = RunDir.for_config(cfg)
+        if run_dir.is_complete:
+            out[key] = Run(cfg, run_dir)
+    return out
+
+
+def results(done: Mapping[tuple[str, str, int], Run]) -> pd.DataFrame:
+    """One row per finished run (``RESULT_COLUMNS``; top-1 in %, wall time in s), read from
+    each run's summary.json."""
+    rows = []
+    for (setting, cell, seed), run in done.items():
+        s = run.summary
+        d = s["config"]["distill"]
+        rows.append({"setting": setting, "cell": cell, "seed": seed,
+                     "teacher": (d.get("teacher") or {}).get("name", ""), "kd": d["kd"],
+                     "feature": d["feature"], "layers": d["layers"],
+                     "feature_weight": d["feature_weight"], "epochs": s["epochs"],
+                     "final_acc1": s["final_acc1"], "best_acc1": s["best_acc1"],
+                     "wall_time_s": s["wall_time_s"], "run": _run_name(run)})
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def curves(done: Mapping[tuple[str, str, int], Run]) -> pd.DataFrame:
+    """One row per finished run and logged epoch (``CURVE_COLUMNS``; 0-based epochs, top-1 %)."""
+    rows = []
+    for (setting, cell, seed), run in done.items():
+        records = run.records
+        rows += [{"setting": setting, "cell": cell, "seed": seed, "epoch": r["epoch"],
+                  "epochs": len(records), "test_acc1": r["test_acc1"], "run": _run_name(run)}
+                 for r in records]
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+
+
+def merged(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
+    """``new`` plus the rows of ``old`` whose run is not in ``new``, sorted by setting, cell,
+    seed (and epoch). ``old`` rows keep the setting they were published under."""
+    if old is None or old.empty:
+        out = new
+    else:
+        out = pd.concat([new, old[~old["run"].isin(set(new["run"]))]], ignore_index=True)
+    keys = [k for k in ("setting", "cell", "seed", "epoch") if k in out.columns]
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+RESULTS_CSV, CURVES_CSV = "runs.csv", "curves.csv"
+
+
+def names(profile: Profile) -> dict[str, tuple[str, str, int]]:
+    """``{run folder name: (setting, cell, seed)}`` of every run the profile plans."""
+    return {RunDir.for_config(cfg).path.name: key for key, cfg in configs(profile).items()}
+
+
+def publish(profile: Profile, done: Mapping[tuple[str, str, int], Run],
+            folder: Path) -> dict[str, pd.DataFrame]:
+    """Write ``runs.csv`` and ``curves.csv`` to ``folder``, merged with what is committed there
+    (``merged``); rows of runs the profile no longer plans are dropped. Returns both tables."""
+    planned = set(names(profile))
+    out = {}
+    for name, table in ((RESULTS_CSV, results(done)), (CURVES_CSV, curves(done))):
+        path = folder / name
+        old = pd.read_csv(path) if path.is_file() else None
+        table = merged(table, old)
+        table = table[table["run"].isin(planned)].reset_index(drop=True)
+        write_text(path, table.to_csv(index=False))
+        out[name] = table
+    return out
+
+
+def load(folder: Path) -> dict[str, pd.DataFrame]:
+    """The committed ``runs.csv`` and ``curves.csv`` of ``folder`` (FileNotFoundError naming
+    the command that writes them)."""
+    out = {}
+    for name in (RESULTS_CSV, CURVES_CSV):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `./run_all.sh --profile controls "
+                                    "--from 08` to train the controls and write their tables")
+        out[name] = pd.read_csv(path)
+    return out
+
+
+def tables(profile: Profile, folder: Path, recompute: bool, workers: int | None = None,
+           progress: bool = True) -> dict[str, pd.DataFrame]:
+    """The controls' tables: trained (or read from the run cache) and published to ``folder``
+    when ``recompute``, else read from the committed tables there."""
+    if recompute:
+        publish(profile, runs(profile, workers=workers, progress=progress), folder)
+    return load(folder)
