@@ -1,11 +1,9 @@
 """Small-sample statistics for the claims: t intervals over seeds, paired differences, ratios,
 bootstrap, one-sided tests, Holm's correction, power and minimum detectable effects.
 
-numpy only (scipy is not a dependency): the Student-t quantile is computed here by inverting a
-t CDF built on the regularised incomplete beta function (continued fraction, both tails computed
-directly so neither loses precision to cancellation); ``t_sf`` evaluates the same continued
-fraction on whole arrays, and the noncentral t (for power) is a quadrature over the chi
-distribution of the sample SD.
+The distributions are scipy.stats': Student's t (intervals, p-values), the normal and the
+noncentral t (power). Written here, each saying why: Holm's step-down (``holm``) and the power of
+two one-sided tests (``tost_power``).
 
 Every estimator returns an :class:`Estimate`. With one value (one seed) the interval is undefined
 and ``lo``/``hi`` are NaN: the kit never pretends a single run has error bars. Inputs are 1-D
@@ -14,17 +12,13 @@ sequences of finite numbers; anything else raises ``ValueError`` naming the argu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
-from typing import Callable, Sequence
 
 import numpy as np
-
-_CF_EPS = 1e-15        # relative convergence of the continued fraction
-_CF_TINY = 1e-300      # Lentz's guard against division by zero
-_CF_MAX_ITER = 20_000  # enough for df up to ~1e8 (iterations grow like sqrt(df))
-_NORMAL_DF = 1e8       # above this many degrees of freedom the t quantile is the normal one (< 1e-8 apart)
-
+import scipy.integrate
+import scipy.optimize
+import scipy.stats
 
 # ----------------------------------------------------------------------------- the estimate
 
@@ -76,92 +70,27 @@ class Estimate:
 
 # ----------------------------------------------------------------------------- Student t
 
-def _betainc_cf(a: float, b: float, x: float, y: float) -> float:
-    """I_x(a, b) by its continued fraction (modified Lentz); converges fast for x < (a+1)/(a+b+2).
-
-    ``y`` is 1 - x, passed separately so that the caller computes it without cancellation.
-    """
-    if x <= 0.0:
-        return 0.0
-    log_front = (a * math.log(x) + b * math.log(y)
-                 + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
-    # K = 1 / (1 + d1 / (1 + d2 / (1 + ...))), evaluated as b0 + a1/(b1 + a2/(b2 + ...)), b0 = 0.
-    f = _CF_TINY
-    c, d = f, 0.0
-    for k in range(1, _CF_MAX_ITER + 1):
-        if k == 1:
-            num = 1.0
-        else:
-            j = k - 1  # index of d_j
-            m = j // 2
-            if j % 2:   # d_{2m+1}
-                num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-            else:       # d_{2m}
-                num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > _CF_TINY else _CF_TINY)
-        c = 1.0 + num / c
-        c = c if abs(c) > _CF_TINY else _CF_TINY
-        step = c * d
-        f *= step
-        if abs(step - 1.0) < _CF_EPS:
-            break
-    return math.exp(log_front) * f / a
-
-
-def _betainc(a: float, b: float, x: float, y: float) -> float:
-    """Regularised incomplete beta I_x(a, b) with y = 1 - x given separately."""
-    if x < (a + 1.0) / (a + b + 2.0):
-        return _betainc_cf(a, b, x, y)
-    return 1.0 - _betainc_cf(b, a, y, x)
-
-
-def _t_upper_tail(t: float, df: float) -> float:
-    """P(T > t) for t >= 0: 0.5 · I_{df/(df+t²)}(df/2, 1/2)."""
-    t2 = t * t
-    return 0.5 * _betainc(0.5 * df, 0.5, df / (df + t2), t2 / (df + t2))
-
-
 def t_cdf(t: float, df: float) -> float:
     """Student-t CDF P(T <= t) with ``df`` > 0 degrees of freedom (math.inf: the normal)."""
     _check_df(df)
-    if math.isinf(df):
-        return NormalDist().cdf(t)
-    tail = _t_upper_tail(abs(t), df)
-    return 1.0 - tail if t >= 0 else tail
+    return float(scipy.stats.t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
-    """Student-t quantile: the t with P(T <= t) = p, for 0 < p < 1 and df > 0 (may be non-integer).
-
-    Bisection on the upper tail, which is computed directly (no 1 - CDF cancellation), to a
-    relative precision of about 1e-13. ``df`` = math.inf, or above 1e8, gives the normal quantile.
-    """
+    """Student-t quantile: the t with P(T <= t) = p, for 0 < p < 1 and df > 0 (may be non-integer;
+    math.inf: the normal quantile)."""
     p = float(p)
     if not 0.0 < p < 1.0:
         raise ValueError(f"t_quantile: p must lie in (0, 1), got {p}")
     _check_df(df)
-    if math.isinf(df) or df > _NORMAL_DF:
-        return NormalDist().inv_cdf(p)
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    target = 1.0 - p  # wanted upper-tail probability, < 0.5
-    lo, hi = 0.0, 1.0
-    while _t_upper_tail(hi, df) > target:
-        lo, hi = hi, hi * 2.0
-        if hi > 1e300:
-            raise ValueError(f"t_quantile: quantile overflows for p={p}, df={df}")
-    for _ in range(400):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi) or hi - lo <= 1e-14 * hi:
-            break
-        if _t_upper_tail(mid, df) > target:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    q = float(scipy.stats.t.ppf(p, df))
+    # scipy's quantile is wrong in the extreme tails (±inf, a wrong sign or a clamped value, e.g.
+    # below p = 1e-47 at df = 0.3 or 1e-138 at df = 2.5): a round trip through its CDF refuses them
+    tail = scipy.stats.t.cdf(q, df) if p < 0.5 else scipy.stats.t.sf(q, df)
+    if not (math.isfinite(q) and abs(tail / min(p, 1.0 - p) - 1.0) <= 1e-8):
+        raise ValueError(f"t_quantile: the quantile overflows or is beyond scipy's range for "
+                         f"p={p}, df={df}")
+    return q
 
 
 def _check_df(df: float) -> None:
@@ -291,84 +220,36 @@ def replicate_interval(replicates: Sequence[float], level: float = 0.95, *,
 
 # ----------------------------------------------------------------------------- arrays: t tails, tests
 
-_lgamma = np.vectorize(math.lgamma, otypes=[float])
-_erfc = np.vectorize(math.erfc, otypes=[float])
-
-
 def normal_cdf(z) -> np.ndarray:
     """Standard normal CDF, elementwise (NaN stays NaN)."""
-    return 0.5 * _erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0))
+    return scipy.stats.norm.cdf(np.asarray(z, dtype=np.float64))
 
 
 def normal_quantile(p: float) -> float:
-    """Standard normal quantile of ``p`` in (0, 1)."""
-    return NormalDist().inv_cdf(float(p))
-
-
-def _betainc_cf_array(a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``_betainc_cf`` elementwise on equal-shaped 1-D arrays (modified Lentz, all elements in step)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_front = a * np.log(x) + b * np.log(y) + _lgamma(a + b) - _lgamma(a) - _lgamma(b)
-    f = np.full(x.shape, _CF_TINY)
-    c, d = f.copy(), np.zeros(x.shape)
-    for k in range(1, _CF_MAX_ITER + 1):
-        if k == 1:
-            num = np.ones(x.shape)
-        else:
-            j = k - 1
-            m = j // 2
-            if j % 2:
-                num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-            else:
-                num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + num * d
-        d = 1.0 / np.where(np.abs(d) > _CF_TINY, d, _CF_TINY)
-        c = 1.0 + num / c
-        c = np.where(np.abs(c) > _CF_TINY, c, _CF_TINY)
-        step = c * d
-        f = f * step
-        if np.all((np.abs(step - 1.0) < _CF_EPS) | ~np.isfinite(step)):
-            break
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = np.exp(log_front) * f / a
-    return np.where(x <= 0.0, 0.0, out)
+    """Standard normal quantile of ``p`` in (0, 1) (NaN gives NaN)."""
+    p = float(p)
+    if p <= 0.0 or p >= 1.0:
+        raise ValueError(f"normal_quantile: p must lie in (0, 1), got {p}")
+    return float(scipy.stats.norm.ppf(p))
 
 
 def t_sf(t, df) -> np.ndarray:
     """Upper tail P(T > t) of Student's t, elementwise over broadcast ``t`` and ``df`` (> 0;
-    math.inf or above 1e8: the normal). NaN in either gives NaN. Agrees with ``1 - t_cdf`` but
+    math.inf: the normal). NaN in either, or df <= 0, gives NaN. Agrees with ``1 - t_cdf`` but
     keeps precision in both tails."""
-    t, df = np.broadcast_arrays(np.asarray(t, dtype=np.float64), np.asarray(df, dtype=np.float64))
-    shape = t.shape
-    t, df = t.ravel(), df.ravel()
-    out = np.full(t.shape, np.nan)
-    normal = (df > _NORMAL_DF) & ~np.isnan(t)
-    out[normal] = 0.5 * _erfc(t[normal] / math.sqrt(2.0))
-    ok = ~normal & np.isfinite(df) & (df > 0) & ~np.isnan(t)
-    if ok.any():
-        tt, nu = t[ok], df[ok]
-        t2 = tt * tt
-        with np.errstate(invalid="ignore"):
-            x = np.where(np.isinf(t2), 0.0, nu / (nu + t2))
-            y = np.where(np.isinf(t2), 1.0, t2 / (nu + t2))
-        a, b = 0.5 * nu, np.full(nu.shape, 0.5)
-        direct = x < (a + 1.0) / (a + b + 2.0)
-        inc = np.empty(x.shape)
-        if direct.any():
-            inc[direct] = _betainc_cf_array(a[direct], b[direct], x[direct], y[direct])
-        if (~direct).any():
-            r = ~direct
-            inc[r] = 1.0 - _betainc_cf_array(b[r], a[r], y[r], x[r])
-        tail = 0.5 * inc  # P(T > |t|)
-        out[ok] = np.where(tt >= 0, tail, 1.0 - tail)
-    return out.reshape(shape)
+    return np.asarray(scipy.stats.t.sf(np.asarray(t, dtype=np.float64),
+                                       np.asarray(df, dtype=np.float64)), dtype=np.float64)
 
 
 def holm(p) -> np.ndarray:
     """Holm's step-down adjusted p-values of one family ``p`` [k]; NaN entries (no test, e.g. one
     seed) are left NaN and do not count in the family. adj_(i) = max_{j<=i} min(1, (m-j+1) p_(j))
     over the m finite p-values sorted ascending: reject where adj < alpha controls the family-wise
-    error at alpha."""
+    error at alpha.
+
+    By hand: scipy has no Holm, and statsmodels' ``multipletests(method="holm")`` (which this equals,
+    tests/test_stats.py) runs ``gc.collect()`` on every call, 0.05-0.2 s, too slow for the 20 000
+    simulated families of tests/test_calibration.py; it also takes no NaN."""
     p = np.asarray(p, dtype=np.float64)
     if p.ndim != 1:
         raise ValueError(f"holm: expected a 1-D array of p-values, got shape {p.shape}")
@@ -387,59 +268,69 @@ def holm(p) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- power
 
-_QUAD_POINTS = 2001  # Simpson nodes over the chi distribution of the sample SD
+_NCT_NAN_NCP = 1e9  # scipy's (Boost's) noncentral t returns NaN once |ncp| passes about 3e9
 
 
-def _chi_quadrature(df: float) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes u and weights w (summing to 1) for E[g(U)], U ~ chi with ``df`` degrees of freedom
-    (U/sqrt(df) = sample SD / true SD). Simpson's rule over sqrt(df) ± 12 (clipped at 0)."""
-    centre = math.sqrt(df)
-    u = np.linspace(max(0.0, centre - 12.0), centre + 12.0, _QUAD_POINTS)
-    with np.errstate(divide="ignore"):
-        log_u = np.log(u)
-    log_pdf = (np.where(u > 0, (df - 1.0) * log_u, 0.0 if df == 1 else -np.inf)
-               - u * u / 2.0 - ((df / 2.0 - 1.0) * math.log(2.0) + math.lgamma(df / 2.0)))
-    simpson = np.ones(_QUAD_POINTS)
-    simpson[1:-1:2], simpson[2:-1:2] = 4.0, 2.0
-    w = np.exp(log_pdf) * simpson
-    return u, w / w.sum()
+def _nct_sf(t, df: float, ncp) -> np.ndarray:
+    """Noncentral t upper tail P(T > t), scipy's; where scipy gives NaN because |ncp| is beyond
+    about 3e9, the limit, 1 (ncp > 0) or 0 (ncp < 0), which is exact there in double precision."""
+    t, ncp = np.asarray(t, dtype=np.float64), np.asarray(ncp, dtype=np.float64)
+    p = np.asarray(scipy.stats.nct.sf(t, df, ncp), dtype=np.float64)
+    lost = np.isnan(p) & ~np.isnan(t) & (np.abs(ncp) > _NCT_NAN_NCP)
+    p = np.where(lost, (ncp > 0).astype(np.float64), p)
+    return p if p.ndim else p[()]
 
 
 def nct_cdf(t, df: float, ncp) -> np.ndarray:
     """Noncentral t CDF P(T <= t), T = (Z + ncp) / sqrt(V / df), elementwise over broadcast ``t``
-    and ``ncp``; ``df`` a scalar > 0 (math.inf: the normal, Φ(t - ncp)). Quadrature over the chi
-    distribution: E_U[Φ(t·U/sqrt(df) - ncp)]."""
+    and ``ncp``; ``df`` a scalar > 0 (math.inf: the normal, Φ(t - ncp)). NaN gives NaN.
+
+    Evaluated as P(-T > -t), the upper tail of the reflected distribution: scipy's ``nct.cdf``
+    returns NaN in parts of the far lower tail (e.g. t = 1, ncp = 38) where ``nct.sf`` does not."""
     _check_df(df)
-    t, ncp = np.broadcast_arrays(np.asarray(t, dtype=np.float64), np.asarray(ncp, dtype=np.float64))
-    if math.isinf(df) or df > _NORMAL_DF:
-        return normal_cdf(t - ncp)
-    u, w = _chi_quadrature(df)
-    values = normal_cdf(t[..., None] * (u / math.sqrt(df)) - ncp[..., None])  # [..., nodes]
-    return values @ w
+    return _nct_sf(-np.asarray(t, dtype=np.float64), df, -np.asarray(ncp, dtype=np.float64))
 
 
 def _critical(alpha: float, df: float) -> float:
-    return normal_quantile(1 - alpha) if math.isinf(df) or df > _NORMAL_DF else t_quantile(1 - alpha, df)
+    """t_{1-alpha, df}, the one-sided critical value (from the upper tail, no 1 - alpha rounding)."""
+    alpha = float(alpha)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    _check_df(df)
+    return float(scipy.stats.t.isf(alpha, df))
 
 
 def t_power(shift, df: float, alpha: float) -> np.ndarray:
     """Power of the one-sided t test of H0: e <= 0 at level ``alpha`` when the true effect is
     ``shift`` standard errors (the SD taken as known for the noncentrality, estimated in the test):
     P(T > t_{1-alpha, df}) with noncentrality ``shift``. ``df`` = math.inf: the z test."""
-    return 1.0 - nct_cdf(_critical(alpha, df), df, shift)
+    return _nct_sf(_critical(alpha, df), df, shift)
 
 
 def tost_power(margin, df: float, alpha: float) -> np.ndarray:
-    """Power of the two one-sided tests (each at ``alpha``) of |e| >= ``margin`` (in standard
-    errors) when the true effect is 0: P(the 1 - 2·alpha interval lies inside ±margin)."""
+    """Power of the two one-sided tests (each at ``alpha`` < 0.5) of |e| >= ``margin`` (in
+    standard errors) when the true effect is 0: P(the 1 - 2·alpha interval lies inside ±margin).
+
+    By hand: neither scipy nor statsmodels has it (it is a difference of Owen's Q functions). With
+    Z ~ N(0, 1) the estimate, S = sample SD / true SD ~ chi(df) / sqrt(df) and c = t_{1-alpha, df},
+    it is P(|Z| + c·S < margin) = 2 ∫_0^margin φ(z) P(S < (margin - z) / c) dz, integrated
+    adaptively (scipy.integrate.quad_vec). ``df`` = math.inf: the z test, 2Φ(margin - c) - 1."""
     crit = _critical(alpha, df)
+    if crit <= 0:
+        raise ValueError(f"tost_power: alpha must lie below 0.5, got {alpha}")
     margin = np.asarray(margin, dtype=np.float64)
-    if math.isinf(df) or df > _NORMAL_DF:
+    if math.isinf(df):
         return np.clip(2 * normal_cdf(margin - crit) - 1, 0, 1)
-    u, w = _chi_quadrature(df)
-    half = crit * u / math.sqrt(df)  # [nodes]: the interval's half-width in true SE units
-    inside = normal_cdf(margin[..., None] - half) - normal_cdf(half - margin[..., None])
-    return np.clip(inside, 0, None) @ w
+    finite = np.isfinite(margin)
+    m = np.where(finite, np.clip(margin, 0.0, None), 0.0)
+    sd_ratio = scipy.stats.chi(df, scale=1.0 / math.sqrt(df))
+
+    def integrand(r: float) -> np.ndarray:           # z = r · margin, r in [0, 1]
+        return 2 * m * scipy.stats.norm.pdf(r * m) * sd_ratio.cdf((1 - r) * m / crit)
+
+    inside = scipy.integrate.quad_vec(integrand, 0.0, 1.0, epsabs=1e-15, epsrel=1e-13)[0]
+    out = np.where(finite, np.clip(inside, 0.0, 1.0), np.where(np.isnan(margin), np.nan, margin > 0))
+    return out if out.ndim else out[()]
 
 
 def mde_shift(df: float, alpha: float = 0.025, power: float = 0.8) -> float:
@@ -447,16 +338,17 @@ def mde_shift(df: float, alpha: float = 0.025, power: float = 0.8) -> float:
     probability ``power`` (alpha = 0.025: the two-sided 5 % test, ignoring its other tail)."""
     if not 0 < power < 1:
         raise ValueError(f"power must lie in (0, 1), got {power!r}")
-    lo, hi = 0.0, 1.0
-    while float(t_power(hi, df, alpha)) < power:
-        lo, hi = hi, 2 * hi
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if float(t_power(mid, df, alpha)) < power:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    crit = _critical(alpha, df)
+
+    def short(shift: float) -> float:
+        return float(_nct_sf(crit, df, shift)) - power
+
+    if short(0.0) >= 0:            # power <= alpha: no positive effect needed
+        return 0.0
+    hi = 1.0
+    while short(hi) < 0:
+        hi *= 2.0
+    return float(scipy.optimize.brentq(short, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps))
 
 
 # ----------------------------------------------------------------------------- sampling distributions
@@ -476,7 +368,7 @@ class TDist:
     n: int
 
     @classmethod
-    def of(cls, values) -> "TDist":
+    def of(cls, values) -> TDist:
         """From ``values`` [..., n] (the last axis: the independent values)."""
         v = np.asarray(values, dtype=np.float64)
         if v.ndim < 1 or v.shape[-1] < 1:
@@ -535,7 +427,7 @@ class TDist:
             return math.nan
         return mde_shift(self.df, alpha, power) * float(self.se)
 
-    def item(self, index) -> "TDist":
+    def item(self, index) -> TDist:
         return TDist(np.asarray(self.mean)[index], np.asarray(self.se)[index], self.n)
 
 
@@ -589,7 +481,7 @@ class Replicates:
     def mde(self, alpha: float = 0.025, power: float = 0.8) -> float:
         return (normal_quantile(1 - alpha) + normal_quantile(power)) * float(self.se)
 
-    def item(self, index) -> "Replicates":
+    def item(self, index) -> Replicates:
         return Replicates(np.asarray(self.point)[index], np.asarray(self.reps)[index], self.n)
 
 
@@ -669,6 +561,25 @@ class MaxMin:
 Dist = TDist | Replicates | MaxMin
 
 
-__all__ = ["Estimate", "t_cdf", "t_quantile", "mean_ci", "paired_difference", "ratio_estimate",
-           "bootstrap_ci", "replicate_interval", "normal_cdf", "normal_quantile", "t_sf", "holm",
-           "nct_cdf", "t_power", "tost_power", "mde_shift", "TDist", "Replicates", "MaxMin", "Dist"]
+__all__ = [
+    "Dist",
+    "Estimate",
+    "MaxMin",
+    "Replicates",
+    "TDist",
+    "bootstrap_ci",
+    "holm",
+    "mde_shift",
+    "mean_ci",
+    "nct_cdf",
+    "normal_cdf",
+    "normal_quantile",
+    "paired_difference",
+    "ratio_estimate",
+    "replicate_interval",
+    "t_cdf",
+    "t_power",
+    "t_quantile",
+    "t_sf",
+    "tost_power",
+]

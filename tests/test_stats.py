@@ -1,15 +1,38 @@
-"""ddkit.stats: t quantiles against table values, intervals against hand-computed ones, input checks."""
+"""ddkit.stats: t quantiles against table values, intervals against hand-computed ones, input checks;
+the scipy-backed tails and powers against plain quadratures, Holm against statsmodels, and the
+committed claims table against its own numbers."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy.special import ndtr
+from statsmodels.stats.multitest import multipletests
 
-from ddkit.stats import (Estimate, MaxMin, Replicates, TDist, bootstrap_ci, holm, mde_shift,
-                         mean_ci, nct_cdf, normal_quantile, paired_difference, ratio_estimate,
-                         replicate_interval, t_cdf, t_power, t_quantile, t_sf, tost_power)
+from ddkit.stats import (
+    Estimate,
+    MaxMin,
+    Replicates,
+    TDist,
+    bootstrap_ci,
+    holm,
+    mde_shift,
+    mean_ci,
+    nct_cdf,
+    normal_quantile,
+    paired_difference,
+    ratio_estimate,
+    replicate_interval,
+    t_cdf,
+    t_power,
+    t_quantile,
+    t_sf,
+    tost_power,
+)
 
 # two-sided 95 % critical values from printed t tables (4 decimals)
 T_TABLE_975 = [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)]
@@ -138,7 +161,7 @@ def test_bad_pairs_and_level_name_the_argument():
 def test_t_sf_matches_the_scalar_cdf_in_both_tails():
     t = np.array([-40.0, -6.0, -2.26, -0.3, 0.0, 0.7, 2.0, 5.0, 40.0])
     for df in (1, 2, 4.5, 9, 30, 1e6):
-        ref = np.array([1.0 - t_cdf(v, df) if v < 0 else 1.0 - t_cdf(v, df) for v in t])
+        ref = np.array([1.0 - t_cdf(v, df) for v in t])
         got = t_sf(t, df)
         assert np.allclose(got, ref, atol=1e-14)
     # the far upper tail keeps relative precision (no 1 - cdf cancellation): for df = 2,
@@ -246,3 +269,106 @@ def test_maxmin_hand_worked():
     assert float(mm.p_greater(0.0)) == pytest.approx(p)
     assert (mm.p_greater(0.0) < 0.025) == (mm.lower(0.025) > 0)
     assert (mm.p_less(0.7) < 0.025) == (mm.upper(0.025) < 0.7)
+
+
+# ----------------------------------------------------------------------------- independent references
+
+CLAIMS_CSV = Path(__file__).resolve().parent.parent / "figures" / "claims_table.csv"
+
+
+def _sd_ratio_density(df: float, top: float, n: int = 100_001) -> tuple[np.ndarray, np.ndarray]:
+    """S = sample SD / true SD (chi(df) / sqrt(df)) on a grid over [0, top] and its density, by hand."""
+    s = np.linspace(0.0, top, n)
+    u = s * math.sqrt(df)
+    f = np.zeros(n)
+    f[1:] = np.exp((df - 1) * np.log(u[1:]) - u[1:] ** 2 / 2 - (df / 2 - 1) * math.log(2)
+                   - math.lgamma(df / 2))
+    f[0] = math.sqrt(2 / math.pi) if df == 1 else 0.0
+    return s, f * math.sqrt(df)
+
+
+def test_power_against_a_quadrature_over_the_sample_sd():
+    # P(T > c) = E[Φ(shift - c·S)]; TOST: E[2Φ(m - c·S) - 1] over S < m / c (trapezoid on a grid)
+    for df in (1, 4, 29):
+        for alpha in (0.001, 0.025):
+            c = t_quantile(1 - alpha, df)
+            for shift in (0.0, 1.5, 4.0):   # Φ(shift - c·S) is 0 beyond S = (shift + 40) / c
+                s, f = _sd_ratio_density(df, min(1 + 40 / math.sqrt(df), (shift + 40) / c))
+                ref = np.trapezoid(ndtr(shift - c * s) * f, s)
+                assert t_power(shift, df, alpha) == pytest.approx(ref, abs=1e-9)
+                assert nct_cdf(c, df, shift) == pytest.approx(1 - ref, abs=1e-9)
+            for margin in (0.5, 2.0, 5.0):
+                s, f = _sd_ratio_density(df, margin / c)
+                ref = np.trapezoid((2 * ndtr(margin - c * s) - 1) * f, s)
+                assert tost_power(margin, df, alpha) == pytest.approx(ref, abs=1e-9)
+
+
+def test_noncentral_t_far_tails_and_huge_shifts():
+    # the far lower tail (scipy's own nct.cdf gives NaN at some of these) and |ncp| beyond ~3e9
+    # (NaN from scipy's nct.sf): probabilities, not NaN
+    lower = nct_cdf(np.array([1.0, 1.64, -40.0]), 5, np.array([38.36718178112645, 40.8816882439129, 9.5]))
+    assert np.all((lower >= 0) & (lower < 1e-15))
+    assert t_power(np.array([5.4e15, -5.4e15, np.inf, np.nan]), 9, 0.025).tolist()[:3] == [1.0, 0.0, 1.0]
+    assert np.isnan(t_power(np.nan, 9, 0.025)) and np.isnan(nct_cdf(1.0, 9, np.nan))
+    assert tost_power(np.array([np.inf, -np.inf, -1.0]), 9, 0.05).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_t_quantile_deep_tails():
+    for p in (1e-20, 1e-100):      # closed forms for df = 2 and df = 1 (the Cauchy)
+        assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-12)
+        assert t_quantile(p, 1) == pytest.approx(-1 / math.tan(math.pi * p), rel=1e-12)
+    for p, df in ((1e-300, 3), (1e-60, 0.3), (1e-150, 2.5)):   # beyond scipy's range: an error,
+        try:                                                   # never a wrong number
+            q = t_quantile(p, df)
+        except ValueError as err:
+            assert "overflows" in str(err)
+        else:
+            assert t_cdf(q, df) == pytest.approx(p, rel=1e-8)
+
+
+def test_holm_equals_statsmodels():
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0, 0.1, 6), [0.02, 0.02, 1.5, 0.0]])   # ties, > 1, 0
+    np.testing.assert_array_equal(holm(p), multipletests(p, method="holm")[1])
+    # NaN/inf (no test) entries stay NaN; the finite ones are a family of their own size
+    p = np.array([0.01, np.nan, 0.04, 0.03, np.inf, 0.005, 0.04])
+    fin = np.isfinite(p)
+    adj = holm(p)
+    assert np.isnan(adj[~fin]).all()
+    np.testing.assert_array_equal(adj[fin], multipletests(p[fin], method="holm")[1])
+
+
+def test_committed_claims_table_follows_from_its_own_numbers():
+    """figures/claims_table.csv is not recomputed here (its inputs are the training runs and the
+    teacher's bootstrap), but its Holm columns follow from its raw p-values, and every paired-t
+    row's p-values, 90 % bounds, MDE and power from its estimate, 95 % interval, n and SESOI."""
+    table = pd.read_csv(CLAIMS_CSV)
+    for _, family in table.groupby(["claim", "kind"], sort=False):
+        for slot in ("support", "opposite", "sesoi"):
+            np.testing.assert_allclose(holm(family[f"p_{slot}"].to_numpy(float)),
+                                       family[f"p_{slot}_holm"].to_numpy(float), rtol=1e-12, atol=0)
+    rows = table[table["rule"].str.contains(r"; paired t over \d+ seed\(s\); p-values")
+                 & (table["scale"] == "linear")]
+    assert len(rows) >= 20
+    for r in rows.itertuples():
+        df, est, d = r.n - 1, r.estimate, r.sesoi
+        se = (r.hi95 - r.lo95) / (2 * t_quantile(0.975, df))
+        q90 = t_quantile(0.95, df)
+        want = {"lo90": est - q90 * se, "hi90": est + q90 * se, "mde": mde_shift(df) * se}
+        if r.kind == "directional":
+            want |= {"p_support": t_sf(est / se, df), "p_opposite": t_sf(-est / se, df),
+                     "p_sesoi": t_sf((d - est) / se, df)}
+            power = t_power(d / se, df, 0.025)
+        elif r.kind == "equivalence":
+            want |= {"p_support": max(t_sf((est + d) / se, df), t_sf((d - est) / se, df)),
+                     "p_opposite": min(t_sf((est - d) / se, df), t_sf((-d - est) / se, df))}
+            power = tost_power(d / se, df, 0.05)
+        else:
+            want |= {"p_support": t_sf((d - est) / se, df), "p_opposite": t_sf((est - d) / se, df)}
+            power = t_power(d / se, df, 0.05)
+        for col, value in want.items():
+            assert getattr(r, col) == pytest.approx(float(value), rel=1e-9, abs=1e-12), (r.variant, col)
+        # the committed powers came from the former quadrature over the sample SD, off by up to
+        # 2e-9 (t) and 1.4e-6 (TOST, 3 seeds); the library values agree with mpmath to 1e-15
+        tol = 2e-6 if r.kind == "equivalence" else 1e-8
+        assert r.power == pytest.approx(float(power), abs=tol), (r.variant, "power")
