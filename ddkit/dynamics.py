@@ -13,6 +13,8 @@ docs/design.md §2):
     gradient_magnitude       mean |d target-logit / d block output|
     dlogamp_high             spatial ΔLogAmp at the highest spatial frequency (a different axis)
     effective_rank, pca_dims, energy_concentration_50, energy_concentration_90
+    pca_dims_95              data-set-level PCA dimension at 95 % energy, interpolated (the
+                             encoding-mismatch numerator, ``ddkit.mismatch``)
 
 ``prefix_tokens`` says which tokens a row averages over: every metric reads the patch-token grid
 ("drop"), except the two magnitudes, which can also average over the whole block output, prefix
@@ -176,6 +178,7 @@ def layer_metrics(feats: torch.Tensor, grads: torch.Tensor | None = None, *,
         "dlogamp_high": metrics.spatial_log_amplitude(feats)[:, -1],
         "effective_rank": metrics.effective_rank(feats),
         "pca_dims": metrics.pca_dims(feats, energy=0.9).float(),
+        "pca_dims_95": metrics.pca_dims(feats, energy=0.95, fractional=True).float(),
         "energy_concentration_50": concentration[:, 0],
         "energy_concentration_90": concentration[:, 1],
     }

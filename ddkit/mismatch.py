@@ -35,34 +35,31 @@ ENERGY = 0.95   # the follow-up's level; 90 % is the kit's older capacity metric
 IMAGES = 500    # test images: 500 × 49 tokens is 250 tokens per teacher channel
 
 
-def block_dims(model: nn.Module, x: torch.Tensor, blocks: Sequence[int],
-               energy: float = ENERGY) -> torch.Tensor:
-    """Fractional data-set-level PCA dimension of each of ``blocks`` → ``[len(blocks)]`` float64
-    (patch tokens of all of ``x`` pooled; eval mode, no grad)."""
-    return metrics.pca_dims(block_features(model.eval(), x, list(blocks)), energy,
-                            fractional=True)
-
-
-def block_width(model: nn.Module, x: torch.Tensor, block: int) -> int:
-    """Channels of ``block``'s output, read from one image."""
-    return int(block_features(model.eval(), x[:1], [block]).shape[2])
+def pair_rows(pairs: Sequence[tuple[int, int]], teacher_feats: torch.Tensor,
+              student_feats: torch.Tensor, energy: float = ENERGY) -> list[dict]:
+    """The mismatch of each (student_block, teacher_block) pair from recorded features
+    (``[L, B, C, H, W]`` stacks or per-block lists, indexed by block): teacher_dim, student_dim
+    (the student's own, same images), student_width, ratio."""
+    rows = []
+    for s, t in pairs:
+        t_dim = metrics.pca_dims([teacher_feats[t]], energy, fractional=True).item()
+        s_dim = metrics.pca_dims([student_feats[s]], energy, fractional=True).item()
+        width = int(student_feats[s].shape[1])
+        rows.append({"student_block": s, "teacher_block": t, "energy": energy,
+                     "teacher_dim": t_dim, "student_dim": s_dim, "student_width": width,
+                     "ratio": t_dim / width, "images": int(teacher_feats[t].shape[0])})
+    return rows
 
 
 def pair_mismatch(teacher: nn.Module, student: nn.Module, x: torch.Tensor,
                   layers="last", energy: float = ENERGY) -> pd.DataFrame:
-    """One row per aligned (student_block, teacher_block) pair of ``layers`` (a layer map of
-    ``ddkit.losses.resolve_layer_pairs``): teacher_dim, student_dim (the student's own, same
-    images), student_width, ratio."""
+    """:func:`pair_rows` of the pairs of ``layers`` (a layer map of
+    ``ddkit.losses.resolve_layer_pairs``) on images ``x`` (eval mode, no grad)."""
     pairs = resolve_layer_pairs(layers, num_blocks(student), num_blocks(teacher))
-    t_dims = block_dims(teacher, x, [t for _, t in pairs], energy)
-    s_dims = block_dims(student, x, [s for s, _ in pairs], energy)
-    rows = []
-    for (s, t), t_dim, s_dim in zip(pairs, t_dims.tolist(), s_dims.tolist()):
-        width = block_width(student, x, s)
-        rows.append({"student_block": s, "teacher_block": t, "energy": energy,
-                     "teacher_dim": t_dim, "student_dim": s_dim, "student_width": width,
-                     "ratio": t_dim / width, "images": len(x)})
-    return pd.DataFrame(rows)
+    t_blocks, s_blocks = sorted({t for _, t in pairs}), sorted({s for s, _ in pairs})
+    ft = dict(zip(t_blocks, block_features(teacher.eval(), x, t_blocks)))
+    fs = dict(zip(s_blocks, block_features(student.eval(), x, s_blocks)))
+    return pd.DataFrame(pair_rows(pairs, ft, fs, energy))
 
 
 def _variants(profile: Profile) -> dict[str, Profile]:

@@ -55,6 +55,7 @@ LABELS = {
     "spectrum_intensity": "channel-spectrum intensity", "activation_magnitude": "mean |activation|",
     "gradient_magnitude": "mean |gradient|", "intensity_over_magnitude": "intensity / mean |activation|",
     "effective_rank": "effective rank", "pca_dims": "PCs for 90 % energy",
+    "pca_dims_95": "PCs for 95 % energy (interpolated)",
     "energy_concentration_50": "fraction of bins, 50 % energy",
     "energy_concentration_90": "fraction of bins, 90 % energy",
     "dlogamp_high": "spatial ΔLogAmp, highest frequency",

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ddkit import dynamics
+from ddkit import dynamics, mismatch
 from ddkit.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
 from ddkit.models import (SHIPPED_TEACHERS, check_model_name, check_patch_grid, check_vit_like,
                           create_model, input_size, load_weights)
@@ -39,7 +39,7 @@ from ddkit.store import check_safetensors, write_json, write_text
 RAW = ["token_entropy", "spectrum_intensity", "activation_magnitude", "gradient_magnitude",
        "dlogamp_high"]
 SCALE_CONTROLLED = ["token_entropy_per_layer", "intensity_over_magnitude", "effective_rank",
-                    "pca_dims", "energy_concentration_90"]
+                    "pca_dims", "pca_dims_95", "energy_concentration_90"]
 
 
 def say(message: str) -> None:
@@ -272,6 +272,7 @@ def summary_lines(table: pd.DataFrame, model: str) -> list[str]:
         f"- intensity ÷ mean |activation|: {trend(s('intensity_over_magnitude'))}",
         f"- effective rank: {trend(s('effective_rank'))}",
         f"- PCs for 90 % of the variance: {trend(s('pca_dims'))}",
+        f"- PCs for 95 % of the variance, interpolated: {trend(s('pca_dims_95'))}",
         "",
     ]
 
@@ -368,6 +369,8 @@ def run(request: Request) -> Path:
         cka = linear_cka(ft, fs)                                       # [L_t, L_s]
         fit = pd.DataFrame([{"pair": f"s{s}-t{t}", "student_block": s, "teacher_block": t,
                              **feature_loss_diagnostics(fs[s], ft[t])} for s, t in pairs])
+        fit = fit.merge(pd.DataFrame(mismatch.pair_rows(pairs, ft, fs)).drop(columns="images"),
+                        on=["student_block", "teacher_block"])
     del feats
 
     out = Path(request.out)
@@ -463,6 +466,14 @@ def _markdown(request: Request, settings: dict, described: dict, table: pd.DataF
                   "cosine to the channel-pooled teacher):", "",
                   "| pair | raw | all-zero | relative | cosine |", "|---|---|---|---|---|",
                   *[f"| {r.pair} | {r.raw:.4g} | {r.zero:.4g} | {r.relative:.3f} | {r.cosine:.3f} |"
-                    for r in fit.itertuples()], ""]
+                    for r in fit.itertuples()], "",
+                  "Encoding mismatch of each pair (`feature_fit.csv`; `ddkit.mismatch`): the "
+                  "teacher block's data-set-level PCA dimension at 95 % of the variance over the "
+                  "student block's width (above 1 the student cannot hold the teacher's code), "
+                  "with the student's own dimension:", "",
+                  "| pair | teacher dim | student dim | student width | ratio |",
+                  "|---|---|---|---|---|",
+                  *[f"| {r.pair} | {r.teacher_dim:.1f} | {r.student_dim:.1f} | "
+                    f"{r.student_width} | {r.ratio:.2f} |" for r in fit.itertuples()], ""]
     lines += ["Files: " + ", ".join(f"`{f}`" for f in settings["files"]) + ".", ""]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from ddkit.store import save_weights
 
 METRICS = {"token_entropy", "token_entropy_per_layer", "spectrum_intensity",
            "activation_magnitude", "intensity_over_magnitude", "gradient_magnitude",
-           "dlogamp_high", "effective_rank", "pca_dims", "energy_concentration_50",
+           "dlogamp_high", "effective_rank", "pca_dims", "pca_dims_95", "energy_concentration_50",
            "energy_concentration_90"}
 
 
