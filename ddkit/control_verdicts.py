@@ -1,5 +1,5 @@
-"""Verdicts and curves of the negative-transfer controls (profile ``controls``; docs/design.md
-§10), by the claims' rules (``ddkit.claims``). Each control is a claim of its own with one
+"""Verdicts and curves of the negative-transfer controls (profile ``controls``;
+docs/design.md §10), by the claims' rules (``ddkit.claims``). Each control is a claim of its own with one
 primary variant, so Holm runs within it; effects are oriented so that late alignment *hurting*
 (the paper's direction) is positive:
 
@@ -239,7 +239,9 @@ def _interval(row) -> str:
 
 
 def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
-             crossovers: pd.DataFrame, official: pd.DataFrame, separated: dict) -> list[str]:
+             crossovers: pd.DataFrame, official: pd.DataFrame, separated: dict,
+             lengths: pd.DataFrame | None = None,
+             flat: pd.DataFrame | None = None) -> list[str]:
     """The notebook's and the docs' sentences, each built from the tables given."""
     lines = []
     for row in verdict_table[verdict_table["primary"].astype(bool)].to_dict("records"):
@@ -254,6 +256,16 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
         lines.append(f"crossover, {r['setting']}: late alignment stops leading at "
                      f"{r['fraction']:.0%} of the {r['epochs']}-epoch schedule [{r['lo95']:.0%}, "
                      f"{r['hi95']:.0%}] ({r['interval']}, n={r['n']})")
+    if lengths is not None and len(lengths):
+        lines.append("the supervised teacher's final gap by schedule: " + "; ".join(
+            f"{r['epochs']} epochs: {_interval(r)} (n={r['n']})"
+            for r in lengths.to_dict("records")))
+    if flat is not None and len(flat):
+        lines.append("converged (top-1 drift over the last fifth within ±"
+                     f"{flat['margin'].iloc[0]:g} pt, 90 % interval): " + "; ".join(
+                         f"{r['setting']}, {r['cell']}: {'yes' if r['flat'] else 'no'} "
+                         f"({r['drift']:+.2f} [{r['lo90']:+.2f}, {r['hi90']:+.2f}] pt)"
+                         for r in flat.to_dict("records")))
     lines.append("official crossovers (one seed each): " + "; ".join(
         f"{r['run']}: {r['fraction']:.0%} of {r['epochs']} epochs, final gap "
         f"{r['final_gap']:+.2f} pt" for r in official.to_dict("records")))
@@ -277,3 +289,47 @@ def official_gap_curves(logs: pd.DataFrame | None = None) -> pd.DataFrame:
         parts.append(pd.DataFrame({"run": aligned, "epoch": gap.index,
                                    "fraction": (gap.index + 1) / len(gap), "gap": smooth.values}))
     return pd.concat(parts, ignore_index=True)
+
+
+FLAT_TAIL = 0.2        # the last fifth of the schedule
+FLAT_MARGIN = 0.5      # pt: a drift over the tail below half a point, a third of the default
+                       # pair's seed SD of top-1 and above the official 300-epoch gap (0.16 pt)
+
+
+def convergence(curves: pd.DataFrame, setting: str, tail: float = FLAT_TAIL,
+                margin: float = FLAT_MARGIN) -> pd.DataFrame:
+    """Per cell of ``setting``: the drift of test top-1 over the last ``tail`` of the schedule
+    (least-squares slope per seed × the tail's length, pt), its 90 % t interval over seeds and
+    ``flat``: that interval inside ±``margin`` (two one-sided tests at 5 %)."""
+    rows = []
+    g = curves[curves["setting"] == setting]
+    for cell, c in g.groupby("cell", sort=False):
+        acc = c.pivot_table(index="seed", columns="epoch", values="test_acc1")
+        epochs = acc.shape[1]
+        start = epochs - max(2, round(tail * epochs))
+        x = np.arange(start, epochs, dtype=np.float64)
+        y = acc.to_numpy(np.float64)[:, start:]
+        slope = ((x - x.mean()) * (y - y.mean(1, keepdims=True))).sum(1) / ((x - x.mean()) ** 2).sum()
+        drift = slope * (epochs - start)
+        ci = mean_ci(drift, level=0.90) if len(drift) > 1 else None
+        lo, hi = (ci.lo, ci.hi) if ci is not None else (math.nan, math.nan)
+        rows.append({"setting": setting, "cell": cell, "epochs": epochs, "tail_from": start,
+                     "drift": float(drift.mean()), "lo90": lo, "hi90": hi, "n": len(drift),
+                     "margin": margin, "flat": bool(-margin < lo and hi < margin)})
+    return pd.DataFrame(rows)
+
+
+def schedule_lengths(default_claims: pd.DataFrame, verdict_table: pd.DataFrame,
+                     default_epochs: int, long_epochs: int) -> pd.DataFrame:
+    """The supervised teacher's SoftKD - SpectralKD-Last final gap at the default schedule
+    (the default profile's C3 primary row) and at the long one (C3-long): does it grow, as the
+    official 300 -> 500 epoch runs' does?"""
+    rows = []
+    for epochs, table, claim in ((default_epochs, default_claims, "C3"),
+                                 (long_epochs, verdict_table, "C3-long")):
+        row = table[(table["claim"] == claim) & table["primary"].astype(bool)]
+        if not row.empty:
+            r = row.iloc[0]
+            rows.append({"epochs": epochs, "claim": claim, "estimate": r["estimate"],
+                         "lo95": r["lo95"], "hi95": r["hi95"], "n": int(r["n"])})
+    return pd.DataFrame(rows)

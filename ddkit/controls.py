@@ -71,7 +71,8 @@ def teachers(profile: Profile, progress: bool = True) -> dict[str, Run]:
 
 
 def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
-    """``{(setting, cell, seed): RunConfig}`` of the base and each setting (or of ``only``)."""
+    """``{(setting, cell, seed): RunConfig}`` of the base and each setting (or of ``only``),
+    seed by seed within a setting."""
     variants = settings(profile)
     names = list(only) if only is not None else list(variants)
     unknown = sorted(set(names) - set(variants))
@@ -81,9 +82,11 @@ def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
     for name in names:
         variant = variants[name]
         teacher, _ = study.teacher_model(variant, progress=False)
-        for cell, seeds in variant.cell_seeds.items():
-            for seed in seeds:
-                out[(name, cell, seed)] = study.student_config(variant, cell, seed, teacher)
+        seeds = sorted({s for cell_seeds in variant.cell_seeds.values() for s in cell_seeds})
+        for seed in seeds:          # seed-major: a study stopped part-way holds whole pairs
+            for cell, cell_seeds in variant.cell_seeds.items():
+                if seed in cell_seeds:
+                    out[(name, cell, seed)] = study.student_config(variant, cell, seed, teacher)
     return out
 
 

@@ -7,6 +7,7 @@ between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->``:
               variant (a template per verdict), from figures/claims_table.csv
     sweep     the scale-sweep table, from figures/scale_sweep.csv
     results   every row of the claims table
+    controls  the negative-transfer controls' verdicts, dose and cost, from figures/controls/
 
 Notebooks 05 and 06 call :func:`update` after writing their CSVs (default profile only);
 ``python -m ddkit.readme`` does the same by hand. ``tests/test_readme.py`` regenerates the blocks
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ddkit import control_verdicts
 from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED,
                           SMALLER, fmt)
 from ddkit.pipeline import TIMES_CSV
@@ -31,7 +33,8 @@ from ddkit.store import REPO_ROOT, write_text
 README = REPO_ROOT / "README.md"
 FIGURES = REPO_ROOT / "figures"
 CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
-BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped")
+BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped", "controls")
+CONTROLS_DIR = "controls"   # figures/<this>/: the controls profile's tables (notebook 08)
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
     "C1": "U-shaped entropy",
@@ -66,7 +69,7 @@ def _num(x: float, row, signed: bool = True) -> str:
     a size such as the SESOI or the MDE), "2.26x"."""
     if not (isinstance(x, (int, float)) and math.isfinite(x)):
         return "n/a"
-    if row["scale"] == "log":
+    if row.get("scale") == "log":
         return f"{x:.3g}x"
     return f"{fmt(x) if signed else f'{x:.3g}'}{_unit(row)}"
 
@@ -74,7 +77,7 @@ def _num(x: float, row, signed: bool = True) -> str:
 def _ci(row, lo: str = "lo95", hi: str = "hi95") -> str:
     if not (math.isfinite(row[lo]) and math.isfinite(row[hi])):
         return "[no CI]"
-    if row["scale"] == "log":
+    if row.get("scale") == "log":
         return f"[{row[lo]:.3g}, {row[hi]:.3g}]"
     return f"[{fmt(row[lo])}, {fmt(row[hi])}]"
 
@@ -354,6 +357,46 @@ def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | N
 # --------------------------------------------------------------------------- blocks
 
 
+def controls_markdown(results: pd.DataFrame, teacher_s: float | None = None) -> str:
+    """The controls' verdicts (one row per claim's primary variant), the dose line and the
+    profile's measured cost, from the controls' runs table."""
+    table = control_verdicts.verdicts(results)
+    lines = [f"Generated from `figures/{CONTROLS_DIR}/runs.csv` (notebook 08 under `--profile "
+             "controls`). Effect = SoftKD − the aligned cell, final top-1, paired by seed: "
+             "positive = late alignment behind. Each control is its own Holm family.", "",
+             "| claim | setting | SoftKD − aligned [95 % CI] | n | SESOI (official gap) | power "
+             "| verdict | reading |", "|---|---|---|---|---|---|---|---|"]
+    for r in table[table["primary"]].to_dict("records"):
+        setting = r["variant"].split("(", 1)[1].rstrip(")")
+        setting = "MAE teacher, head untrained (base)" if setting == "base" else setting
+        lines.append(f"| {r['claim']} | {setting} | {fmt(r['estimate'])} {_ci(r)} pt | {r['n']} "
+                     f"| {r['sesoi']:.3g} pt | {_pct(r['power'])} | {r['verdict']} | "
+                     f"{r['reading']} |")
+    dose = control_verdicts.dose(results)
+    if not dose.empty:
+        lines += ["", "Dose-response (MAE teacher, SoftKD − SpectralKD-Last by feature weight w): " +
+                  "; ".join(f"w = {d['feature_weight']:g}: {fmt(d['estimate'])} {_ci(d)} pt "
+                            f"(n = {d['n']})" for d in dose.to_dict("records")) + "."]
+    students = results["wall_time_s"].sum()
+    cost = f"{len(results)} students, {fmt_minutes(students)} of single-run training time"
+    if teacher_s is not None:
+        cost += f", plus {fmt_minutes(teacher_s)} for the MAE teacher and its probe (shipped)"
+    lines += ["", f"Cost measured on this machine's runs: {cost}; two run side by side on 2 "
+              "cores, so the wall time is about half of the students' sum."]
+    return "\n".join(lines) + "\n"
+
+
+def _controls_teacher_seconds() -> float | None:
+    from ddkit.models import shipped_teacher
+    total = 0.0
+    for name in ("ddkit_vit_mae_teacher_fmnist", "ddkit_vit_mae_probed_teacher_fmnist"):
+        record = shipped_teacher(name, must_exist=False).record
+        if not record.exists():
+            return None
+        total += float(json.loads(record.read_text())["wall_time_s"])
+    return total
+
+
 def _placeholder(csv: str, notebook: str) -> str:
     return (f"_Not generated yet: `./run_all.sh` writes this from `figures/{csv}` "
             f"({notebook})._\n")
@@ -392,6 +435,11 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     else:
         out["paper_shaped"] = (f"_Not generated yet: `./run_all.sh --profile {STUDY_DIR} --from 06` "
                                f"writes this from `figures/{STUDY_DIR}/` (notebooks 06–07)._\n")
+    runs_csv = Path(figures) / CONTROLS_DIR / "runs.csv"
+    out["controls"] = (controls_markdown(pd.read_csv(runs_csv), _controls_teacher_seconds())
+                       if runs_csv.is_file() else
+                       "_Not generated yet: `./run_all.sh --profile controls --from 08` writes "
+                       f"this from `figures/{CONTROLS_DIR}/` (notebook 08)._\n")
     return out
 
 

@@ -194,3 +194,21 @@ def test_mae_pretraining_lowers_its_loss_on_a_tiny_batch():
         after = loss().item()
     assert after < 0.8 * before
     assert patchify(images, 4).shape == (4, 49, 16)
+
+
+def _curves(rise_per_epoch: float, epochs: int = 20, seeds: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(6)
+    rows = []
+    for seed in range(seeds):
+        plateau = 80 + rng.normal(0, 0.3)
+        acc = plateau - 10 * np.exp(-np.arange(epochs) / 2.0) + rise_per_epoch * np.arange(epochs)
+        rows += [{"setting": cv.LONG, "cell": "SoftKD", "seed": seed, "epoch": e,
+                  "test_acc1": a + rng.normal(0, 0.05)} for e, a in enumerate(acc)]
+    return pd.DataFrame(rows)
+
+
+def test_convergence_calls_a_plateau_flat_and_a_climb_not():
+    flat = cv.convergence(_curves(0.0), cv.LONG).iloc[0]
+    assert flat["flat"] and flat["tail_from"] == 16 and abs(flat["drift"]) < 0.2
+    climbing = cv.convergence(_curves(0.5), cv.LONG).iloc[0]   # +2 pt over the last 4 epochs
+    assert not climbing["flat"] and climbing["drift"] == pytest.approx(2.0, abs=0.2)
