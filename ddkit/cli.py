@@ -24,8 +24,19 @@ import os
 import sys
 from pathlib import Path
 
-from ddkit.config import (DEVICES, FEATURE_KINDS, KD_KINDS, LAYER_MAPS, ConfigError, Profile,
-                          load_profile, parse_override, profile_names, replace, to_dict)
+from ddkit.config import (
+    DEVICES,
+    FEATURE_KINDS,
+    KD_KINDS,
+    LAYER_MAPS,
+    ConfigError,
+    Profile,
+    load_profile,
+    parse_override,
+    profile_names,
+    replace,
+    to_dict,
+)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 ANALYZE_HELP = """\
@@ -205,6 +216,7 @@ def _profile(args: argparse.Namespace) -> Profile:
 
 def _check_cuda(why: str) -> None:
     import torch
+
     from ddkit.train import DeviceUnavailableError
     if not torch.cuda.is_available():
         raise DeviceUnavailableError(f"{why} but no CUDA device is visible; run on the CPU "
@@ -290,6 +302,7 @@ def _resolved_profile_file(profile: Profile, changed: bool) -> Path:
     kernels. A profile whose values changed gets its own name (``<name>-set-<digest>``), so its
     figures never overwrite those of the profile it came from."""
     import yaml
+
     from ddkit.store import runs_root, write_text
     data = json.loads(json.dumps(to_dict(profile)))
     if changed:
@@ -384,6 +397,7 @@ COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: printed as one line, not a traceback."""
     import torch
+
     from ddkit.pipeline import NotebookFailed
     from ddkit.store import RunBusyError
     from ddkit.train import DeviceUnavailableError, NonFiniteLossError

@@ -572,6 +572,7 @@ def _check_builds(model: ModelConfig, key: str) -> None:
     compute, no weights)."""
     import timm
     import torch
+
     from ddkit.models import check_model_name
     try:
         check_model_name(model.name)

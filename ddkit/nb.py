@@ -35,6 +35,7 @@ class Session:
         byte for byte the file in ``figures/``. The image output carries the file name in its
         metadata (``ddkit_figure``). Returns the PNG's path."""
         import matplotlib.pyplot as plt
+
         from ddkit.plots import SAVE_DPI, save_figure
         png = save_figure(fig, name, self.figures, pdf=paper)[0]
         plt.close(fig)

@@ -16,7 +16,6 @@ from the committed CSVs and fails when the README says anything else.
 from __future__ import annotations
 
 import json
-
 import math
 import re
 import sys
@@ -25,8 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ddkit import control_verdicts
-from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED,
-                          SMALLER, fmt)
+from ddkit.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
 from ddkit.pipeline import TIMES_CSV
 from ddkit.store import REPO_ROOT, write_text
 
@@ -221,7 +219,8 @@ def setup_markdown(profile=None, record: dict | None = None,
     s, d = profile.student, profile.data
     text = (f"Profile `{profile.name}` (`{profile.command}`): the shipped teacher "
             f"(`{profile.teacher.model.name}`, **{record['final_acc1']:.2f} %** top-1 on the "
-            f"{DATASET_NAMES.get(d.name, d.name)} test set after {record['epochs']} epochs, {record['wall_time_s']:.0f} s) and "
+            f"{DATASET_NAMES.get(d.name, d.name)} test set after {record['epochs']} epochs, "
+            f"{record['wall_time_s']:.0f} s) and "
             f"{sum(seeds.values())} students (`{s.model.name}`, {s.optim.epochs} epochs on "
             f"{d.train_subset} class-balanced training images, tested on {d.eval_subset}; "
             f"{groups}).")

@@ -32,8 +32,15 @@ from torch import nn
 
 from ddkit import dynamics, mismatch
 from ddkit.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
-from ddkit.models import (SHIPPED_TEACHERS, check_model_name, check_patch_grid, check_vit_like,
-                          create_model, input_size, load_weights)
+from ddkit.models import (
+    SHIPPED_TEACHERS,
+    check_model_name,
+    check_patch_grid,
+    check_vit_like,
+    create_model,
+    input_size,
+    load_weights,
+)
 from ddkit.store import check_safetensors, write_json, write_text
 
 RAW = ["token_entropy", "spectrum_intensity", "activation_magnitude", "gradient_magnitude",
@@ -282,6 +289,7 @@ def summary_lines(table: pd.DataFrame, model: str) -> list[str]:
 
 def _save(fig, name: str, figures: Path) -> Path:
     import matplotlib.pyplot as plt
+
     from ddkit.plots import save_figure
     path = save_figure(fig, name, figures)[0]
     plt.close(fig)
@@ -433,6 +441,8 @@ def _figures(table: pd.DataFrame, views: dict, cka: torch.Tensor | None,
 def _markdown(request: Request, settings: dict, described: dict, table: pd.DataFrame,
               cka: torch.Tensor | None, fit: pd.DataFrame | None, notes: list[str]) -> str:
     pf = request.paper_faithful
+    prefix_how = ("averaged over the whole block output, as the official analysis"
+                  if settings["prefix_tokens"] == "keep" else "patch tokens only")
     images = (f"the first {settings['images']} held-out images in order for entropy, spectrum "
               f"and capacity; the first {settings['magnitude_images']} passed one at a time "
               "(score: each image's own target logit) for the magnitudes; float32 histogram "
@@ -446,7 +456,7 @@ def _markdown(request: Request, settings: dict, described: dict, table: pd.DataF
              f"held-out split, {settings['img_size']} px ({settings['resize']}) |",
              f"| images | {images} |",
              f"| prefix tokens | {settings['prefix_tokens']} for the magnitudes "
-             f"({'averaged over the whole block output, as the official analysis' if settings['prefix_tokens'] == 'keep' else 'patch tokens only'}); "
+             f"({prefix_how}); "
              "every other metric reads the patch-token grid |",
              f"| paper-faithful | {'yes' if pf else 'no'} |",
              f"| device, wall time | {settings['device_used']}, {settings['wall_time_s']:.1f} s |",

@@ -31,15 +31,13 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from ddkit.config import (ConfigError, RunConfig, config_hash, file_digest, identity, replace,
-                          to_dict, validate)
+from ddkit.config import ConfigError, RunConfig, config_hash, file_digest, identity, replace, to_dict, validate
 from ddkit.data import build_dataset
-from ddkit.progress import emit
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
-from ddkit.models import check_patch_grid, create_from_config, input_size, num_blocks
-from ddkit.store import (RunDir, RunFileError, run_lock, runs_root, save_weights, torch_save,
-                         write_json)
 from ddkit.mae import MaskedAutoencoder
+from ddkit.models import check_patch_grid, create_from_config, input_size, num_blocks
+from ddkit.progress import emit
+from ddkit.store import RunDir, RunFileError, run_lock, runs_root, save_weights, torch_save, write_json
 from ddkit.task import DistillationTask, MaeTask
 from ddkit.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
 
@@ -95,6 +93,7 @@ def load_run(path) -> Run:
     """A run from its directory, with the config recorded there (RunFileError when the folder
     is not a run or its config.json is damaged)."""
     from pathlib import Path
+
     from ddkit.config import ConfigError, from_dict
     run_dir = RunDir(Path(path))
     data = run_dir.read_config()

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
 from ddkit import cli
 from ddkit.dynamics import COLUMNS
 from ddkit.train import train
-from conftest import tiny_config
 
 METRICS = {"token_entropy", "token_entropy_per_layer", "spectrum_intensity",
            "activation_magnitude", "intensity_over_magnitude", "gradient_magnitude",

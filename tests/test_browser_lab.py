@@ -18,12 +18,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from lab_browser import Browser, Lab, missing_browser
 
 from ddkit import pipeline
 from ddkit.config import load_profile
 from ddkit.nb import figure_dir
 from ddkit.store import REPO_ROOT, runs_root
-from lab_browser import Browser, Lab, missing_browser
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None,
                                 reason=f"browser test: {missing_browser()}")
@@ -41,7 +41,9 @@ const prompts = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell 
 const indicator = document.querySelector('.jp-Notebook-ExecutionIndicator');
 const status = Array.from(document.querySelectorAll('.jp-StatusBar-Widget'))
     .map(e => e.textContent).join(' ');
-const kernel = (status.match(/\\| (Idle|Busy|Starting|Restarting|Unknown|Dead|Connecting|Terminating|Disconnected|Initializing)/) || [])[1] || null;
+const kernel = (status.match(
+    /\\| (Idle|Busy|Starting|Restarting|Unknown|Dead|Connecting|Terminating|Disconnected|Initializing)/
+  ) || [])[1] || null;
 return {cells: document.querySelectorAll('.jp-Notebook .jp-Cell').length, prompts: prompts,
         indicator: indicator ? indicator.dataset.status : null, kernel: kernel};
 """

@@ -15,8 +15,18 @@ import numpy as np
 import pytest
 
 from ddkit import evidence
-from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, NONINFERIORITY, OPPOSITE, REPRODUCED,
-                          SMALLER, decide, pvalues, u_depth)
+from ddkit.claims import (
+    ABSENT,
+    DIRECTIONAL,
+    EQUIVALENCE,
+    NONINFERIORITY,
+    OPPOSITE,
+    REPRODUCED,
+    SMALLER,
+    decide,
+    pvalues,
+    u_depth,
+)
 from ddkit.config import load_profile
 from ddkit.stats import Replicates, TDist, holm, t_power, t_quantile, tost_power
 

@@ -7,10 +7,31 @@ import math
 import numpy as np
 import pytest
 
-from ddkit.claims import (ABSENT, ALPHA_SESOI, ALPHA_SIGN, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE,
-                          NONINFERIORITY, OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS, VERDICTS,
-                          Evidence, Sesoi, combine, decide, estimate_text, interior_min, judge,
-                          log_ratio, paired, pvalues, u_depth)
+from ddkit.claims import (
+    ABSENT,
+    ALPHA_SESOI,
+    ALPHA_SIGN,
+    DIRECTIONAL,
+    EQUIVALENCE,
+    INCONCLUSIVE,
+    NONINFERIORITY,
+    OPPOSITE,
+    REPRODUCED,
+    SMALLER,
+    TABLE_COLUMNS,
+    VERDICTS,
+    Evidence,
+    Sesoi,
+    combine,
+    decide,
+    estimate_text,
+    interior_min,
+    judge,
+    log_ratio,
+    paired,
+    pvalues,
+    u_depth,
+)
 from ddkit.stats import Replicates, TDist, holm, t_quantile
 
 DELTA = Sesoi(0.2, "test SESOI")
@@ -190,7 +211,8 @@ def test_u_depth_sign_and_arms():
     u = np.array([2.4, 1.9, 1.8, 3.3]) + PROFILE_NOISE
     d = u_depth(u)
     assert float(d.mean) == pytest.approx(min(u[:, 0].mean(), u[:, 3].mean()) - u[:, 1:3].mean(0).min())
-    assert judge([Evidence("C1", "u", DIRECTIONAL, d, DELTA, "bits", "u", primary=True)]).loc[0, "verdict"] == REPRODUCED
+    table = judge([Evidence("C1", "u", DIRECTIONAL, d, DELTA, "bits", "u", primary=True)])
+    assert table.loc[0, "verdict"] == REPRODUCED
     mono = np.array([1.0, 1.5, 2.0, 2.5]) + PROFILE_NOISE
     t = judge([Evidence("C1", "u", DIRECTIONAL, u_depth(mono), DELTA, "bits", "u", primary=True),
                Evidence("C1", "first", DIRECTIONAL, u_depth(mono, ["first"]), DELTA, "bits", "f"),

@@ -1,9 +1,19 @@
 """Configs: profiles load, bad values fail before compute with the key and valid choices named."""
 import pytest
-
-from ddkit.config import (ConfigError, DataConfig, ModelConfig, RunConfig, config_hash,
-                          from_dict, load_profile, profile_names, replace, validate)
 from conftest import TINY_TEACHER, tiny_config
+
+from ddkit.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    config_hash,
+    from_dict,
+    load_profile,
+    profile_names,
+    replace,
+    validate,
+)
 
 
 @pytest.mark.parametrize("name", ["smoke", "default", "extended", "paper"])

@@ -5,17 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import reference_metrics as ref
 import timm
 import torch
 
-import reference_metrics as ref
 from ddkit import control_verdicts as cv
 from ddkit import controls, mismatch
 from ddkit.claims import OPPOSITE, decide, pvalues
 from ddkit.hooks import block_features
 from ddkit.mae import MaskedAutoencoder, patchify
 from ddkit.stats import TDist
-
 
 PAIR_SD = 1.0   # pt, SD of a seed pair's gap in the simulated studies (the default pair's: 0.3-0.7)
 

@@ -8,8 +8,16 @@ import torch
 from PIL import Image
 
 from ddkit import data
-from ddkit.data import (DATASETS, DatasetNotFoundError, balanced_subset, build_dataset,
-                        dataset_info, find_fashion_mnist, load_fashion_mnist, read_idx)
+from ddkit.data import (
+    DATASETS,
+    DatasetNotFoundError,
+    balanced_subset,
+    build_dataset,
+    dataset_info,
+    find_fashion_mnist,
+    load_fashion_mnist,
+    read_idx,
+)
 
 needs_debian = pytest.mark.skipif(not data._has_fashion_files(data.DEBIAN_FASHION_MNIST),
                                   reason="dataset-fashion-mnist is not installed")
@@ -250,7 +258,8 @@ def test_official_recipe_augments_fashion_mnist_reproducibly():
 
 
 def test_unknown_augment_recipe_is_refused():
-    from ddkit.config import ConfigError, replace, validate
     from conftest import tiny_config
+
+    from ddkit.config import ConfigError, replace, validate
     with pytest.raises(ConfigError, match="data.augment"):
         validate(replace(tiny_config(), **{"data.augment": "heavy"}))

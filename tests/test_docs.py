@@ -60,7 +60,8 @@ def test_every_section_mark_names_its_document():
 
 def test_no_reference_outside_the_repository():
     outside = [str(p.relative_to(ROOT)) for p in _tracked_text_files()
-               if p.name != "test_docs.py" and re.search(r"\.\./shared|/work/shared|DESIGN\.md", p.read_text(errors="replace"))]
+               if p.name != "test_docs.py"
+               and re.search(r"\.\./shared|/work/shared|DESIGN\.md", p.read_text(errors="replace"))]
     assert not outside, f"these files cite documents the repository does not hold: {outside}"
 
 

@@ -5,6 +5,7 @@ import shutil
 import pytest
 import timm
 import torch
+from conftest import tiny_config
 
 import ddkit.train as train_mod
 from ddkit.config import ConfigError, load_profile
@@ -12,8 +13,6 @@ from ddkit.hooks import FeatureRecorder, block_features
 from ddkit.models import NotViTLikeError, WeightsFileError, create_model
 from ddkit.store import RunDir, RunFileError
 from ddkit.train import load_run, train
-from conftest import tiny_config
-
 
 # --------------------------------------------------------------------------- feature grids
 

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from conftest import interrupted_at_epoch, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from ddkit.config import ConfigError, Profile, load_profile, replace
 from ddkit.models import create_model
 from ddkit.store import RunBusyError, RunDir, RunFileError, run_lock
 from ddkit.train import train
-from conftest import interrupted_at_epoch, tiny_config
 
 
 def _digests(folder):

@@ -6,8 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddkit.losses import (DistillationLoss, ProjectorKD, feature_loss_diagnostics, hard_kd_loss,
-                          pool_channels, resolve_layer_pairs, soft_kd_loss, spectral_kd_loss)
+from ddkit.losses import (
+    DistillationLoss,
+    ProjectorKD,
+    feature_loss_diagnostics,
+    hard_kd_loss,
+    pool_channels,
+    resolve_layer_pairs,
+    soft_kd_loss,
+    spectral_kd_loss,
+)
 
 E = math.e
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference_metrics as ref
 import torch
 
-import reference_metrics as ref
 from ddkit import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]

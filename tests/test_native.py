@@ -8,12 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-
 import reference_metrics as ref
+import torch
+from test_metrics import SHAPES, TOL_BITS, close, make_feats
+
 from ddkit import metrics as M
 from ddkit import native
-from test_metrics import SHAPES, TOL_BITS, close, make_feats
 
 needs_kernel = pytest.mark.skipif(not native.available(), reason="no C compiler for ddkit.native")
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from conftest import interrupted_at_epoch, tiny_config
 from safetensors.torch import load_file
 
 import ddkit.train as train_mod
@@ -14,7 +15,6 @@ from ddkit.config import ConfigError, load_profile, replace
 from ddkit.progress import ENV as PROGRESS_ENV
 from ddkit.store import RunDir
 from ddkit.train import train
-from conftest import interrupted_at_epoch, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,8 +7,21 @@ import pandas as pd
 import pytest
 
 from ddkit import readme
-from ddkit.claims import (ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, NONINFERIORITY, OPPOSITE,
-                          REPRODUCED, SMALLER, Evidence, Sesoi, judge, log_ratio, paired)
+from ddkit.claims import (
+    ABSENT,
+    DIRECTIONAL,
+    EQUIVALENCE,
+    INCONCLUSIVE,
+    NONINFERIORITY,
+    OPPOSITE,
+    REPRODUCED,
+    SMALLER,
+    Evidence,
+    Sesoi,
+    judge,
+    log_ratio,
+    paired,
+)
 
 BASE = np.array([76.99, 77.10, 76.85, 77.02, 76.91, 77.20, 76.80, 77.05, 76.95, 77.12])
 NOISE = np.array([0.03, -0.05, 0.02, -0.01, 0.04, -0.03, 0.0, 0.01, -0.02, 0.01])
@@ -62,7 +75,8 @@ def test_every_verdict_has_its_sentence():
         assert row["verdict"] == verdict, variant
         text = readme.sentence(row)
         assert text.startswith(f"{variant}: ") and phrase in text, text
-    assert "(n = 10, paper +0.16 pt)" in readme.sentence(table.loc["reproduced row"].rename(None).to_dict() | {"variant": "x"})
+    row = table.loc["reproduced row"].rename(None).to_dict() | {"variant": "x"}
+    assert "(n = 10, paper +0.16 pt)" in readme.sentence(row)
 
 
 def test_claim_paragraphs_headlines_and_tables(tmp_path):

@@ -106,7 +106,8 @@ def test_names():
         reference.parse_entropy_name("SpectralKD00")
 
 
-@pytest.mark.skipif(not RAW.is_dir(), reason="set DDKIT_OFFICIAL_RELEASE to the official release folder to check the derivation")
+@pytest.mark.skipif(not RAW.is_dir(), reason="set DDKIT_OFFICIAL_RELEASE to the official release "
+                    "folder to check the derivation")
 def test_regenerated_tables_equal_shipped(tmp_path, logs, entropy):
     paths = reference.build_reference_tables(RAW, tmp_path)
     pd.testing.assert_frame_equal(reference.official_logs(paths["logs"]), logs)

@@ -2,6 +2,7 @@
 run trained either way ends with the same weights and the same RNG state."""
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
 
 import ddkit.train as train_mod
@@ -9,7 +10,6 @@ from ddkit.config import replace
 from ddkit.data import build_dataset
 from ddkit.teacher_cache import IndexedDataset
 from ddkit.train import TensorBatches, train
-from conftest import tiny_config
 
 
 def _dataset(indexed: bool):

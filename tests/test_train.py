@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupted_at_epoch, nan_loss_after_steps, tiny_config
 from safetensors.torch import load_file
 
 import ddkit.train as train_mod
 from ddkit.config import ConfigError, replace
 from ddkit.store import RunDir
 from ddkit.train import LOG_KEYS, NonFiniteLossError, train
-from conftest import interrupted_at_epoch, nan_loss_after_steps, tiny_config
 
 DISTILL = dict(kd="soft", feature="spectral", layers="first_last")
 ROOT = Path(__file__).resolve().parent.parent
