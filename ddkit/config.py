@@ -32,6 +32,34 @@ TRAINABLE = ("all", "head")
 # default, so every run hashed before they existed keeps its hash (and its cache folder).
 IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all"}
 
+# The cells of the negative-transfer ablation (names as in the official release's tables):
+# no-KD, SoftKD, SpectralKD-{First, Last, First+Last}, ProjectorKD-{First, Last, First+Last};
+# each is the recipe a profile's student_config is called with.
+LAYER_NAMES = {"first": "First", "last": "Last", "first_last": "First+Last"}
+CELLS: dict[str, dict] = {
+    "no-KD": dict(kd="none"),
+    "SoftKD": dict(kd="soft"),
+    **{f"{m}KD-{name}": dict(kd="soft", feature=m.lower(), layers=layers)
+       for m in ("Spectral", "Projector") for layers, name in LAYER_NAMES.items()},
+}
+
+
+def cell_parts(cell: str) -> dict:
+    """``{"method", "layers"}`` of a cell name, for grouping tables."""
+    spec = CELLS[cell]
+    method = {"none": "SoftKD" if spec["kd"] == "soft" else "no-KD", "spectral": "SpectralKD",
+              "projector": "ProjectorKD"}[spec.get("feature", "none")]
+    return {"method": method, "layers": spec.get("layers", "none")}
+
+
+def check_cells(cells) -> list[str]:
+    """``cells`` as a list; ConfigError naming the unknown ones and the valid names."""
+    cells = list(cells)
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        raise ConfigError(f"unknown cell(s) {unknown}; valid cells: {list(CELLS)}")
+    return cells
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key and the valid choices."""
@@ -539,7 +567,6 @@ def check_profile(profile: Profile) -> Profile:
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"{key}={seeds!r} lists a seed twice")
     if profile.cell_seeds:
-        from ddkit.study import check_cells  # local: study imports config
         try:
             check_cells(profile.cell_seeds)
         except ConfigError as err:

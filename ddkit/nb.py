@@ -12,9 +12,8 @@ from pathlib import Path
 import torch
 
 from ddkit.config import ConfigError, Profile, load_profile, profile_names
-from ddkit.store import REPO_ROOT
+from ddkit.store import figure_dir as store_figure_dir
 
-FIGURES = REPO_ROOT / "figures"
 _NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
@@ -86,7 +85,7 @@ def check_parameters(namespace: dict, schema: dict[str, type]) -> dict:
 
 def figure_dir(profile: Profile) -> Path:
     """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else."""
-    return FIGURES if profile.name == "default" else FIGURES / profile.name
+    return store_figure_dir(profile.name)
 
 
 def _check_data(profile: Profile) -> None:

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from ddkit.progress import ENV as PROGRESS_ENV
-from ddkit.store import REPO_ROOT, runs_root, write_text
+from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, figure_dir, runs_root, write_text
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"  # the default profile's executed notebooks, for readers
-TIMES_CSV = "notebook_times.csv"   # TIMES_DIR/<this>: each notebook's wall time in the last run
-TIMES_DIR = REPO_ROOT / "figures"  # the default profile's figures, where the README reads it
+TIMES_DIR = FIGURES  # the default profile's figures, where the README reads TIMES_CSV
 TIMES_COLUMNS = ("notebook", "wall_s", "runs_trained", "runs_cached", "trained_run_wall_s",
                  "cpu_count", "finished_utc")
 
@@ -251,9 +250,8 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
     from papermill.exceptions import PapermillExecutionError
 
     from ddkit.config import load_profile
-    from ddkit.nb import FIGURES, figure_dir
 
-    committed = figure_dir(load_profile(profile)) == FIGURES
+    committed = figure_dir(load_profile(profile).name) == FIGURES
     out_dir = runs_root() / "notebooks" / Path(profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [(p, {"profile": profile, **(extra or {}).get(p.name[:2], {})}) for p in paths]

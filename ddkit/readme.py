@@ -25,14 +25,11 @@ import pandas as pd
 
 from ddkit import control_verdicts
 from ddkit.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
-from ddkit.pipeline import TIMES_CSV
-from ddkit.store import REPO_ROOT, write_text
+from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
+from ddkit.tables import CLAIMS_CSV, CONTROLS_DIR, FOLLOWED, FORMATION_CSV, STUDY_DIR, SWEEP_CSV, read_table
 
 README = REPO_ROOT / "README.md"
-FIGURES = REPO_ROOT / "figures"
-CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
 BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped", "controls")
-CONTROLS_DIR = "controls"   # figures/<this>/: the controls profile's tables (notebook 08)
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
     "C1": "U-shaped entropy",
@@ -245,9 +242,6 @@ def _claims(table: pd.DataFrame) -> list[str]:
 
 # --------------------------------------------------------------------------- the paper-shaped study
 
-FOLLOWED = ("C1", "C3", "C6")  # the claims the regime search looks for (the sweep judges these)
-STUDY_DIR = "paper_shaped"     # figures/<this>/: the paper-shaped study's tables (notebooks 05-07)
-FORMATION_CSV = "u_formation.csv"
 
 
 def headlines(table: pd.DataFrame) -> pd.Series:
@@ -399,16 +393,6 @@ def _controls_teacher_seconds() -> float | None:
 def _placeholder(csv: str, notebook: str) -> str:
     return (f"_Not generated yet: `./run_all.sh` writes this from `figures/{csv}` "
             f"({notebook})._\n")
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A claims or sweep CSV as written by the notebooks (``primary`` as bool)."""
-    table = pd.read_csv(path, keep_default_na=True)
-    table["primary"] = table["primary"].astype(bool)
-    for col in ("also_opposite", "note", "unit"):
-        if col in table:
-            table[col] = table[col].astype(object).fillna("")
-    return table
 
 
 def blocks(figures: Path = FIGURES) -> dict[str, str]:

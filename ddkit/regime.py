@@ -14,19 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit import formation, readme, study
+from ddkit import formation, study, tables
 from ddkit.config import Profile, load_profile
-from ddkit.store import write_text
+from ddkit.store import figure_dir, write_text
 
-STUDY = readme.STUDY_DIR
+STUDY = tables.STUDY_DIR
 CELLS = ("SoftKD", "SpectralKD-Last")
-FORMATION_CSV = readme.FORMATION_CSV
+FORMATION_CSV = tables.FORMATION_CSV
 
 
 def results_dir(profile: Profile) -> Path:
     """Where a study profile's notebooks write their tables: ``figures/<profile>/``."""
-    from ddkit.nb import figure_dir
-    return figure_dir(profile)
+    return figure_dir(profile.name)
 
 
 def formation_table(profile: Profile, progress: bool = True) -> pd.DataFrame:
@@ -52,7 +51,7 @@ class Results:
 
 
 def _table(path: Path) -> pd.DataFrame | None:
-    return readme.read_table(path) if path.is_file() else None
+    return tables.read_table(path) if path.is_file() else None
 
 
 def load(name: str = STUDY, recompute: bool = False, progress: bool = True) -> Results:
@@ -68,7 +67,7 @@ def load(name: str = STUDY, recompute: bool = False, progress: bool = True) -> R
         raise FileNotFoundError(f"{path} is missing: run `./run_all.sh --profile {name} --from 06` to "
                                 "train the study and write its tables")
     return Results(profile, pd.read_csv(path), formation.official_depths(),
-                   _table(folder / readme.CLAIMS_CSV), _table(folder / readme.SWEEP_CSV),
+                   _table(folder / tables.CLAIMS_CSV), _table(folder / tables.SWEEP_CSV),
                    "runs" if recompute else "committed tables")
 
 
@@ -78,7 +77,7 @@ def search_table(sweep: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for setting, g in sweep.groupby("setting", sort=False):
         row = {"setting": setting, "train_wall_s": g["train_wall_s"].iloc[0]}
-        for claim in readme.FOLLOWED:
+        for claim in tables.FOLLOWED:
             primary = g[(g["claim"] == claim) & g["primary"]]
             if primary.empty:
                 continue

@@ -35,6 +35,13 @@ from ddkit.config import ConfigError, RunConfig, config_hash, file_digest, from_
 
 RUNS_ENV = "DDKIT_RUNS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FIGURES = REPO_ROOT / "figures"       # the default profile's committed figures and tables
+TIMES_CSV = "notebook_times.csv"      # FIGURES/<this>: each notebook's wall time in the last run
+
+
+def figure_dir(profile_name: str) -> Path:
+    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else."""
+    return FIGURES if profile_name == "default" else FIGURES / profile_name
 
 
 log = logging.getLogger("ddkit")

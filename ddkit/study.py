@@ -18,36 +18,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ddkit.config import ConfigError, ModelConfig, Profile, RunConfig
+from ddkit.config import CELLS, ConfigError, ModelConfig, Profile, RunConfig, cell_parts, check_cells
 from ddkit.models import load_state_dict, shipped_teacher
 from ddkit.parallel import resolve_workers, train_many
 from ddkit.progress import emit
 from ddkit.store import RunDir, atomic_write, write_json, write_text
 from ddkit.train import Run, train
-
-LAYER_NAMES = {"first": "First", "last": "Last", "first_last": "First+Last"}
-CELLS: dict[str, dict] = {
-    "no-KD": dict(kd="none"),
-    "SoftKD": dict(kd="soft"),
-    **{f"{m}KD-{name}": dict(kd="soft", feature=m.lower(), layers=layers)
-       for m in ("Spectral", "Projector") for layers, name in LAYER_NAMES.items()},
-}
-
-
-def cell_parts(cell: str) -> dict:
-    """``{"method", "layers"}`` of a cell name, for grouping tables."""
-    spec = CELLS[cell]
-    method = {"none": "SoftKD" if spec["kd"] == "soft" else "no-KD", "spectral": "SpectralKD",
-              "projector": "ProjectorKD"}[spec.get("feature", "none")]
-    return {"method": method, "layers": spec.get("layers", "none")}
-
-
-def check_cells(cells: Iterable[str]) -> list[str]:
-    cells = list(cells)
-    unknown = [c for c in cells if c not in CELLS]
-    if unknown:
-        raise ConfigError(f"unknown cell(s) {unknown}; valid cells: {list(CELLS)}")
-    return cells
 
 
 def teacher_model(profile: Profile, progress: bool = True,

@@ -1,7 +1,7 @@
 """Notebook parameters are checked before compute; the pipeline refuses bad selections."""
 import pytest
 
-from ddkit import nb, pipeline
+from ddkit import nb, pipeline, store
 from ddkit.config import load_profile
 
 
@@ -39,8 +39,8 @@ def test_missing_data_stops_before_compute(monkeypatch, tmp_path):
 
 
 def test_figures_of_the_default_profile_are_the_committed_ones():
-    assert nb.figure_dir(load_profile("default")) == nb.FIGURES
-    assert nb.figure_dir(load_profile("smoke")) == nb.FIGURES / "smoke"
+    assert nb.figure_dir(load_profile("default")) == store.FIGURES
+    assert nb.figure_dir(load_profile("smoke")) == store.FIGURES / "smoke"
 
 
 def test_pipeline_selection_and_parameters():

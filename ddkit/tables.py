@@ -1,0 +1,28 @@
+"""The committed result tables: their file names and folders, and the reader every layer uses.
+
+    figures/claims_table.csv        a profile's claims table (notebook 05)
+    figures/scale_sweep.csv         its sweep, one claims table per setting (notebook 06)
+    figures/<STUDY_DIR>/            the paper-shaped study (notebooks 05-07), u_formation.csv
+    figures/<CONTROLS_DIR>/         the negative-transfer controls (notebook 08)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
+STUDY_DIR = "paper_shaped"     # figures/<this>/: the paper-shaped study's tables (notebooks 05-07)
+CONTROLS_DIR = "controls"      # figures/<this>/: the controls profile's tables (notebook 08)
+FORMATION_CSV = "u_formation.csv"
+FOLLOWED = ("C1", "C3", "C6")  # the claims the regime search looks for (the sweep judges these)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A claims or sweep CSV as written by the notebooks (``primary`` as bool)."""
+    table = pd.read_csv(path, keep_default_na=True)
+    table["primary"] = table["primary"].astype(bool)
+    for col in ("also_opposite", "note", "unit"):
+        if col in table:
+            table[col] = table[col].astype(object).fillna("")
+    return table
