@@ -182,7 +182,7 @@ def reference_summary(logs, entropy) -> str:
 
 def write_claims(session: Session, table) -> None:
     """Write the claims table (CSV + Markdown) to the profile's figures; for the default profile
-    also regenerate the README's generated blocks from the figures' CSVs (``ddkit.readme``)."""
+    also regenerate the generated blocks of the README and docs/results.md from the figures' CSVs (``ddkit.readme``)."""
     from ddkit import readme
     from ddkit.store import write_text
     session.figures.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ def write_claims(session: Session, table) -> None:
 
 
 def write_sweep(session: Session, table) -> None:
-    """Write the sweep table as CSV; for the default profile also regenerate the README's blocks."""
+    """Write the sweep table as CSV; for the default profile also regenerate the generated documents."""
     from ddkit import readme
     write_table(session, table, readme.SWEEP_CSV.removesuffix(".csv"))
     if session.profile.name == "default":

@@ -25,7 +25,7 @@ from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, figure_dir, runs_root, wr
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"  # the default profile's executed notebooks, for readers
-TIMES_DIR = FIGURES  # the default profile's figures, where the README reads TIMES_CSV
+TIMES_DIR = FIGURES  # the default profile's figures, where docs/results.md reads TIMES_CSV
 TIMES_COLUMNS = ("notebook", "wall_s", "runs_trained", "runs_cached", "trained_run_wall_s",
                  "cpu_count", "finished_utc")
 

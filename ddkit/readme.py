@@ -1,6 +1,9 @@
-"""The README's results, generated: every number and verdict in them comes from the committed
-tables under ``figures/`` (and the default profile, and the shipped teacher's record), written
-between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->``:
+"""The generated documents: every number and verdict in the README and docs/results.md comes
+from the committed tables under ``figures/`` (and the default profile, and the shipped teachers'
+records), written between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:end -->``
+(``PAGES`` says which page holds which block):
+
+    verdicts  (README) each claim's headline on the default pair and each control's reading
 
     setup     the study's size and the teacher, from ddkit/profiles/default.yaml and ddkit/shipped/
     claims    one paragraph per claim: its headline verdict and the sentence for each primary
@@ -29,7 +32,11 @@ from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
 from ddkit.tables import CLAIMS_CSV, CONTROLS_DIR, FOLLOWED, FORMATION_CSV, STUDY_DIR, SWEEP_CSV, read_table
 
 README = REPO_ROOT / "README.md"
-BLOCKS = ("setup", "claims", "sweep", "results", "paper_shaped", "controls")
+RESULTS = REPO_ROOT / "docs" / "results.md"
+# which generated blocks each page holds
+PAGES = {README: ("verdicts",),
+         RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls")}
+BLOCKS = tuple(name for names in PAGES.values() for name in names)
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
     "C1": "U-shaped entropy",
@@ -350,6 +357,24 @@ def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | N
 # --------------------------------------------------------------------------- blocks
 
 
+def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None) -> str:
+    """The README's one table: each claim's headline on the default pair, then each control's
+    reading with its interval."""
+    lines = ["| claim | the paper says | the kit finds |", "|---|---|---|"]
+    if table is not None:
+        heads = headlines(table)
+        lines += [f"| {c} | {TITLES.get(c, c)} | {heads[c]} (default pair) |"
+                  for c in _claims(table)]
+    if controls is not None:
+        rows = control_verdicts.verdicts(controls)
+        for r in rows[rows["primary"]].to_dict("records"):
+            setting = r["variant"].split("(", 1)[1].rstrip(")")
+            setting = "MAE teacher, head untrained" if setting == "base" else setting
+            lines.append(f"| {r['claim']} | late alignment is negative transfer ({setting}) | "
+                         f"{r['reading']}: {fmt(r['estimate'])} {_ci(r)} pt, n = {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
 def controls_markdown(results: pd.DataFrame, teacher_s: float | None = None) -> str:
     """The controls' verdicts (one row per claim's primary variant), the dose line and the
     profile's measured cost, from the controls' runs table."""
@@ -419,8 +444,11 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
         out["paper_shaped"] = (f"_Not generated yet: `./run_all.sh --profile {STUDY_DIR} --from 06` "
                                f"writes this from `figures/{STUDY_DIR}/` (notebooks 06–07)._\n")
     runs_csv = Path(figures) / CONTROLS_DIR / "runs.csv"
-    out["controls"] = (controls_markdown(pd.read_csv(runs_csv), _controls_teacher_seconds())
-                       if runs_csv.is_file() else
+    control_runs = pd.read_csv(runs_csv) if runs_csv.is_file() else None
+    out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
+                                        control_runs)
+    out["controls"] = (controls_markdown(control_runs, _controls_teacher_seconds())
+                       if control_runs is not None else
                        "_Not generated yet: `./run_all.sh --profile controls --from 08` writes "
                        f"this from `figures/{CONTROLS_DIR}/` (notebook 08)._\n")
     return out
@@ -445,16 +473,22 @@ def current(text: str, name: str) -> str:
     return inner[1:] if inner.startswith("\n") else inner
 
 
-def update(readme: Path = README, figures: Path = FIGURES) -> bool:
-    """Regenerate every block of ``readme`` from ``figures``; True when the file changed."""
-    old = Path(readme).read_text()
-    new = render(old, blocks(figures))
-    if new != old:
-        write_text(Path(readme), new)
-    return new != old
+def update(page: Path | None = None, figures: Path = FIGURES) -> bool:
+    """Regenerate the blocks of ``page`` (default: every page of ``PAGES``) whose markers it
+    holds, from ``figures``; True when a file changed."""
+    generated = blocks(figures)
+    changed = False
+    for path in [Path(page)] if page is not None else list(PAGES):
+        old = path.read_text()
+        new = render(old, {k: v for k, v in generated.items() if marker(k)[0] in old})
+        if new != old:
+            write_text(path, new)
+            changed = True
+    return changed
 
 
 if __name__ == "__main__":
     changed = update()
-    print(f"{README}: {'regenerated' if changed else 'already up to date'}")
+    pages = ", ".join(str(p.relative_to(REPO_ROOT)) for p in PAGES)
+    print(f"{pages}: {'regenerated' if changed else 'already up to date'}")
     sys.exit(0)

@@ -2,6 +2,8 @@
 gives exactly what the README says, and each verdict has its sentence."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,12 +30,29 @@ NOISE = np.array([0.03, -0.05, 0.02, -0.01, 0.04, -0.03, 0.0, 0.01, -0.02, 0.01]
 WIDE = np.array([0.9, -0.8, 0.7, -0.6, 0.1, -0.2, 0.5, -0.4, 0.3, 0.0])
 
 
-def test_readme_blocks_match_the_committed_csvs():
+def test_generated_blocks_match_the_committed_csvs():
+    generated = readme.blocks(readme.FIGURES)
+    assert set(generated) == set(readme.BLOCKS)
+    for page, names in readme.PAGES.items():
+        text = page.read_text()
+        for name in names:
+            assert readme.current(text, name) == generated[name], (
+                f"{page.name} block {name!r} disagrees with figures/*.csv: run `python -m "
+                "ddkit.readme` (or the notebooks) to regenerate it")
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    """A newcomer's page: under 150 lines; every relative link and image path exists."""
     text = readme.README.read_text()
-    for name, body in readme.blocks(readme.FIGURES).items():
-        assert readme.current(text, name) == body, (
-            f"README block {name!r} disagrees with figures/*.csv: run `python -m ddkit.readme` "
-            f"(or the notebooks) to regenerate it")
+    assert len(text.splitlines()) < 150
+    links = re.findall(r"\]\(([^)#\s]+)", text)
+    assert links, "the README links to its documents"
+    missing = [link for link in links if "://" not in link
+               and not (readme.README.parent / link).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    for page in readme.PAGES:
+        for link in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            assert "://" in link or (page.parent / link).exists(), f"{page.name}: {link}"
 
 
 def _table() -> pd.DataFrame:
