@@ -62,7 +62,9 @@ ALPHA = {  # (kind, test) -> one-sided level
 TABLE_COLUMNS = ("claim", "variant", "primary", "kind", "estimate", "lo95", "hi95", "lo90", "hi90",
                  "n", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power",
                  "p_support", "p_support_holm", "p_opposite", "p_opposite_holm", "p_sesoi",
-                 "p_sesoi_holm", "verdict", "headline", "also_opposite", "statistic", "rule", "note")
+                 "p_sesoi_holm", "family", "verdict", "verdict_unadjusted", "holm_changed",
+                 "design", "headline", "also_opposite", "statistic", "rule", "note")
+UNDERPOWERED_BELOW = 0.5   # power at the SESOI under which a design is flagged as futile
 DIGITS = 3  # significant digits in statistic strings
 
 _KIND_RULES = {
@@ -151,7 +153,8 @@ class Evidence:
 
     def rule(self) -> str:
         return (f"{_KIND_RULES[self.kind]}; {self.method or describe_dist(self.dist)}; p-values "
-                f"Holm-adjusted within the claim (docs/design.md §8)")
+                f"Holm-adjusted within the claim over its {'primary' if self.primary else 'secondary'} "
+                f"variants (docs/design.md §8)")
 
     def row(self) -> dict:
         """The table row before Holm: the columns of ``TABLE_COLUMNS`` except the adjusted
@@ -232,19 +235,60 @@ def combine(parts: Sequence[str]) -> str:
 
 
 def judge(evidence: Sequence[Evidence]) -> pd.DataFrame:
-    """The verdict table: one row per variant (columns ``TABLE_COLUMNS``), Holm within each claim
-    (per kind and test), a verdict per row and the claim's headline on each of its rows."""
+    """The verdict table of ``evidence``: one row per variant (columns ``TABLE_COLUMNS``),
+    decided by :func:`rejudge`."""
     table = pd.DataFrame([e.row() for e in evidence])
     if table.empty:
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    return rejudge(table)
+
+
+def needed_seeds(n: float, mde: float, sesoi: float, scale: str = "linear") -> float:
+    """Replicates for an MDE of the SESOI, from the design's own: the MDE shrinks as 1/sqrt(n),
+    so n (mde / δ)² (rounded up; the t quantiles' change with n is ignored). NaN if undefined."""
+    if not all(math.isfinite(v) for v in (n, mde, sesoi)) or mde <= 0:
+        return math.nan
+    ratio = math.log(mde) / math.log(sesoi) if scale == "log" else mde / sesoi
+    return float(math.ceil(n * ratio ** 2)) if ratio > 0 else math.nan
+
+
+def _design(row) -> str:
+    if not (math.isfinite(row["power"]) and row["power"] < UNDERPOWERED_BELOW):
+        return "adequate"
+    need = needed_seeds(row["n"], row["mde"], row["sesoi"], row.get("scale", "linear"))
+    return (f"underpowered (needs ≈ {need:.0f} replicates)" if math.isfinite(need)
+            else "underpowered")
+
+
+def rejudge(table: pd.DataFrame) -> pd.DataFrame:
+    """Decide a table of variants from its raw one-sided p-values (``Evidence.row`` columns):
+
+    - Holm within each claim, per kind and test, over its *primary* variants only (the
+      pre-declared family); the secondary variants are Holm-adjusted as a family of their own,
+      so adding a descriptive variant never changes a headline (``family`` says which);
+    - ``verdict`` from the adjusted p-values, ``verdict_unadjusted`` from the raw ones (what the
+      printed 95 % / 90 % intervals say), ``holm_changed`` where the two differ;
+    - ``design``: ``underpowered (needs ≈ N replicates)`` when the power at the SESOI is below
+      ``UNDERPOWERED_BELOW``, else ``adequate``;
+    - the claim's headline from its primary verdicts (:func:`combine`).
+    """
+    table = table.copy()
+    table["primary"] = table["primary"].astype(bool)
+    table["family"] = np.where(table["primary"], "primary", "secondary")
     for slot in SLOTS:
         table[f"p_{slot}_holm"] = np.nan
-    for _, idx in table.groupby(["claim", "kind"], sort=False).groups.items():
+    for _, idx in table.groupby(["claim", "kind", "family"], sort=False).groups.items():
         for slot in SLOTS:
             table.loc[idx, f"p_{slot}_holm"] = holm(table.loc[idx, f"p_{slot}"].to_numpy(float))
-    table["verdict"] = [decide(k, s, o, b).item() for k, s, o, b in
-                        zip(table["kind"], table["p_support_holm"], table["p_opposite_holm"],
-                            table["p_sesoi_holm"])]
+
+    def verdicts(suffix: str) -> list[str]:
+        return [decide(k, s, o, b).item() for k, s, o, b in
+                zip(table["kind"], table[f"p_support{suffix}"], table[f"p_opposite{suffix}"],
+                    table[f"p_sesoi{suffix}"])]
+
+    table["verdict"], table["verdict_unadjusted"] = verdicts("_holm"), verdicts("")
+    table["holm_changed"] = table["verdict"] != table["verdict_unadjusted"]
+    table["design"] = [_design(r) for r in table.to_dict("records")]
     table["headline"], table["also_opposite"] = "", ""
     for claim, rows in table.groupby("claim", sort=False):
         primary = rows[rows["primary"]]
@@ -336,5 +380,6 @@ def estimate_text(e: Evidence) -> str:
 __all__ = ["REPRODUCED", "SMALLER", "ABSENT", "OPPOSITE", "INCONCLUSIVE", "VERDICTS",
            "DIRECTIONAL", "EQUIVALENCE", "NONINFERIORITY", "KINDS", "ALPHA", "ALPHA_SIGN",
            "ALPHA_SESOI", "TABLE_COLUMNS", "Sesoi", "Evidence", "pvalues", "decide", "combine",
+           "rejudge", "needed_seeds",
            "judge", "paired", "log_ratio", "u_depth", "interior_min", "describe_dist", "fmt",
            "estimate_text"]

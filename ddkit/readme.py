@@ -28,7 +28,10 @@ import pandas as pd
 
 from ddkit import control_verdicts
 from ddkit.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
+from ddkit.config import load_profile
+from ddkit.models import shipped_teacher
 from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
+from ddkit.study import CELLS, shipped_teacher_record
 from ddkit.tables import CLAIMS_CSV, CONTROLS_DIR, FOLLOWED, FORMATION_CSV, STUDY_DIR, SWEEP_CSV, read_table
 
 README = REPO_ROOT / "README.md"
@@ -157,11 +160,27 @@ def claims_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verdict_text(row) -> str:
+    """The verdict, with the call of the unadjusted intervals where Holm changed it and the
+    design's flag when it is underpowered."""
+    text = row["verdict"]
+    if bool(row.get("holm_changed", False)):
+        text += f" (intervals alone: {row['verdict_unadjusted']}; Holm changed the call)"
+    design = row.get("design", "adequate")
+    if isinstance(design, str) and design.startswith("underpowered"):
+        text += f"; {design}"
+    return text
+
+
 def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
     """Every row of the claims table (★ = primary)."""
     lines = [f"Profile `{profile}`; generated from `figures/{CLAIMS_CSV}` (notebook 05). Effects "
              "are oriented so that the paper's direction is positive; p-values are one-sided and "
-             "Holm-adjusted within each claim (support / opposite / below the SESOI).", "",
+             "Holm-adjusted within each claim over its primary variants (★), the secondary ones "
+             "a family of their own (support / opposite / below the SESOI). The intervals are "
+             "unadjusted: where Holm changed the call they make, the verdict says so; a design "
+             "with under 50 % power at its SESOI (at the observed spread) is marked "
+             "underpowered, with the replicates it would need.", "",
              "| claim | variant | paper | kit [95 % CI] | 90 % CI | SESOI | n | MDE | power | "
              "p (Holm) | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -173,7 +192,7 @@ def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
             f"| {r['claim']} | {r['variant']}{star} | "
             f"{_num(r['paper'], r) if math.isfinite(r['paper']) else ''} | {est} {_ci(r)} | "
             f"{_ci(r, 'lo90', 'hi90')} | {_num(r['sesoi'], r, False)} | {int(r['n'])} | "
-            f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {r['verdict']} |")
+            f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {verdict_text(r)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -210,8 +229,6 @@ def setup_markdown(profile=None, record: dict | None = None,
                    times: pd.DataFrame | None = None) -> str:
     """The study's size from the default profile and the shipped teacher's record, and each
     notebook's wall time in the last run (``pipeline.record_time``'s table) when there is one."""
-    from ddkit.config import load_profile
-    from ddkit.study import CELLS, shipped_teacher_record
     profile = profile or load_profile("default")
     record = record if record is not None else shipped_teacher_record()
     seeds = {c: len(profile.seeds_for(c)) for c in CELLS}
@@ -315,8 +332,6 @@ def teacher_line(record: dict) -> str:
 
 def study_teacher_record() -> dict | None:
     """The shipped record of the paper-shaped profile's teacher, None before it is shipped."""
-    from ddkit.config import load_profile
-    from ddkit.models import shipped_teacher
     target = shipped_teacher(load_profile(STUDY_DIR).teacher.model.name, must_exist=False)
     return json.loads(target.record.read_text()) if target.record.is_file() else None
 
@@ -405,7 +420,6 @@ def controls_markdown(results: pd.DataFrame, teacher_s: float | None = None) -> 
 
 
 def _controls_teacher_seconds() -> float | None:
-    from ddkit.models import shipped_teacher
     total = 0.0
     for name in ("ddkit_vit_mae_teacher_fmnist", "ddkit_vit_mae_probed_teacher_fmnist"):
         record = shipped_teacher(name, must_exist=False).record

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from ddkit import claims as claims_module
 from ddkit.claims import (
     ABSENT,
     ALPHA_SESOI,
@@ -37,6 +38,7 @@ from ddkit.stats import Replicates, TDist, holm, t_quantile
 DELTA = Sesoi(0.2, "test SESOI")
 BASE = np.array([76.99, 77.10, 76.85, 77.02, 76.91, 77.20, 76.80, 77.05, 76.95, 77.12])
 NOISE = np.array([0.03, -0.05, 0.02, -0.01, 0.04, -0.03, 0.0, 0.01, -0.02, 0.01])  # mean 0
+WIDE_NOISE = NOISE * 40   # a paired SD of about 1.2 pt: far too wide for a 0.2 pt SESOI
 
 
 def ev(a, b, kind=DIRECTIONAL, primary=False, variant="v", claim="C3", sesoi=DELTA) -> Evidence:
@@ -137,7 +139,7 @@ def test_noninferiority_rows():
 def test_holm_within_a_claim_changes_a_borderline_verdict():
     soft = BASE
     # a variant whose raw one-sided p is just below 2.5 %: reproduced alone, not beside two
-    # other variants with the same p (Holm: 3 x p > 2.5 %)
+    # other primary variants with the same p (Holm: 3 x p > 2.5 %)
     shift = np.array([0.9, -0.6, 0.7, -0.5, 0.1, -0.2, 0.5, -0.3, 0.3, 0.0]) * 0.3
     d = TDist.of(shift + 0.0)
     k = (t_quantile(0.985, 9) * float(d.se) - float(d.mean))  # move the mean so p ≈ 0.015
@@ -145,10 +147,16 @@ def test_holm_within_a_claim_changes_a_borderline_verdict():
     one = judge([ev(soft, last, primary=True)])
     assert one.loc[0, "p_support"] == pytest.approx(0.015, rel=1e-6)
     assert one.loc[0, "verdict"] in (REPRODUCED, SMALLER)
-    three = judge([ev(soft, last, primary=True, variant="a"), ev(soft, last, variant="b"),
-                   ev(soft, last, variant="c")])
+    three = judge([ev(soft, last, primary=True, variant="a"),
+                   ev(soft, last, primary=True, variant="b"),
+                   ev(soft, last, primary=True, variant="c")])
     assert three["p_support_holm"].tolist() == pytest.approx([0.045] * 3, rel=1e-6)
-    assert set(three["verdict"]) == {INCONCLUSIVE}
+    assert set(three["verdict"]) == {INCONCLUSIVE} and three["holm_changed"].all()
+    # secondary variants are a family of their own: the primary keeps its p
+    secondary = judge([ev(soft, last, primary=True, variant="a"), ev(soft, last, variant="b"),
+                       ev(soft, last, variant="c")])
+    assert secondary["p_support_holm"].tolist() == pytest.approx([0.015, 0.03, 0.03], rel=1e-6)
+    assert list(secondary["family"]) == ["primary", "secondary", "secondary"]
     # a different claim is a different family: its rows do not dilute this one
     mixed = judge([ev(soft, last, primary=True), ev(soft, last, claim="C6", primary=True)])
     assert mixed["p_support_holm"].tolist() == pytest.approx([0.015, 0.015], rel=1e-6)
@@ -250,3 +258,59 @@ def test_pvalues_vectorised_and_interior_min():
     assert set(decide(DIRECTIONAL, p["support"], p["opposite"], p["sesoi"])) <= set(VERDICTS)
     assert holm(p["support"]).shape == (7,)
     assert ALPHA_SESOI == 0.05 and ALPHA_SIGN == 0.025
+
+
+def _interval_says(row) -> str:
+    """The call the printed intervals make by the rules, before any multiplicity correction."""
+    log = row["scale"] == "log"
+    zero, d = (1.0, row["sesoi"]) if log else (0.0, row["sesoi"])
+    lo_d = 1 / d if log else -d
+    if row["kind"] == DIRECTIONAL:
+        if row["hi95"] < zero:
+            return OPPOSITE
+        below = row["hi90"] < d
+        if row["lo95"] > zero:
+            return "smaller than the paper's" if below else REPRODUCED
+        return "absent" if below else "inconclusive"
+    if row["kind"] == "equivalence":
+        if lo_d < row["lo90"] and row["hi90"] < d:
+            return REPRODUCED
+        return OPPOSITE if (row["lo95"] > d or row["hi95"] < lo_d) else "inconclusive"
+    if row["hi90"] < d:
+        return REPRODUCED
+    return OPPOSITE if row["lo95"] > d else "inconclusive"
+
+
+@pytest.mark.parametrize("path", ["figures/claims_table.csv", "figures/scale_sweep.csv",
+                                  "figures/paper_shaped/scale_sweep.csv"])
+def test_no_printed_interval_contradicts_its_verdict(path):
+    """Over every committed table: the unadjusted call is what the printed 95 % / 90 % intervals
+    say, and the verdict differs from it only where ``holm_changed`` says so."""
+    from pathlib import Path
+
+    from ddkit.tables import read_table
+    table = read_table(Path(__file__).resolve().parent.parent / path)
+    for row in table.to_dict("records"):
+        where = f"{row.get('setting', '')} {row['claim']} {row['variant']}"
+        assert _interval_says(row) == row["verdict_unadjusted"], where
+        assert (row["verdict"] != row["verdict_unadjusted"]) == bool(row["holm_changed"]), where
+
+
+def test_holm_runs_over_the_primaries_only_so_a_secondary_never_moves_a_headline():
+    strong = paired(BASE + 0.5, BASE)                     # clearly in the paper's direction
+    weak = paired(BASE + 0.05 + NOISE * 3, BASE)
+    rows = [Evidence("C9", "primary", DIRECTIONAL, strong, DELTA, "pt", "s", primary=True)]
+    alone = judge(rows)
+    crowded = judge(rows + [Evidence("C9", f"secondary {i}", DIRECTIONAL, weak, DELTA, "pt", "s")
+                            for i in range(12)])
+    assert crowded.loc[0, "p_support_holm"] == alone.loc[0, "p_support_holm"]
+    assert crowded.loc[0, "headline"] == alone.loc[0, "headline"]
+    assert set(crowded["family"]) == {"primary", "secondary"}
+
+
+def test_a_futile_design_is_flagged_with_the_seeds_it_needs():
+    assert claims_module.needed_seeds(10, 0.6, 0.15) == 160          # (0.6 / 0.15)² × 10
+    noisy = paired(BASE + WIDE_NOISE, BASE)
+    table = judge([Evidence("C9", "v", DIRECTIONAL, noisy, DELTA, "pt", "s", primary=True)])
+    assert table.loc[0, "power"] < 0.5
+    assert table.loc[0, "design"].startswith("underpowered (needs ≈ ")
