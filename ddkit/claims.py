@@ -63,7 +63,8 @@ TABLE_COLUMNS = ("claim", "variant", "primary", "kind", "estimate", "lo95", "hi9
                  "n", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power",
                  "p_support", "p_support_holm", "p_opposite", "p_opposite_holm", "p_sesoi",
                  "p_sesoi_holm", "family", "verdict", "verdict_unadjusted", "holm_changed",
-                 "design", "headline", "also_opposite", "statistic", "rule", "note")
+                 "design", "paper_compatible", "headline", "also_opposite", "statistic", "rule",
+                 "note")
 UNDERPOWERED_BELOW = 0.5   # power at the SESOI under which a design is flagged as futile
 DIGITS = 3  # significant digits in statistic strings
 
@@ -260,6 +261,19 @@ def _design(row) -> str:
             else "underpowered")
 
 
+def paper_compatible(row) -> str:
+    """Is the paper's value (same quantity, same orientation) compatible with the kit's?
+    ``inside the 95 % CI``, ``within the SESOI of the CI``, ``no``, or "" without a paper
+    value. "Reproduced" says the effect is there; this says whether it has the paper's size."""
+    paper, lo, hi, d = row["paper"], row["lo95"], row["hi95"], row["sesoi"]
+    if not all(math.isfinite(v) for v in (paper, lo, hi)):
+        return ""
+    if lo <= paper <= hi:
+        return "inside the 95 % CI"
+    near = (lo / d <= paper <= hi * d) if row.get("scale") == "log" else (lo - d <= paper <= hi + d)
+    return "within the SESOI of the CI" if near else "no"
+
+
 def rejudge(table: pd.DataFrame) -> pd.DataFrame:
     """Decide a table of variants from its raw one-sided p-values (``Evidence.row`` columns):
 
@@ -269,7 +283,7 @@ def rejudge(table: pd.DataFrame) -> pd.DataFrame:
     - ``verdict`` from the adjusted p-values, ``verdict_unadjusted`` from the raw ones (what the
       printed 95 % / 90 % intervals say), ``holm_changed`` where the two differ;
     - ``design``: ``underpowered (needs ≈ N replicates)`` when the power at the SESOI is below
-      ``UNDERPOWERED_BELOW``, else ``adequate``;
+      ``UNDERPOWERED_BELOW``, else ``adequate``; ``paper_compatible`` (:func:`paper_compatible`);
     - the claim's headline from its primary verdicts (:func:`combine`).
     """
     table = table.copy()
@@ -289,6 +303,7 @@ def rejudge(table: pd.DataFrame) -> pd.DataFrame:
     table["verdict"], table["verdict_unadjusted"] = verdicts("_holm"), verdicts("")
     table["holm_changed"] = table["verdict"] != table["verdict_unadjusted"]
     table["design"] = [_design(r) for r in table.to_dict("records")]
+    table["paper_compatible"] = [paper_compatible(r) for r in table.to_dict("records")]
     table["headline"], table["also_opposite"] = "", ""
     for claim, rows in table.groupby("claim", sort=False):
         primary = rows[rows["primary"]]

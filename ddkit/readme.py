@@ -182,8 +182,8 @@ def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
              "with under 50 % power at its SESOI (at the observed spread) is marked "
              "underpowered, with the replicates it would need.", "",
              "| claim | variant | paper | kit [95 % CI] | 90 % CI | SESOI | n | MDE | power | "
-             "p (Holm) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "p (Holm) | verdict | paper's value |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         star = " ★" if r["primary"] else ""
         est = f"{r['estimate']:.3g}x" if r["scale"] == "log" else fmt(r["estimate"])
@@ -192,7 +192,8 @@ def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
             f"| {r['claim']} | {r['variant']}{star} | "
             f"{_num(r['paper'], r) if math.isfinite(r['paper']) else ''} | {est} {_ci(r)} | "
             f"{_ci(r, 'lo90', 'hi90')} | {_num(r['sesoi'], r, False)} | {int(r['n'])} | "
-            f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {verdict_text(r)} |")
+            f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {verdict_text(r)} | "
+            f"{r.get('paper_compatible', '') or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,7 +206,9 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
               *[f"{c}: {v}" for c, v in keys], "headlines"]
     lines = ["Generated from `figures/scale_sweep.csv` (notebook 06): the SoftKD and "
              "SpectralKD-Last students retrained with one change per setting, judged by the "
-             "same rules (Holm within each claim and setting).", "",
+             "same rules (Holm within each claim and setting). Every setting but `base` is "
+             "exploratory (one factor at a time, no correction across settings): a lead, not "
+             "a finding.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting, rows in sweep.groupby("setting", sort=False):
         cells = []
@@ -303,10 +306,10 @@ def where_claims_appear(sweep: pd.DataFrame) -> dict[str, str]:
         found = [s for s, v in verdicts.items() if v == "reproduced"]
         counts = verdicts.value_counts().to_dict()
         summary = ", ".join(f"{v}: {n}" for v, n in counts.items())
-        out[claim] = (f"{claim} {TITLES.get(claim, claim)}: reproduced in "
+        out[claim] = (f"{claim} {TITLES.get(claim, claim)} (exploratory): reproduced in "
                       f"{', '.join(f'`{s}`' for s in found)} (of {len(verdicts)} settings)"
                       if found else
-                      f"{claim} {TITLES.get(claim, claim)}: reproduced in none of the "
+                      f"{claim} {TITLES.get(claim, claim)} (exploratory): reproduced in none of the "
                       f"{len(verdicts)} settings searched ({summary})")
     return out
 

@@ -19,9 +19,12 @@ from ddkit.config import Profile, replace
 CELLS = ("SoftKD", "SpectralKD-Last")
 
 
+BASE = "base"   # the profile itself, the one setting a sweep does not explore
+
+
 def settings(profile: Profile) -> dict[str, Profile]:
     """The base profile and one profile per sweep setting."""
-    out = {"base": profile}
+    out = {BASE: profile}
     for name, overrides in profile.sweep.items():
         out[name] = replace(profile, **overrides)
     return out
@@ -36,7 +39,9 @@ def _evidence(runs, x, y, paper: evidence.Paper) -> list[claims.Evidence]:
 def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
     """One row per (setting, claim, variant): the columns of ``claims.TABLE_COLUMNS`` (judged by
     the same rules as notebook 05, Holm within each claim and setting), and the wall time the
-    setting's runs took (training seconds recorded by each run, summed)."""
+    setting's runs took (training seconds recorded by each run, summed). Every setting but the
+    base is ``exploratory``: one factor changed at a time, no correction across settings, so a
+    setting's verdict is a lead to follow up, not a finding."""
     x, y = study.analysis_batch(profile)
     paper = evidence.Paper()
     rows = []
@@ -49,4 +54,5 @@ def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
         rows.append(table.assign(setting=name, train_wall_s=round(wall, 1),
                                  session_s=round(time.perf_counter() - began, 1)))
     out = pd.concat(rows, ignore_index=True)
-    return out[["setting", "train_wall_s", "session_s", *claims.TABLE_COLUMNS]]
+    out["exploratory"] = out["setting"] != BASE
+    return out[["setting", "exploratory", "train_wall_s", "session_s", *claims.TABLE_COLUMNS]]

@@ -314,3 +314,21 @@ def test_a_futile_design_is_flagged_with_the_seeds_it_needs():
     table = judge([Evidence("C9", "v", DIRECTIONAL, noisy, DELTA, "pt", "s", primary=True)])
     assert table.loc[0, "power"] < 0.5
     assert table.loc[0, "design"].startswith("underpowered (needs ≈ ")
+
+
+@pytest.mark.parametrize("paper, expected", [(0.5, "inside the 95 % CI"),
+                                             (1.1, "within the SESOI of the CI"),
+                                             (2.0, "no"), (math.nan, "")])
+def test_paper_compatibility_by_hand(paper, expected):
+    row = {"paper": paper, "lo95": 0.2, "hi95": 0.9, "sesoi": 0.3, "scale": "linear"}
+    assert claims_module.paper_compatible(row) == expected
+
+
+def test_the_sweeps_mark_every_setting_but_the_base_exploratory():
+    from pathlib import Path
+
+    from ddkit.tables import read_table
+    root = Path(__file__).resolve().parent.parent / "figures"
+    for path in (root / "scale_sweep.csv", root / "paper_shaped" / "scale_sweep.csv"):
+        table = read_table(path)
+        assert (table["exploratory"] == (table["setting"] != "base")).all(), path

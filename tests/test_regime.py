@@ -55,7 +55,7 @@ def test_search_table_has_one_row_per_setting_with_each_followed_claim(sweep):
 
 def test_where_claims_appear_names_the_settings_or_says_none(sweep):
     text = readme.where_claims_appear(sweep)
-    assert text["C1"].startswith("C1 U-shaped entropy: reproduced in `4-block student` (of 2")
+    assert text["C1"].startswith("C1 U-shaped entropy (exploratory): reproduced in `4-block student` (of 2")
     assert "reproduced in none of the 2 settings searched" in text["C3"]
     assert "opposite: 2" in text["C6"]
 
