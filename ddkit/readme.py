@@ -172,18 +172,38 @@ def verdict_text(row) -> str:
     return text
 
 
-def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
-    """Every row of the claims table (★ = primary)."""
+def mismatch_text(variant: str, mismatch: pd.DataFrame | None, profile: str = "default",
+                  setting: str = "base") -> str:
+    """The encoding mismatch (teacher dim at 95 % / student width) of the layer map a variant's
+    feature-KD cell aligns, from ``mismatch.csv`` rows of ``profile`` / ``setting``: "0.60"
+    (Last), "0.35 / 0.60" (First+Last); "" for a variant without a feature-KD cell."""
+    if mismatch is None:
+        return ""
+    found = re.search(r"(?:Spectral|Projector)KD-(First\+Last|First|Last)", variant)
+    if not found:
+        return ""
+    maps = {"First": ["first"], "Last": ["last"], "First+Last": ["first", "last"]}[found.group(1)]
+    rows = mismatch[(mismatch["profile"] == profile) & (mismatch["setting"] == setting)]
+    ratios = [rows.loc[rows["layers"] == m, "ratio"] for m in maps]
+    return " / ".join(f"{r.iloc[0]:.2f}" for r in ratios if len(r))
+
+
+def results_markdown(table: pd.DataFrame, profile: str = "default",
+                     mismatch: pd.DataFrame | None = None) -> str:
+    """Every row of the claims table (★ = primary), with the encoding mismatch of each
+    feature-KD cell's layer map (``mismatch``: rows of ``ddkit.mismatch.profile_mismatch``)."""
     lines = [f"Profile `{profile}`; generated from `figures/{CLAIMS_CSV}` (notebook 05). Effects "
              "are oriented so that the paper's direction is positive; p-values are one-sided and "
              "Holm-adjusted within each claim over its primary variants (★), the secondary ones "
              "a family of their own (support / opposite / below the SESOI). The intervals are "
              "unadjusted: where Holm changed the call they make, the verdict says so; a design "
              "with under 50 % power at its SESOI (at the observed spread) is marked "
-             "underpowered, with the replicates it would need.", "",
+             "underpowered, with the replicates it would need. Mismatch: the teacher's "
+             "data-set-level PCA dimension at 95 % over the student's width at the layer(s) the "
+             "row's feature-KD cell aligns (`ddkit.mismatch`, notebook 08).", "",
              "| claim | variant | paper | kit [95 % CI] | 90 % CI | SESOI | n | MDE | power | "
-             "p (Holm) | verdict | paper's value |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "p (Holm) | verdict | paper's value | mismatch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         star = " ★" if r["primary"] else ""
         est = f"{r['estimate']:.3g}x" if r["scale"] == "log" else fmt(r["estimate"])
@@ -193,16 +213,18 @@ def results_markdown(table: pd.DataFrame, profile: str = "default") -> str:
             f"{_num(r['paper'], r) if math.isfinite(r['paper']) else ''} | {est} {_ci(r)} | "
             f"{_ci(r, 'lo90', 'hi90')} | {_num(r['sesoi'], r, False)} | {int(r['n'])} | "
             f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {verdict_text(r)} | "
-            f"{r.get('paper_compatible', '') or ''} |")
+            f"{r.get('paper_compatible', '') or ''} | "
+            f"{mismatch_text(r['variant'], mismatch, profile)} |")
     return "\n".join(lines) + "\n"
 
 
-def sweep_markdown(sweep: pd.DataFrame) -> str:
-    """The sweep: per setting the training wall time and each claim's primary estimate and
-    verdict, with the claims' headlines."""
+def sweep_markdown(sweep: pd.DataFrame, mismatch: pd.DataFrame | None = None,
+                   profile: str = "default") -> str:
+    """The sweep: per setting the training wall time, the last layer's encoding mismatch and
+    each claim's primary estimate and verdict, with the claims' headlines."""
     keys = list(dict.fromkeys(zip(sweep.loc[sweep["primary"], "claim"],
                                   sweep.loc[sweep["primary"], "variant"])))
-    header = ["setting", "training wall time (s)",
+    header = ["setting", "training wall time (s)", "mismatch (Last)",
               *[f"{c}: {v}" for c, v in keys], "headlines"]
     lines = ["Generated from `figures/scale_sweep.csv` (notebook 06): the SoftKD and "
              "SpectralKD-Last students retrained with one change per setting, judged by the "
@@ -219,7 +241,8 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
                          f"{r.iloc[0]['verdict']}")
         heads = "; ".join(f"{c} {h}" for c, h in
                           rows.groupby("claim", sort=False)["headline"].first().items())
-        lines.append(f"| {setting} | {rows['train_wall_s'].iloc[0]:.0f} | "
+        ratio = mismatch_text("SpectralKD-Last", mismatch, profile, setting)
+        lines.append(f"| {setting} | {rows['train_wall_s'].iloc[0]:.0f} | {ratio} | "
                      + " | ".join(cells) + f" | {heads} |")
     return "\n".join(lines) + "\n"
 
@@ -442,13 +465,15 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     claims_csv, sweep_csv = Path(figures) / CLAIMS_CSV, Path(figures) / SWEEP_CSV
     times_csv = Path(figures) / TIMES_CSV
     out = {"setup": setup_markdown(times=pd.read_csv(times_csv) if times_csv.is_file() else None)}
+    mismatch_csv = Path(figures) / CONTROLS_DIR / "mismatch.csv"
+    mismatch = pd.read_csv(mismatch_csv) if mismatch_csv.is_file() else None
     if claims_csv.is_file():
         table = read_table(claims_csv)
         out["claims"] = claims_markdown(table)
-        out["results"] = results_markdown(table)
+        out["results"] = results_markdown(table, mismatch=mismatch)
     else:
         out["claims"] = out["results"] = _placeholder(CLAIMS_CSV, "notebook 05")
-    out["sweep"] = (sweep_markdown(read_table(sweep_csv)) if sweep_csv.is_file()
+    out["sweep"] = (sweep_markdown(read_table(sweep_csv), mismatch) if sweep_csv.is_file()
                     else _placeholder(SWEEP_CSV, "notebook 06"))
     shaped = Path(figures) / STUDY_DIR
     tables = [read_table(p) if p.is_file() else None
