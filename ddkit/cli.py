@@ -24,6 +24,10 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+import yaml
+
 from ddkit.config import (
     DEVICES,
     FEATURE_KINDS,
@@ -37,6 +41,10 @@ from ddkit.config import (
     replace,
     to_dict,
 )
+from ddkit.models import ModelInputError
+from ddkit.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
+from ddkit.store import RUNS_ENV, RunBusyError, RunDir, runs_root, write_text
+from ddkit.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 ANALYZE_HELP = """\
@@ -215,9 +223,6 @@ def _profile(args: argparse.Namespace) -> Profile:
 
 
 def _check_cuda(why: str) -> None:
-    import torch
-
-    from ddkit.train import DeviceUnavailableError
     if not torch.cuda.is_available():
         raise DeviceUnavailableError(f"{why} but no CUDA device is visible; run on the CPU "
                                      "with --device cpu")
@@ -225,7 +230,6 @@ def _check_cuda(why: str) -> None:
 
 def _discard(cfg) -> None:
     """--force: delete the run folder of ``cfg`` (one process only, never under torchrun)."""
-    from ddkit.store import RunDir
     run_dir = RunDir.for_config(cfg)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ConfigError(f"--force under torchrun: delete {run_dir.path} first, then start "
@@ -236,7 +240,7 @@ def _discard(cfg) -> None:
 
 
 def _teacher(profile: Profile, force: bool):
-    from ddkit.study import teacher_model
+    from ddkit.study import teacher_model  # lazy: keeps `ddkit --help` fast (study pulls pandas and scipy)
     if force and profile.teacher_source == "train":
         _discard(profile.teacher_config())
     return teacher_model(profile)
@@ -244,7 +248,6 @@ def _teacher(profile: Profile, force: bool):
 
 def _student(profile: Profile, args: argparse.Namespace, kd: str, feature: str, layers,
              teacher=None):
-    from ddkit.train import train
     if teacher is None and (kd != "none" or feature != "none"):
         teacher, _ = _teacher(profile, force=False)
     cfg = profile.student_config(kd=kd, feature=feature, layers=layers, seed=args.seed,
@@ -261,7 +264,6 @@ def _report(run) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ddkit.train import train
     profile = _profile(args)
     if args.command == "train" and args.role == "teacher":
         cfg = profile.teacher_config()
@@ -286,7 +288,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from ddkit.pipeline import run_notebooks, select
     profile = _profile(args)
     target = args.profile
     if args.overrides or args.device:
@@ -301,9 +302,6 @@ def _resolved_profile_file(profile: Profile, changed: bool) -> Path:
     """The profile with its overrides as a YAML file under ``<runs>/profiles/`` for the notebook
     kernels. A profile whose values changed gets its own name (``<name>-set-<digest>``), so its
     figures never overwrite those of the profile it came from."""
-    import yaml
-
-    from ddkit.store import runs_root, write_text
     data = json.loads(json.dumps(to_dict(profile)))
     if changed:
         digest = hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "device"},
@@ -326,8 +324,7 @@ def _profiles(_args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from ddkit.study import ship_teacher
-    from ddkit.train import load_run
+    from ddkit.study import ship_teacher  # lazy: keeps `ddkit --help` fast (study pulls pandas and scipy)
     profile = _profile(args)
     run = load_run(args.run_dir) if args.run_dir else None
     if args.unfinished and run is None:
@@ -338,7 +335,7 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from ddkit import report
+    from ddkit import report  # lazy: keeps `ddkit --help` fast (report pulls pandas and scipy)
     if args.model and (args.teacher or args.student):
         raise ConfigError("give one MODEL, or --teacher and --student, not both")
     if bool(args.teacher) != bool(args.student):
@@ -368,12 +365,11 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _controls(args: argparse.Namespace) -> int:
-    from ddkit import controls
-    from ddkit.nb import figure_dir
+    from ddkit import controls, nb  # lazy: keeps `ddkit --help` fast (controls and nb pull pandas, scipy, matplotlib)
     profile = _profile(args)
     done = (controls.finished(profile) if args.publish_only else
             controls.runs(profile, only=args.only, workers=args.workers))
-    folder = figure_dir(profile)
+    folder = nb.figure_dir(profile)
     tables = controls.publish(profile, done, folder)
     print(f"{len(done)} run(s) of this machine; {len(tables[controls.RESULTS_CSV])} in "
           f"{folder / controls.RESULTS_CSV}")
@@ -381,7 +377,6 @@ def _controls(args: argparse.Namespace) -> int:
 
 
 def _refresh(_args: argparse.Namespace) -> int:
-    from ddkit.pipeline import refresh_outputs
     refresh_outputs()
     return 0
 
@@ -396,11 +391,6 @@ COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: printed as one line, not a traceback."""
-    import torch
-
-    from ddkit.pipeline import NotebookFailed
-    from ddkit.store import RunBusyError
-    from ddkit.train import DeviceUnavailableError, NonFiniteLossError
     return (ConfigError, ValueError, FileNotFoundError, NonFiniteLossError,
             DeviceUnavailableError, NotebookFailed, RunBusyError, torch.OutOfMemoryError)
 
@@ -431,7 +421,6 @@ def _show_progress_lines() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.runs_dir:
-        from ddkit.store import RUNS_ENV
         os.environ[RUNS_ENV] = str(Path(args.runs_dir).expanduser().resolve())
     _show_progress_lines()
     try:
@@ -443,13 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     except _expected_errors() as err:
         if args.traceback:
             raise
-        import torch
         message = " ".join(str(err).split()) if not isinstance(err, torch.OutOfMemoryError) \
             else "out of memory; lower --batch-size (analyze) or data.batch_size (--set)"
         if isinstance(err, FileNotFoundError) and not str(err):
             message = repr(err)
         print(f"error: {message}", file=sys.stderr)
-        from ddkit.models import ModelInputError
         return EXIT_USAGE if isinstance(err, (ConfigError, ModelInputError)) else EXIT_ERROR
     finally:
         _end_distributed()
@@ -458,7 +445,6 @@ def main(argv: list[str] | None = None) -> int:
 def _end_distributed() -> None:
     """Under torchrun, tear the process group down before the interpreter exits: left to exit,
     gloo's threads can abort the process ("terminate called without an active exception")."""
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

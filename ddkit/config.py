@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
+import torch
 import yaml
 
-from ddkit.losses import FEATURE_KINDS, KD_KINDS, LAYER_SPECS, PROJECTOR_MODES
+from ddkit.data import AUGMENT_RECIPES, DATASETS
+from ddkit.losses import FEATURE_KINDS, KD_KINDS, LAYER_SPECS, PROJECTOR_MODES, resolve_layer_pairs
+from ddkit.models import check_model_name, model_depth
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -312,10 +316,6 @@ def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value of a run before any compute; return it unchanged or raise ConfigError."""
-    from ddkit.data import AUGMENT_RECIPES, DATASETS  # local: data imports torchvision
-    from ddkit.losses import resolve_layer_pairs
-    from ddkit.models import check_model_name, model_depth
-
     _choice(cfg.data.name, tuple(DATASETS), "data.name")
     if isinstance(cfg.data.augment, str):
         _choice(cfg.data.augment, AUGMENT_RECIPES, "data.augment")
@@ -597,10 +597,6 @@ def _check_roles(profile: Profile) -> None:
 def _check_builds(model: ModelConfig, key: str) -> None:
     """The model name exists and timm takes its arguments (built on the meta device: no
     compute, no weights)."""
-    import timm
-    import torch
-
-    from ddkit.models import check_model_name
     try:
         check_model_name(model.name)
     except ValueError as err:

@@ -17,8 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import Dataset, Subset
+from torchvision import datasets
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -143,8 +145,7 @@ def find_fashion_mnist(root: str | Path | None = None, download: bool = True) ->
     failure = "download=False"
     if download:
         try:
-            from torchvision.datasets import FashionMNIST
-            FashionMNIST(str(cache), train=True, download=True)
+            datasets.FashionMNIST(str(cache), train=True, download=True)
             found = _fashion_folder(cache)
             if found is not None:
                 return found
@@ -219,7 +220,6 @@ class FashionMNISTDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self.recipe is not None:
-            from PIL import Image
             image = Image.fromarray(self.images[index].numpy(), mode="L")
             return self.recipe(image), int(self.labels[index])  # [1, S, S] normalised
         img = self.images[index].unsqueeze(0)  # [1, 28, 28] uint8
@@ -329,7 +329,6 @@ def _held_out(split: str) -> bool:
 def _torchvision_dataset(name: str, held_out: bool, root: str | Path | None, transform,
                          download: bool) -> Dataset:
     """CIFAR-10/100 via torchvision, or an ImageFolder `root/train` | `root/val` tree."""
-    from torchvision import datasets
     if name == "imagefolder":
         if root is None:
             raise ValueError("dataset 'imagefolder' needs root= a folder with train/ and val/")

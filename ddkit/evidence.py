@@ -28,6 +28,7 @@ import torch
 
 from ddkit import claims, metrics
 from ddkit.claims import DIRECTIONAL, EQUIVALENCE, NONINFERIORITY, Evidence, Sesoi
+from ddkit.dynamics import record
 from ddkit.reference import FEATURE_WEIGHT, official_entropy, official_logs
 from ddkit.stats import Replicates, TDist
 
@@ -279,7 +280,6 @@ def bootstrap_layer_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
     images, and on the full batch: rows (model, replicate, layer, metric, value, n_images),
     replicate -1 = the full batch. The same ``seed`` gives every model the same resamples (paired by replicate).
     Percentile intervals over these are conditional on the one model (one teacher run)."""
-    from ddkit.dynamics import record
     feats, _ = record(model, x, y)                                          # [L, B, C, H, W]
     L, B = feats.shape[:2]
     _, counts = resample_counts(B, n_boot, seed)

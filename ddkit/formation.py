@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ddkit import claims
+from ddkit.reference import official_entropy
 
 STATISTICS = {"U depth": ("first", "last"), "first − min": ("first",), "last − min": ("last",)}
 ALPHA = claims.ALPHA_SIGN  # each tail of a 95 % interval
@@ -64,7 +65,6 @@ def with_progress(table: pd.DataFrame, epochs: int | dict[str, int]) -> pd.DataF
 def official_depths(entropy: pd.DataFrame | None = None, epochs: int = 300) -> pd.DataFrame:
     """The official students' U depth and arms at every saved checkpoint (``model_best`` left
     out: it is not on the schedule's grid), one run each (no interval), with ``progress``."""
-    from ddkit.reference import official_entropy
     entropy = official_entropy() if entropy is None else entropy
     saved = entropy[entropy["checkpoint"].str.startswith("checkpoint_epoch_")]
     return with_progress(depths(saved, over="__none__"), epochs)

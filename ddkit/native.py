@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -30,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from ddkit import data
 
 ENV = "DDKIT_NATIVE"  # "0" turns the kernel off (the torch path is used)
 
@@ -135,8 +138,7 @@ _failed: str | None = None
 
 def kernel_dir() -> Path:
     """Where compiled kernels are kept: ``$DDKIT_DATA/kernels`` or ``~/.cache/ddkit/kernels``."""
-    from ddkit.data import default_data_dir
-    return default_data_dir() / "kernels"
+    return data.default_data_dir() / "kernels"
 
 
 def _compiler() -> str:
@@ -145,7 +147,6 @@ def _compiler() -> str:
 
 def _build() -> ctypes.CDLL:
     """Compile (once per source, flags and machine) and load the kernel library."""
-    import platform
     attempts = ([["-DDDKIT_CLONES"], []] if platform.machine() in ("x86_64", "AMD64") else [[]])
     errors = []
     for extra in attempts:

@@ -9,10 +9,18 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import timm
 import torch
+from IPython import get_ipython
+from IPython.display import Image, display
 
+from ddkit import readme
+from ddkit.claims import VERDICTS
 from ddkit.config import ConfigError, Profile, load_profile, profile_names
+from ddkit.data import find_fashion_mnist
+from ddkit.plots import SAVE_DPI, plt, save_figure  # plots sets the backend before pyplot
 from ddkit.store import figure_dir as store_figure_dir
+from ddkit.store import write_text
 
 _NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -33,9 +41,6 @@ class Session:
         show that PNG file in the notebook and close the figure, so what a reader sees inline is
         byte for byte the file in ``figures/``. The image output carries the file name in its
         metadata (``ddkit_figure``). Returns the PNG's path."""
-        import matplotlib.pyplot as plt
-
-        from ddkit.plots import SAVE_DPI, save_figure
         png = save_figure(fig, name, self.figures, pdf=paper)[0]
         plt.close(fig)
         show_png(png, scale=100 / SAVE_DPI, metadata={FIGURE_KEY: png.name})
@@ -48,8 +53,6 @@ FIGURE_KEY = "ddkit_figure"  # output metadata naming the figure file an image o
 def show_png(path: Path, scale: float = 1.0, metadata: dict | None = None) -> None:
     """Display a PNG file in the running notebook at ``scale`` of its pixel width (nothing
     outside a kernel)."""
-    from IPython import get_ipython
-    from IPython.display import Image, display
     if get_ipython() is None:
         return
     data = Path(path).read_bytes()
@@ -90,7 +93,6 @@ def figure_dir(profile: Profile) -> Path:
 
 def _check_data(profile: Profile) -> None:
     if profile.data.name == "fashion_mnist":
-        from ddkit.data import find_fashion_mnist
         find_fashion_mnist(profile.data.root, download=True)
 
 
@@ -108,7 +110,6 @@ def start(namespace: dict, **schema: type) -> Session:
 
 def environment() -> dict:
     """Versions and device, for the record at the top of a notebook."""
-    import timm
     return {"python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "cuda": torch.cuda.is_available(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
@@ -183,8 +184,6 @@ def reference_summary(logs, entropy) -> str:
 def write_claims(session: Session, table) -> None:
     """Write the claims table (CSV + Markdown) to the profile's figures; for the default profile
     also regenerate the generated blocks of the README and docs/results.md from the figures' CSVs (``ddkit.readme``)."""
-    from ddkit import readme
-    from ddkit.store import write_text
     session.figures.mkdir(parents=True, exist_ok=True)
     write_text(session.figures / readme.CLAIMS_CSV, table.to_csv(index=False))
     text = readme.results_markdown(readme.read_table(session.figures / readme.CLAIMS_CSV),
@@ -196,7 +195,6 @@ def write_claims(session: Session, table) -> None:
 
 def write_sweep(session: Session, table) -> None:
     """Write the sweep table as CSV; for the default profile also regenerate the generated documents."""
-    from ddkit import readme
     write_table(session, table, readme.SWEEP_CSV.removesuffix(".csv"))
     if session.profile.name == "default":
         readme.update(figures=session.figures)
@@ -205,7 +203,6 @@ def write_sweep(session: Session, table) -> None:
 def verdict_summary(table) -> str:
     """Stable at any size: rows per claim, the primary variants, and that every row carries its
     SESOI, n and a verdict from the vocabulary."""
-    from ddkit.claims import VERDICTS
     per_claim = table.groupby("claim", sort=False).size().to_dict()
     primary = table[table["primary"]].groupby("claim", sort=False)["variant"].apply(list).to_dict()
     ok = bool(table["sesoi"].gt(0).all() and table["n"].ge(1).all()
@@ -216,7 +213,6 @@ def verdict_summary(table) -> str:
 
 def write_table(session: Session, table, name: str) -> None:
     """Write a result table as ``<figures>/<name>.csv``."""
-    from ddkit.store import write_text
     session.figures.mkdir(parents=True, exist_ok=True)
     write_text(session.figures / f"{name}.csv", table.to_csv(index=False))
 

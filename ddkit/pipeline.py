@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
+from ddkit.config import load_profile
 from ddkit.progress import ENV as PROGRESS_ENV
 from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, figure_dir, runs_root, write_text
 
@@ -70,7 +73,7 @@ def select(only: str | None = None, start: str | None = None) -> list[Path]:
 
 def check_parameters(path: Path, params: dict) -> None:
     """Papermill only warns about unknown parameters; refuse them before running."""
-    import papermill
+    import papermill  # lazy: papermill starts slowly and only running notebooks needs it
     known = papermill.inspect_notebook(str(path))
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -177,7 +180,6 @@ class Tail:
 
 
 def _say(line: str) -> None:
-    from tqdm import tqdm
     tqdm.write(f"[ddkit] {line}", file=sys.stderr)  # above papermill's cell bar, if it is shown
 
 
@@ -230,7 +232,7 @@ def record_time(folder: Path, notebook: str, wall_s: float, relay: "Relay") -> P
     """Write ``notebook``'s row of ``folder/notebook_times.csv`` (other notebooks' rows kept):
     its wall time (s), the runs it trained and found cached, the trained runs' wall times summed
     (s; above ``wall_s`` when runs train side by side), the machine's cores and the finish time."""
-    import pandas as pd
+    import pandas as pd  # lazy: ddkit.cli imports this module; pandas (~0.3 s) would slow `ddkit --help`
     path = Path(folder) / TIMES_CSV
     row = {"notebook": notebook, "wall_s": round(wall_s, 1), "runs_trained": len(relay.walls),
            "runs_cached": relay.cached_total, "trained_run_wall_s": round(sum(relay.walls), 1),
@@ -246,10 +248,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
     """Execute ``paths`` in order with ``profile`` (and per-notebook ``extra`` parameters),
     relaying training progress to stderr. On the default profile each notebook that succeeds is
     also published to ``notebooks/executed/`` and its time recorded in ``figures/`` (``record_time``)."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from ddkit.config import load_profile
+    import papermill  # lazy: papermill starts slowly and only running notebooks needs it
 
     committed = figure_dir(load_profile(profile).name) == FIGURES
     out_dir = runs_root() / "notebooks" / Path(profile).stem
@@ -275,7 +274,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
             raise NotebookFailed(
                 f"{path.name} interrupted; finished runs and epochs are kept: run the same "
                 f"command again to continue from them") from None
-        except PapermillExecutionError as err:
+        except papermill.PapermillExecutionError as err:
             raise NotebookFailed(
                 f"{path.name} failed in cell {err.cell_index} (execution count "
                 f"{err.exec_count}): {err.ename}: {err.evalue}\n  executed copy: "
@@ -302,8 +301,8 @@ CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 def refresh_outputs(paths: list[Path] | None = None, timeout: int = 900) -> None:
     """Execute the notebooks in place with their default parameters (the smoke profile) and keep
     the outputs of ``NBVAL_CHECK_OUTPUT`` cells only: what nbval compares in the test suite."""
-    import nbformat
-    from nbclient import NotebookClient
+    import nbformat  # lazy: only refresh-notebooks reads and writes notebooks
+    from nbclient import NotebookClient  # lazy: only refresh-notebooks runs a kernel in-process
 
     for path in paths or notebooks():
         notebook = nbformat.read(path, as_version=4)

@@ -29,6 +29,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ddkit.stats import bootstrap_ci  # noqa: E402
+from ddkit.store import atomic_write  # noqa: E402
 
 # colours keyed by run name and by method name (Okabe-Ito, colour-blind safe)
 METHOD_COLORS = {"SoftKD": "#333333", "SpectralKD": "#D55E00", "ProjectorKD": "#009E73",
@@ -358,7 +359,6 @@ def plot_bars(table: pd.DataFrame, x: str, y: str, hue: str | None = None, err: 
 def save_figure(fig: Figure, name: str, out_dir: str | Path, pdf: bool = False) -> list[Path]:
     """Write ``out_dir/name.png`` (150 dpi) and, with ``pdf``, ``out_dir/name.pdf``, each
     atomically (a temporary name renamed into place). Returns the paths written."""
-    from ddkit.store import atomic_write
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
     paths = []

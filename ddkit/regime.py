@@ -16,6 +16,7 @@ import pandas as pd
 
 from ddkit import formation, study, tables
 from ddkit.config import Profile, load_profile
+from ddkit.models import shipped_teacher
 from ddkit.store import figure_dir, write_text
 
 STUDY = tables.STUDY_DIR
@@ -102,7 +103,6 @@ def summary(results: Results) -> str:
 def teacher_summary(profile: Profile) -> pd.Series:
     """The shipped record of the study's teacher (accuracy, epochs, wall time, command), or its
     run's summary when it is trained rather than shipped."""
-    from ddkit.models import shipped_teacher
     try:
         record = study.shipped_teacher_record(shipped_teacher(profile.teacher.model.name).model)
     except (ValueError, FileNotFoundError):

@@ -27,11 +27,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import timm
 import torch
 from torch import nn
 
 from ddkit import dynamics, mismatch
 from ddkit.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
+from ddkit.hooks import input_grid
+from ddkit.losses import feature_loss_diagnostics, resolve_layer_pairs
+from ddkit.metrics import channel_spectrum, linear_cka, spatial_log_amplitude
 from ddkit.models import (
     SHIPPED_TEACHERS,
     check_model_name,
@@ -42,6 +46,7 @@ from ddkit.models import (
     load_weights,
 )
 from ddkit.store import check_safetensors, write_json, write_text
+from ddkit.train import DeviceUnavailableError, load_run
 
 RAW = ["token_entropy", "spectrum_intensity", "activation_magnitude", "gradient_magnitude",
        "dlogamp_high"]
@@ -93,7 +98,6 @@ def resolve_data(data: str | None, root: str | None,
     if data is None:
         for source in (models or {}).values():
             if Path(source.spec).is_dir():
-                from ddkit.train import load_run
                 run_data = load_run(source.spec).config.data
                 return run_data.name, root or run_data.root
         data = "fashion_mnist"
@@ -113,7 +117,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from ddkit.train import DeviceUnavailableError
         raise DeviceUnavailableError("--device cuda but no CUDA device is visible; use "
                                      "--device cpu (or auto)")
     if name not in ("cpu", "cuda"):
@@ -127,7 +130,6 @@ def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
     hub weights keep their head; a local checkpoint gets the data's classes."""
     path = Path(source.spec)
     if path.is_dir():
-        from ddkit.train import load_run
         if source.pretrained or source.checkpoint or source.kwargs:
             raise ValueError(f"{path} is a run folder: it brings its own model and weights, drop "
                              "--pretrained/--checkpoint/--model-arg")
@@ -147,7 +149,6 @@ def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
         kwargs.setdefault("in_chans", info["in_chans"])
     if not source.pretrained:
         kwargs.setdefault("num_classes", info["num_classes"])
-    import timm
     try:
         with torch.device("meta"):                     # refuse non-ViTs before any download
             check_vit_like(timm.create_model(name.split(".")[0], **kwargs))
@@ -288,9 +289,7 @@ def summary_lines(table: pd.DataFrame, model: str) -> list[str]:
 
 
 def _save(fig, name: str, figures: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ddkit.plots import save_figure
+    from ddkit.plots import plt, save_figure  # lazy: matplotlib and seaborn start slowly; only --figures draws
     path = save_figure(fig, name, figures)[0]
     plt.close(fig)
     return path
@@ -310,8 +309,6 @@ def run(request: Request) -> Path:
     """Analyse the request's model(s) and write the output folder; returns ``summary.md``.
     Bad input (unknown names, a non-ViT, a damaged file, a wrong device) fails before any
     compute; files are written only once everything is computed."""
-    from ddkit.hooks import input_grid
-    from ddkit.losses import feature_loss_diagnostics, resolve_layer_pairs
     began = time.perf_counter()
     device = resolve_device(request.device)
     name, root = resolve_data(request.data, request.data_root, request.models)
@@ -351,7 +348,6 @@ def run(request: Request) -> Path:
         f"{device}")
     prefix_tokens = request.prefix_tokens or ("keep" if request.paper_faithful else "drop")
 
-    from ddkit.metrics import channel_spectrum, linear_cka, spatial_log_amplitude
     tables, views, feats, notes = [], {}, {}, []
     for label, model in models.items():
         model.to(device)
@@ -416,7 +412,7 @@ def run(request: Request) -> Path:
 def _figures(table: pd.DataFrame, views: dict, cka: torch.Tensor | None,
              fit: pd.DataFrame | None, folder: Path) -> list[Path]:
     """Every figure of an analysis, drawn by ``ddkit.plots``; returns the files written."""
-    from ddkit import plots
+    from ddkit import plots  # lazy: matplotlib and seaborn start slowly; only --figures draws
     written = [
         _save(plots.plot_metric_panels(table, RAW, hue="model", title="raw"), "profiles_raw",
               folder),

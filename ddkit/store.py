@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import filelock
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ddkit.config import ConfigError, RunConfig, config_hash, file_digest, from_dict, to_dict
@@ -119,7 +120,6 @@ def read_jsonl(path: Path, fix: str = "") -> list[dict]:
 def check_safetensors(path: Path, fix: str = "") -> None:
     """Raise RunFileError unless ``path`` is a whole safetensors file (its header read and the
     data it announces present; the tensors themselves are not read)."""
-    from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt"):
             pass

@@ -19,10 +19,15 @@ import torch
 from torch import nn
 
 from ddkit.config import CELLS, ConfigError, ModelConfig, Profile, RunConfig, cell_parts, check_cells
-from ddkit.models import load_state_dict, shipped_teacher
+from ddkit.data import build_dataset
+from ddkit.dynamics import analyze, sample_batch
+from ddkit.hooks import block_features
+from ddkit.losses import feature_loss_diagnostics, resolve_layer_pairs
+from ddkit.models import create_from_config, create_model, describe, load_state_dict, shipped_teacher
 from ddkit.parallel import resolve_workers, train_many
 from ddkit.progress import emit
-from ddkit.store import RunDir, atomic_write, write_json, write_text
+from ddkit.stats import mean_ci, paired_difference
+from ddkit.store import RunDir, atomic_write, read_jsonl, write_json, write_text
 from ddkit.train import Run, train
 
 
@@ -100,7 +105,6 @@ def shipped_teacher_record(model: str = DEFAULT_TEACHER) -> dict:
 
 def shipped_teacher_log(model: str = DEFAULT_TEACHER) -> pd.DataFrame:
     """A shipped teacher's per-epoch log (official keys)."""
-    from ddkit.store import read_jsonl
     return pd.DataFrame(read_jsonl(shipped_teacher(model).log))
 
 
@@ -135,9 +139,6 @@ def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
     ``unfinished`` ships ``run`` as it stands before its schedule ends: the weights kept at its
     last kept epoch, the log up to there; the record says ``complete: false`` beside
     ``scheduled_epochs``, and training the run on resumes from its checkpoint."""
-    from ddkit.data import build_dataset
-    from ddkit.dynamics import analyze
-
     target = shipped_teacher(profile.teacher.model.name, must_exist=False)
     run = run or train(profile.teacher_config(), progress=progress)
     if run.dir.is_complete:
@@ -177,9 +178,6 @@ def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
 def analysis_batch(profile: Profile) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed images every dynamics table of a profile is computed on (test split):
     ``analysis.n_images`` class-balanced, or the first ones with ``analysis.paper_faithful``."""
-    from ddkit.data import build_dataset
-    from ddkit.dynamics import sample_batch
-
     a = profile.analysis
     test_set = build_dataset(profile.data.name, "test", root=profile.data.root,
                              img_size=profile.data.img_size)
@@ -203,8 +201,6 @@ def _cached_table(path: Path, compute) -> pd.DataFrame:
 def run_dynamics(run: Run, x: torch.Tensor, y: torch.Tensor, name: str,
                  every_checkpoint: bool = True) -> pd.DataFrame:
     """Per-layer metrics of a run's kept checkpoints (or final weights), cached in its folder."""
-    from ddkit.dynamics import analyze
-
     which = "checkpoints" if every_checkpoint else "final"
     path = run.dir.path / f"dynamics-{which}-{_batch_key(x, y)}.csv"
     checkpoints = run.checkpoints() if every_checkpoint else None
@@ -220,9 +216,6 @@ def feature_fit(run: Run, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """How well each kept checkpoint of a student fits the teacher's blocks, per (s, t) pair:
     raw SpectralKD loss, the loss of an all-zero prediction, their ratio, and token cosine
     (the scale-controlled views, docs/design.md §7). Rows (epoch, pair, raw, zero, relative, cosine)."""
-    from ddkit.hooks import block_features
-    from ddkit.losses import feature_loss_diagnostics
-
     path = run.dir.path / f"feature-fit-{_batch_key(x, y, str(pairs))}.csv"
 
     def compute() -> pd.DataFrame:
@@ -245,7 +238,6 @@ def feature_fit(run: Run, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def datasets(profile: Profile):
     """The students' training set and the test set of a profile."""
-    from ddkit.data import build_dataset
     cfg = profile.student_config()
     d = cfg.data
     train_set = build_dataset(d.name, "train", root=d.root, img_size=d.img_size,
@@ -257,7 +249,6 @@ def datasets(profile: Profile):
 
 def model_table(profile: Profile) -> pd.DataFrame:
     """Parameters, depth, width and token grid of the profile's teacher and student."""
-    from ddkit.models import create_model, describe
     rows = []
     for role, model in (("teacher", profile.teacher.model), ("student", profile.student.model)):
         rows.append({"role": role, "model": model.name,
@@ -266,7 +257,6 @@ def model_table(profile: Profile) -> pd.DataFrame:
 
 
 def load_teacher(teacher: ModelConfig, device: str | torch.device = "cpu") -> nn.Module:
-    from ddkit.models import create_from_config
     return create_from_config(teacher).to(device).eval()
 
 
@@ -283,7 +273,6 @@ def accuracy_summary(acc: pd.DataFrame, column: str = "final_acc1",
                      baseline: str = "SoftKD") -> pd.DataFrame:
     """Per cell: mean top-1 with its 95 % CI over the cell's seeds, and the paired difference to
     ``baseline`` over the seeds both have (cells may have different seeds: ``cell_seeds``)."""
-    from ddkit.stats import mean_ci, paired_difference
     wide = acc.pivot(index="seed", columns="run", values=column)
     rows = []
     for cell in wide.columns:
@@ -305,7 +294,6 @@ def feature_fit_table(runs: dict[tuple[str, int], Run], teacher: nn.Module, x: t
                       y: torch.Tensor, n_student: int, n_teacher: int) -> pd.DataFrame:
     """``feature_fit`` of every run at the First and Last pairs (also for students never aligned,
     the control), tidy with run, seed, method, layers."""
-    from ddkit.losses import resolve_layer_pairs
     pairs = resolve_layer_pairs("first_last", n_student, n_teacher)
     frames = [feature_fit(run, teacher, x, y, pairs).assign(run=cell, seed=seed, **cell_parts(cell))
               for (cell, seed), run in runs.items()]
@@ -316,7 +304,6 @@ def teacher_dynamics(profile: Profile, teacher: nn.Module, x: torch.Tensor,
                      y: torch.Tensor) -> pd.DataFrame:
     """The teacher's per-layer metrics over its checkpoints: the shipped table, the teacher
     run's checkpoints, or (hub weights, no checkpoints) the final weights only."""
-    from ddkit.dynamics import analyze
     if profile.teacher_source == "shipped":
         return shipped_teacher_dynamics(profile.teacher.model.name)
     if profile.teacher_source == "train":

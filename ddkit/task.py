@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from timm.task import TrainingTask
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ddkit.hooks import forward_with_features
 from ddkit.losses import DistillationLoss
@@ -37,7 +38,6 @@ class _StudentTask(TrainingTask):
     ``prepare_distributed`` wraps only ``trainable_module`` in DDP."""
 
     def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs) -> "_StudentTask":
-        from torch.nn.parallel import DistributedDataParallel
         self.trainable_module = DistributedDataParallel(self.trainable_module,
                                                         device_ids=device_ids, **ddp_kwargs)
         return self

@@ -21,6 +21,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,20 @@ import torch
 import torch.distributed as dist
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, default_collate
 from tqdm.auto import tqdm
 
-from ddkit.config import ConfigError, RunConfig, config_hash, file_digest, identity, replace, to_dict, validate
+from ddkit.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    file_digest,
+    from_dict,
+    identity,
+    replace,
+    to_dict,
+    validate,
+)
 from ddkit.data import build_dataset
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.mae import MaskedAutoencoder
@@ -75,7 +86,7 @@ class Run:
 
     def history(self):
         """Per-epoch log as a pandas DataFrame (official keys)."""
-        import pandas as pd
+        import pandas as pd  # lazy: ddkit.cli imports this module; pandas (~0.3 s) would slow `ddkit --help`
         return pd.DataFrame(self.records)
 
     def checkpoints(self) -> dict[int, Any]:
@@ -92,9 +103,6 @@ class Run:
 def load_run(path) -> Run:
     """A run from its directory, with the config recorded there (RunFileError when the folder
     is not a run or its config.json is damaged)."""
-    from pathlib import Path
-
-    from ddkit.config import ConfigError, from_dict
     run_dir = RunDir(Path(path))
     data = run_dir.read_config()
     try:
@@ -196,7 +204,6 @@ class TensorBatches:
     def collate(dataset) -> tuple[torch.Tensor, ...] | None:
         """The whole data set as ``default_collate`` stacks it, or None when it would take more
         than ``IN_MEMORY_BYTES``."""
-        from torch.utils.data import default_collate
         n = len(dataset)
         first = default_collate([dataset[0]])
         if sum(t.element_size() * t.numel() for t in first) * n > IN_MEMORY_BYTES:

@@ -201,7 +201,7 @@ def test_profile_distill_recipe_is_what_train_trains(tmp_path, monkeypatch):
 
     def capture(cfg, **kwargs):
         raise Captured(cfg)
-    monkeypatch.setattr(train_mod, "train", capture)
+    monkeypatch.setattr(cli, "train", capture)            # the CLI imports train at its top
     path = _profile(tmp_path, "teacher_source: shipped\n"
                               "distill: {feature: spectral, layers: [[0, 7]]}\n")
     with pytest.raises(Captured) as caught:

@@ -89,3 +89,29 @@ def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
         test_no_module_imports_from_a_layer_above("config")
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_the_import_graph_has_no_cycle()
+
+
+def lazy_imports() -> list[tuple[str, int, str]]:
+    """``(module, line, source line)`` of every import inside a function of a ddkit module."""
+    found = []
+    for module in modules():
+        source = (PACKAGE / f"{module}.py").read_text()
+        lines = source.splitlines()
+        seen: set[int] = set()
+        for fn in ast.walk(ast.parse(source)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in seen:
+                        seen.add(id(node))
+                        found.append((module, node.lineno, lines[node.lineno - 1]))
+    return found
+
+
+def test_few_imports_inside_functions():
+    """Imports belong at module top (the layers rule out the cycles they once dodged); the few
+    left in a function keep a slow dependency off a path that does not need it, and say which."""
+    found = lazy_imports()
+    assert len(found) < 15, f"{len(found)} imports inside functions: move them to module top"
+    unexplained = [f"{m}.py:{n}: {line.strip()}" for m, n, line in found if "# lazy:" not in line]
+    assert not unexplained, "say why each is lazy (`# lazy: <reason>` on its line):\n" + \
+        "\n".join(unexplained)
