@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 from ddkit import pipeline
-from ddkit.nb import FIGURE_KEY, FIGURES
+from ddkit.nb import FIGURE_KEY
+from ddkit.store import FIGURES
 
 REGENERATE = "run ./run_all.sh to regenerate notebooks/executed/"
 
