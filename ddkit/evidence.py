@@ -204,24 +204,6 @@ def _per_image(feats: torch.Tensor) -> dict[str, np.ndarray]:
             "activation_magnitude": metrics.activation_magnitude(flat).reshape(L, B)}
 
 
-def _effective_rank(gram: torch.Tensor) -> torch.Tensor:
-    """``metrics.effective_rank`` from uncentred channel Grams [..., C, C] (float64)."""
-    sigma = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt()
-    total = sigma.sum(-1, keepdim=True)
-    p = sigma / total.clamp(min=torch.finfo(torch.float64).tiny)
-    h = -torch.special.xlogy(p, p).sum(-1)
-    return torch.where(total[..., 0] > 0, h.exp(), torch.zeros_like(h))
-
-
-def _pca_dims(gram: torch.Tensor) -> torch.Tensor:
-    """``metrics.pca_dims`` (90 % energy) from centred channel Grams [..., C, C] (float64)."""
-    lam = torch.linalg.eigvalsh(gram).clamp(min=0).flip(-1)
-    cum = lam.cumsum(-1)
-    total = cum[..., -1:]
-    k = ((cum < (PCA_ENERGY - 1e-12) * total).sum(-1) + 1).clamp(max=lam.shape[-1])
-    return torch.where(total[..., 0] > 0, k, torch.zeros_like(k)).double()
-
-
 def layer_metrics_resampled(feats: torch.Tensor, counts: np.ndarray,
                             chunk: int = 250) -> dict[str, np.ndarray]:
     """``BOOTSTRAP_METRICS`` of ``feats`` [L, B, C, H, W] for each resample given as ``counts``
@@ -269,8 +251,8 @@ def _gram_metrics(f: torch.Tensor, w: torch.Tensor, tokens: torch.Tensor,
         g = (wc @ gram).reshape(-1, C, C)                                   # [r, C, C]
         col = wc @ colsum                                                   # [r, C]
         centred = g - col[:, :, None] * col[:, None, :] / tokens[s:s + chunk, None, None]
-        ranks.append(_effective_rank(g))
-        dims.append(_pca_dims(centred))
+        ranks.append(metrics.effective_rank_of_gram(g))
+        dims.append(metrics.pca_dims_of_gram(centred, PCA_ENERGY).double())
     return torch.cat(ranks), torch.cat(dims)
 
 

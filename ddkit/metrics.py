@@ -492,6 +492,35 @@ def _gram(f: torch.Tensor, chunk_tokens: int | None, centre: bool) -> torch.Tens
     return gram
 
 
+def effective_rank_of_gram(gram: torch.Tensor) -> torch.Tensor:
+    """``exp(-sum p ln p)``, ``p = σ / sum σ``, from uncentred channel Grams ``[..., C, C]``
+    (float64; σ = sqrt of the eigenvalues) → ``[...]``; an all-zero Gram gives 0. The one
+    implementation: ``effective_rank`` and the image bootstrap (``ddkit.evidence``) call it."""
+    sigma = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt()  # [..., C]
+    total = sigma.sum(-1, keepdim=True)
+    p = sigma / total.clamp(min=torch.finfo(torch.float64).tiny)
+    h = -torch.special.xlogy(p, p).sum(-1)  # nats, 0 ln 0 = 0
+    return torch.where(total[..., 0] > 0, h.exp(), torch.zeros_like(h))
+
+
+def pca_dims_of_gram(gram: torch.Tensor, energy: float = 0.9,
+                     fractional: bool = False) -> torch.Tensor:
+    """``pca_dims`` from centred channel Grams ``[..., C, C]`` (float64) → ``[...]`` (int64, or
+    float64 when ``fractional``). The one implementation: ``pca_dims`` and the image bootstrap
+    (``ddkit.evidence``) call it."""
+    lam = torch.linalg.eigvalsh(gram).clamp(min=0).flip(-1)  # [..., C], largest first
+    cum = lam.cumsum(-1)
+    total = cum[..., -1:]
+    k = ((cum < (energy - 1e-12) * total).sum(-1, keepdim=True) + 1).clamp(max=lam.shape[-1])
+    if fractional:
+        share = lam / total.clamp(min=torch.finfo(torch.float64).tiny)
+        before = torch.where(k > 1, cum.gather(-1, (k - 2).clamp(min=0)) / total.clamp(
+            min=torch.finfo(torch.float64).tiny), torch.zeros_like(total))
+        part = ((energy - before) / share.gather(-1, k - 1).clamp(min=1e-300)).clamp(0, 1)
+        k = (k - 1).to(torch.float64) + part
+    return torch.where(total > 0, k, torch.zeros_like(k))[..., 0]
+
+
 def effective_rank(feats: Feats, *, chunk_tokens: int | None = None) -> torch.Tensor:
     """Effective rank ``exp(-sum p ln p)``, ``p = σ / sum σ``, per layer → ``[L]``.
 
@@ -500,14 +529,7 @@ def effective_rank(feats: Feats, *, chunk_tokens: int | None = None) -> torch.Te
     """
     _check_chunk(chunk_tokens)
     layers = _as_layers(feats, "feats", same="")
-    out = []
-    for f in layers:
-        gram = _gram(f, chunk_tokens, centre=False)
-        sigma = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt()  # [C]
-        total = sigma.sum()
-        p = sigma / total.clamp(min=torch.finfo(torch.float64).tiny)
-        h = -torch.special.xlogy(p, p).sum()  # nats, 0 ln 0 = 0
-        out.append(torch.where(total > 0, h.exp(), 0.0))
+    out = [effective_rank_of_gram(_gram(f, chunk_tokens, centre=False)) for f in layers]
     return torch.stack(out).to(_compute_dtype(layers[0]))  # [L]
 
 
@@ -526,20 +548,8 @@ def pca_dims(feats: Feats, energy: float = 0.9, *, chunk_tokens: int | None = No
     _check_chunk(chunk_tokens)
     _check_fraction(energy, "energy")
     layers = _as_layers(feats, "feats", same="")
-    out = []
-    for f in layers:
-        gram = _gram(f, chunk_tokens, centre=True)
-        lam = torch.linalg.eigvalsh(gram).clamp(min=0).flip(0)  # [C], largest first
-        cum = lam.cumsum(0)  # [C]
-        total = cum[-1]
-        k = ((cum < (energy - 1e-12) * total).sum() + 1).clamp(max=lam.numel())
-        if fractional:
-            share = lam / total.clamp(min=torch.finfo(torch.float64).tiny)  # [C]
-            before = cum[k - 2] / total if k > 1 else total.new_zeros(())
-            part = ((energy - before) / share[k - 1].clamp(min=1e-300)).clamp(0, 1)
-            k = (k - 1).to(torch.float64) + part
-        out.append(torch.where(total > 0, k, torch.zeros_like(k)))
-    return torch.stack(out)  # [L]
+    return torch.stack([pca_dims_of_gram(_gram(f, chunk_tokens, centre=True), energy, fractional)
+                        for f in layers])  # [L]
 
 
 def _bins_for_energy(power: torch.Tensor, C: int, levels: Sequence[float]) -> torch.Tensor:
