@@ -1,4 +1,6 @@
 """The evidence for each claim, gathered from a study's own tables, judged by ``ddkit.claims``.
+The paper's numbers and the SESOIs are in ``ddkit.sesoi``, the teacher's image bootstrap in
+``ddkit.image_bootstrap``; their names are re-exported here (``__all__``) for the notebooks.
 
 Inputs are the tidy tables the notebooks already build (``ddkit.study``):
 
@@ -19,271 +21,39 @@ interest (SESOI) with its reason, and the official release's value of the same q
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ddkit import claims, metrics
-from ddkit.claims import DIRECTIONAL, EQUIVALENCE, NONINFERIORITY, Evidence, Sesoi
-from ddkit.dynamics import record
-from ddkit.reference import FEATURE_WEIGHT, official_entropy, official_logs
+from ddkit import claims
+from ddkit.claims import DIRECTIONAL, EQUIVALENCE, NONINFERIORITY, Evidence
+from ddkit.image_bootstrap import (
+    BOOTSTRAP_METRICS,
+    bootstrap_layer_metrics,
+    layer_metrics_resampled,
+    resample_counts,
+)
+from ddkit.sesoi import (
+    ALIGNED,
+    PAPER_EPOCHS,
+    Paper,
+    _c6_paper,
+    gaussian_intensity_over_magnitude,
+    matched_early_epoch,
+    paper_epoch_at,
+    sesoi_c1,
+    sesoi_c2,
+    sesoi_c3,
+    sesoi_c3_early,
+    sesoi_c4,
+    sesoi_c4_cosine,
+    sesoi_c5,
+    sesoi_c5_overtake,
+    sesoi_c6,
+    u_depth_of,
+)
 from ddkit.stats import Replicates, TDist
-
-# the official schedule and the paper's early epoch (C5): epoch 9 (0-based) of 300
-PAPER_EPOCHS = 300
-PAPER_EARLY_EPOCH = 9
-ALIGNED = ("SpectralKD-Last", "SpectralKD-First+Last", "SpectralKD-First", "ProjectorKD-Last",
-           "ProjectorKD-First+Last", "ProjectorKD-First")
-
-# SESOI rules, fixed before any kit data is looked at (docs/design.md §8). Values are computed
-# from the official release's tables by ``sesoi``; the fractions and their reasons live here.
-C1_FRACTION = 0.25   # of the official SoftKD student's U depth at its best checkpoint
-C2_PER_CHANNEL = 0.10  # of the width: effective rank / C and PCA dims / C lie in (0, 1]
-C4_LOG_FRACTION = 0.5  # of the paper's log last/first loss ratio
-C4_COSINE = 0.10     # token cosine, range [-1, 1]; the paper gives no number
-C5_FRACTION = 0.5    # of the paper's early cell - SoftKD gap at its epoch 9 of 300
-C6_FRACTION = 0.5    # of the paper's SpectralKD-Last - SoftKD entropy drops
-
-
-# --------------------------------------------------------------------------- the paper's numbers
-
-
-@dataclass
-class Paper:
-    """The official release's numbers, in the kit's quantities (``ddkit.reference`` tables)."""
-
-    logs: pd.DataFrame = field(default_factory=official_logs)
-    entropy: pd.DataFrame = field(default_factory=official_entropy)
-
-    def profile(self, model: str, checkpoint: str = "model_best") -> np.ndarray:
-        """Token entropy per layer (bits, global range) of an official student: [L]."""
-        g = self.entropy[(self.entropy["model"] == model) & (self.entropy["checkpoint"] == checkpoint)]
-        if g.empty:
-            raise KeyError(f"no official entropy for {model!r} at {checkpoint!r}")
-        return g.sort_values("layer")["value"].to_numpy()
-
-    def run(self, name: str) -> pd.DataFrame:
-        g = self.logs[self.logs["run"] == name]
-        if g.empty:
-            raise KeyError(f"run {name!r} not in the official logs")
-        return g.sort_values("epoch").set_index("epoch")
-
-    def accuracy(self, name: str, which: str) -> float:
-        """Top-1 (%) of an official run at its final epoch or its best epoch."""
-        acc = self.run(name)["test_acc1"]
-        return float(acc.iloc[-1] if which == "final" else acc.max())
-
-    def acc_at(self, name: str, epoch: int) -> float:
-        return float(self.run(name).loc[epoch, "test_acc1"])
-
-    def final_feature_loss(self, name: str) -> float:
-        """The raw feature loss at the last epoch: train_loss_fft / w (the log holds w·L_feat)."""
-        return float(self.run(name)["train_loss_fft"].iloc[-1] / FEATURE_WEIGHT)
-
-
-def u_depth_of(profile: np.ndarray, arms: Sequence[str] = claims.ARMS) -> float:
-    """``claims.u_depth`` of one profile [L] without sampling: max_k min_arms (end - x_k)."""
-    p = np.asarray(profile, dtype=np.float64)
-    return float(claims.u_depth(np.stack([p, p]), arms).mean)
-
-
-def matched_early_epoch(epochs: int) -> int:
-    """The logged epoch (0-based) whose end lies at the fraction of the schedule nearest the
-    paper's early epoch: 10/300 = 3.3 % (epoch 9 of 300)."""
-    target = (PAPER_EARLY_EPOCH + 1) / PAPER_EPOCHS
-    return int(np.argmin([abs((e + 1) / epochs - target) for e in range(epochs)]))
-
-
-def paper_epoch_at(epoch: int, epochs: int) -> int:
-    """The official log epoch at the same fraction of the schedule as the kit's ``epoch``."""
-    return max(0, min(PAPER_EPOCHS - 1, round((epoch + 1) / epochs * PAPER_EPOCHS) - 1))
-
-
-# --------------------------------------------------------------------------- SESOI
-
-
-def sesoi_c1(paper: Paper) -> Sesoi:
-    depth = u_depth_of(paper.profile("SoftKD"))
-    early = u_depth_of(paper.profile("SoftKD", "checkpoint_epoch_30"))
-    return Sesoi(C1_FRACTION * depth,
-                 f"a quarter of the official SoftKD student's U depth at its best checkpoint "
-                 f"({depth:.3f} bits); its epoch-30 profile, which the paper calls still "
-                 f"monotone, has {early:.3f} bits: a dip below a quarter of a real U is no U")
-
-
-def sesoi_c2() -> Sesoi:
-    return Sesoi(C2_PER_CHANNEL,
-                 "no paper number; a tenth of the width-normalised scale (0 to 1): the code must "
-                 "span at least a tenth more of the channels to count as more distributed")
-
-
-def sesoi_c3(paper: Paper, method: str, which: str) -> Sesoi:
-    gap = paper.accuracy("SoftKD", which) - paper.accuracy(f"{method}-Last", which)
-    return Sesoi(gap, f"the paper's own SoftKD - {method}-Last gap at the {which} epoch "
-                      f"({gap:.3f} pt): 'absent' excludes an effect as large as the paper's")
-
-
-def sesoi_c3_early(paper: Paper, method: str, which: str) -> Sesoi:
-    gap = sesoi_c3(paper, method, which).value
-    return Sesoi(gap, f"the paper's late-alignment effect for {method} at the {which} epoch "
-                      f"({gap:.3f} pt), so 'neutral' is narrower than the effect it is contrasted with")
-
-
-def sesoi_c4(paper: Paper) -> Sesoi:
-    ratio = paper.final_feature_loss("SpectralKD-Last") / paper.final_feature_loss("SpectralKD-First")
-    return Sesoi(ratio ** C4_LOG_FRACTION,
-                 f"half the paper's last/first loss ratio ({ratio:.1f}x) on the log scale, "
-                 f"{ratio ** C4_LOG_FRACTION:.2f}x: the geometric midpoint between equally fitted "
-                 f"pairs and the paper's ratio")
-
-
-def sesoi_c4_cosine() -> Sesoi:
-    return Sesoi(C4_COSINE, "no paper number; a tenth of the cosine's positive range (0 to 1)")
-
-
-def sesoi_c5(paper: Paper, cell: str) -> Sesoi:
-    gap = paper.acc_at(cell, PAPER_EARLY_EPOCH) - paper.acc_at("SoftKD", PAPER_EARLY_EPOCH)
-    return Sesoi(C5_FRACTION * gap,
-                 f"half the paper's {cell} - SoftKD gap at its early epoch ({PAPER_EARLY_EPOCH} of "
-                 f"{PAPER_EPOCHS}: {gap:.2f} pt); also the margin below which the advantage "
-                 f"counts as caught up")
-
-
-def sesoi_c5_overtake(paper: Paper) -> Sesoi:
-    gap = paper.accuracy("SoftKD", "final") - paper.accuracy("SpectralKD-Last", "final")
-    return Sesoi(gap, f"the paper's final SoftKD - SpectralKD-Last gap ({gap:.3f} pt), as in C3")
-
-
-def _c6_paper(paper: Paper) -> tuple[float, float]:
-    soft, last = paper.profile("SoftKD"), paper.profile("SpectralKD-Last")
-    return float(soft[-1] - last[-1]), float(claims.interior_min(soft) - claims.interior_min(last))
-
-
-def sesoi_c6(paper: Paper, part: str) -> Sesoi:
-    end, mid = _c6_paper(paper)
-    value = end if part == "last layer" else mid
-    return Sesoi(C6_FRACTION * value,
-                 f"half the paper's SoftKD - SpectralKD-Last drop in the {part} entropy "
-                 f"({value:.3f} bits)")
-
-
-# --------------------------------------------------------------------------- bootstrap over images
-
-
-BOOTSTRAP_METRICS = ("token_entropy", "token_entropy_per_layer", "spectrum_intensity",
-                     "activation_magnitude", "intensity_over_magnitude", "effective_rank", "pca_dims")
-PCA_ENERGY = 0.9
-
-
-def resample_counts(n: int, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(index [n_boot, n], counts [n_boot, n])``: resamples of n units with replacement from
-    ``numpy.random.default_rng(seed)``, and how often each unit appears in each."""
-    if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 2):
-        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
-    index = np.random.default_rng(seed).integers(0, n, size=(int(n_boot), n))
-    counts = np.zeros((int(n_boot), n))
-    np.add.at(counts, (np.arange(int(n_boot))[:, None], index), 1.0)
-    return index, counts
-
-
-def _per_image(feats: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-image contributions ``[L, B]`` of the mean-type metrics: each image's token-mean entropy
-    (global range and per-layer ranges both held at the full batch's), intensity and |F|."""
-    L, B, C, H, W = feats.shape
-    flat = feats.reshape(L * B, 1, C, H, W)  # every (layer, image) as its own "layer"
-    lo, hi = float(feats.min()), float(feats.max())
-    per_layer = [metrics.token_entropy(feats[l].unsqueeze(1),
-                                       value_range=(float(feats[l].min()), float(feats[l].max())))
-                 for l in range(L)]
-    return {"token_entropy": metrics.token_entropy(flat, value_range=(lo, hi)).reshape(L, B),
-            "token_entropy_per_layer": torch.stack(per_layer),
-            "spectrum_intensity": metrics.channel_spectrum(flat)[1].reshape(L, B),
-            "activation_magnitude": metrics.activation_magnitude(flat).reshape(L, B)}
-
-
-def layer_metrics_resampled(feats: torch.Tensor, counts: np.ndarray,
-                            chunk: int = 250) -> dict[str, np.ndarray]:
-    """``BOOTSTRAP_METRICS`` of ``feats`` [L, B, C, H, W] for each resample given as ``counts``
-    [R, B] (copies of each image), without recomputing from features: mean-type metrics average
-    their per-image values with the counts as weights; effective rank and PCA dimensions come from
-    per-image channel Grams summed with the counts. → ``{metric: [R, L]}``. The entropy bins use
-    the full batch's ranges (global, and per layer), not each resample's: the range is a property
-    of the analysis batch, and holding it fixed keeps every resample on the same bins.
-    """
-    L, B, C, H, W = feats.shape
-    w = torch.as_tensor(counts, dtype=torch.float64)                        # [R, B]
-    if w.ndim != 2 or w.shape[1] != B:
-        raise ValueError(f"counts: expected [R, {B}], got {tuple(w.shape)}")
-    per_image = _per_image(feats)
-    out = {name: (w @ per_image[name].double().T / w.sum(1, keepdim=True)).numpy()  # [R, L]
-           for name in per_image}
-    out["intensity_over_magnitude"] = out["spectrum_intensity"] / out["activation_magnitude"]
-    tokens = w.sum(1) * H * W                                               # [R]
-    ranks, dims = [], []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batched small eigvalsh: threads only contend (10x slower on 2 cores)
-    try:
-        for l in range(L):
-            ranks_l, dims_l = _gram_metrics(feats[l], w, tokens, chunk)
-            ranks.append(ranks_l)
-            dims.append(dims_l)
-    finally:
-        torch.set_num_threads(threads)
-    out["effective_rank"] = torch.stack(ranks, 1).numpy()
-    out["pca_dims"] = torch.stack(dims, 1).numpy()
-    return out
-
-
-def _gram_metrics(f: torch.Tensor, w: torch.Tensor, tokens: torch.Tensor,
-                  chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Effective rank and PCA dims [R] of one layer ``f`` [B, C, H, W] under resample weights
-    ``w`` [R, B]: per-image channel Grams and column sums, summed with the weights."""
-    B, C, H, W = f.shape
-    m = f.double().reshape(B, C, H * W)                                     # [B, C, HW]
-    gram = torch.einsum("bct,bdt->bcd", m, m).reshape(B, C * C)             # [B, C²]
-    colsum = m.sum(-1)                                                      # [B, C]
-    ranks, dims = [], []
-    for s in range(0, w.shape[0], chunk):
-        wc = w[s:s + chunk]
-        g = (wc @ gram).reshape(-1, C, C)                                   # [r, C, C]
-        col = wc @ colsum                                                   # [r, C]
-        centred = g - col[:, :, None] * col[:, None, :] / tokens[s:s + chunk, None, None]
-        ranks.append(metrics.effective_rank_of_gram(g))
-        dims.append(metrics.pca_dims_of_gram(centred, PCA_ENERGY).double())
-    return torch.cat(ranks), torch.cat(dims)
-
-
-def bootstrap_layer_metrics(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str,
-                            n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per-layer metrics of ``model`` on ``n_boot`` resamples (with replacement) of the analysis
-    images, and on the full batch: rows (model, replicate, layer, metric, value, n_images),
-    replicate -1 = the full batch. The same ``seed`` gives every model the same resamples (paired by replicate).
-    Percentile intervals over these are conditional on the one model (one teacher run)."""
-    feats, _ = record(model, x, y)                                          # [L, B, C, H, W]
-    L, B = feats.shape[:2]
-    _, counts = resample_counts(B, n_boot, seed)
-    counts = np.vstack([np.ones((1, B)), counts])                           # row 0: the full batch
-    values = layer_metrics_resampled(feats, counts)
-    frames = [pd.DataFrame({"model": name, "replicate": np.repeat(np.arange(-1, n_boot), L),
-                            "layer": np.tile(np.arange(L), n_boot + 1), "metric": metric,
-                            "value": v.reshape(-1), "n_images": B})
-              for metric, v in values.items()]
-    return pd.concat(frames, ignore_index=True)
-
-
-def gaussian_intensity_over_magnitude(C: int) -> float:
-    """Spectrum intensity ÷ mean |activation| of i.i.d. Gaussian channels at width ``C``: with
-    X = fft(x)/C, the DC (and for even C the Nyquist) bin is real N(0, 1/C), E|X| = sqrt(2/(πC));
-    the others are complex with N(0, 1/(2C)) parts, E|X| = sqrt(π/(4C)) (Rayleigh); intensity is
-    their mean over the C bins and E|x| = sqrt(2/π)."""
-    real_bins = 2 if C % 2 == 0 else 1
-    intensity = (real_bins * math.sqrt(2 / (math.pi * C))
-                 + (C - real_bins) * math.sqrt(math.pi / (4 * C))) / C
-    return intensity / math.sqrt(2 / math.pi)
-
 
 # --------------------------------------------------------------------------- table access
 
@@ -616,7 +386,7 @@ def claims_table(finals, reps, fit, history, models, paper: Paper | None = None)
     return claims.judge(all_evidence(finals, reps, fit, history, models, paper))
 
 
-__all__ = ["Paper", "ALIGNED", "matched_early_epoch", "paper_epoch_at", "u_depth_of",
+__all__ = ["Paper", "ALIGNED", "BOOTSTRAP_METRICS", "matched_early_epoch", "paper_epoch_at", "u_depth_of",
            "sesoi_c1", "sesoi_c2", "sesoi_c3", "sesoi_c3_early", "sesoi_c4", "sesoi_c4_cosine",
            "sesoi_c5", "sesoi_c5_overtake", "sesoi_c6", "resample_counts", "layer_metrics_resampled",
            "bootstrap_layer_metrics", "gaussian_intensity_over_magnitude", "c1", "c2", "c3", "c4",

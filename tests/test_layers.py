@@ -19,7 +19,8 @@ LAYERS = {
     "core": {"config", "data", "models", "hooks", "losses", "metrics", "stats", "store",
              "progress", "native", "mae", "reference", "tables"},
     "study": {"train", "task", "parallel", "teacher_cache", "study", "sweep", "regime", "claims",
-              "evidence", "dynamics", "formation", "controls", "control_verdicts", "mismatch"},
+              "evidence", "dynamics", "formation", "controls", "control_verdicts", "mismatch",
+              "cluster", "sesoi", "image_bootstrap"},
     "publishing": {"plots", "control_plots", "nb", "pipeline", "readme", "report", "cli"},
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
