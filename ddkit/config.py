@@ -5,6 +5,9 @@ A run is fully described by a `RunConfig`. Profiles (`smoke`, `default`, `paper`
 student's `RunConfig`. Every check happens here, before any compute: unknown keys, wrong types,
 unknown names and layer indices out of range raise `ConfigError` naming the key and the valid
 choices.
+
+Over 450 lines on purpose: the dataclasses, YAML loading, overrides, hashing and validation of
+one config tree, which change together.
 """
 from __future__ import annotations
 

@@ -11,6 +11,9 @@ tokens per chunk (rounded down to whole images, at least one image).
 Paper metrics (docs/design.md §2): ``channel_spectrum``, ``token_entropy``, ``activation_magnitude``,
 ``gradient_magnitude``, ``spatial_log_amplitude``. Capacity metrics (our additions):
 ``effective_rank``, ``pca_dims``, ``channel_energy_concentration``, ``linear_cka``.
+
+Over 450 lines on purpose: every per-layer metric of the paper and of the kit, each a few small
+functions around one batched kernel.
 """
 
 from __future__ import annotations

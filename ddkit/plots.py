@@ -8,6 +8,9 @@ Table formats:
   (``reference.official_entropy()``, ``dynamics.analyze``).
 
 Every function takes an optional ``ax``, returns the Figure and never calls ``plt.show``.
+
+Over 450 lines on purpose: one function per kind of figure, all sharing one style; split by
+figure, the style would be scattered.
 """
 from __future__ import annotations
 

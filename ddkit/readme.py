@@ -15,6 +15,9 @@ records), written between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:
 Notebooks 05 and 06 call :func:`update` after writing their CSVs (default profile only);
 ``python -m ddkit.readme`` does the same by hand. ``tests/test_readme.py`` regenerates the blocks
 from the committed CSVs and fails when the README says anything else.
+
+Over 450 lines on purpose: one template per generated block, sharing the number and interval
+formatting that keeps every page consistent.
 """
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ ImageFolder tree). The output folder holds::
     settings.json                 what was analysed, how, versions, wall time
 
 Every figure is drawn by ``ddkit.plots``, the functions the notebooks use.
+
+Over 450 lines on purpose: the one command's input checks, compute and written summary, which
+name each other's files and settings.
 """
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ Recipe (DeiT / the official code, docs/design.md §2): AdamW via timm's ``create
 weight decay on norms and biases), timm's ``CosineLRScheduler`` stepped per epoch with linear
 warm-up. Unlike DeiT, the schedule is applied at the start of each epoch, so the logged
 ``train_lr`` of epoch e is the scheduled lr(e) (the official logs lag it by one epoch).
+
+Over 450 lines on purpose: the one resumable training loop with its checkpoint, evaluation and
+logging, which must change together for resume to stay bit-identical.
 """
 from __future__ import annotations
 
