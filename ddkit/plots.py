@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ddkit.stats import bootstrap_ci  # noqa: E402
+from ddkit.stats import mean_ci as stats_mean_ci  # noqa: E402
 from ddkit.store import atomic_write  # noqa: E402
 
 # colours keyed by run name and by method name (Okabe-Ito, colour-blind safe)
@@ -150,33 +150,44 @@ def _depth_colorbar(fig, ax, cmap, n_layers: int, what: str = "layer") -> None:
     cbar.set_ticks(ticks, labels=[f"L{t + 1}" for t in ticks])
 
 
-def mean_ci(values, level: float = 95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean and its percentile-bootstrap ``level`` % CI
-    (``stats.bootstrap_ci``; seeded, so figures are reproducible). One value: low = high = mean."""
+SEED_BAND = "bands: 95 % t interval over seeds"   # what every seed band in a figure is
+
+
+def seed_interval(values, level: float = 95) -> tuple[float, float, float]:
+    """(mean, low, high) over seeds: the mean and its ``level`` % t interval (``stats.mean_ci``,
+    the interval the claims' tables print, so a figure and its table agree). One value: low =
+    high = mean. Intervals over images are bootstraps, and are labelled so where drawn."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) < 2:
         m = float(v.mean()) if len(v) else np.nan
         return m, m, m
-    e = bootstrap_ci(v, level=level / 100, n_boot=n_boot, seed=seed)
+    e = stats_mean_ci(v, level=level / 100)
     return e.mean, e.lo, e.hi
 
 
 def _mean_lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, band: bool, **kw) -> None:
-    """One line per hue value (mean over rows sharing (hue, x)); 95 % CI as a band or as vertical
-    bars where several rows share a point. Only the mean lines go to ``ax.lines``."""
+    """One line per hue value (mean over rows sharing (hue, x)); its 95 % t interval over the rows
+    (seeds) as a band or as vertical bars where several rows share a point, said in a caption.
+    Only the mean lines go to ``ax.lines``."""
     order = _unique(data[hue])
     colors = palette(order)
+    drawn = False
     for h in order:
-        stats = data[data[hue] == h].groupby(x, sort=True)[y].apply(lambda s: mean_ci(s.to_numpy()))
+        stats = data[data[hue] == h].groupby(x, sort=True)[y].apply(
+            lambda s: seed_interval(s.to_numpy()))
         xs = stats.index.to_numpy(float)
         m, lo, hi = (np.array([t[i] for t in stats]) for i in range(3))
         ax.plot(xs, m, color=colors[h], label=str(h), **kw)
         if (hi > lo).any():
+            drawn = True
             if band:
                 ax.fill_between(xs, lo, hi, color=colors[h], alpha=0.2, lw=0)
             else:
                 ax.vlines(xs, lo, hi, color=colors[h], lw=1.2)
+    if drawn:
+        ax.text(0.99, 0.01, SEED_BAND.replace("bands", "bands" if band else "bars"),
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.4")
 
 
 # --------------------------------------------------------------------------- figures
@@ -185,7 +196,7 @@ def _mean_lines(ax, data: pd.DataFrame, x: str, y: str, hue: str, band: bool, **
 def plot_curves(history: pd.DataFrame, y: str = "test_acc1", hue: str = "run", ax=None,
                 epochs: tuple[int, int] | None = None, logy: bool = False, title: str | None = None) -> Figure:
     """Training curves: ``y`` vs epoch (0-based), one line per ``hue`` value; several rows per
-    (hue, epoch), e.g. seeds, draw their mean with a 95 % bootstrap CI band. ``epochs=(a, b)`` keeps
+    (hue, epoch), e.g. seeds, draw their mean with a 95 % t interval band over them. ``epochs=(a, b)`` keeps
     a <= epoch <= b (the early-epoch zoom)."""
     data = history
     if epochs is not None:
@@ -207,7 +218,7 @@ def plot_layer_profile(layers: pd.DataFrame, metric: str, hue: str = "model",
                        checkpoint: str | int | None = None, ax=None, title: str | None = None) -> Figure:
     """``metric`` vs layer (ticks L1..Ln), one line per ``hue`` value. ``checkpoint``: a checkpoint
     name (e.g. "model_best") or an epoch; required when the table holds several checkpoints.
-    Several rows per (hue, layer), e.g. seeds, draw their mean with 95 % bootstrap CI bars."""
+    Several rows per (hue, layer), e.g. seeds, draw their mean with 95 % t interval bars."""
     data = layers[layers["metric"] == metric]
     if data.empty:
         raise ValueError(f"no rows with metric {metric!r}; metrics: {sorted(layers['metric'].unique())}")
@@ -457,7 +468,9 @@ def plot_effects(table: pd.DataFrame, title: str | None = None) -> Figure:
                       zip(table.loc[rows, "variant"], table.loc[rows, "verdict"], primary)]
             ax.set_yticks(pos, labels, fontsize=7)
             ax.set_title(f"{claim}: {table.loc[rows[0], 'headline']}", fontsize=9, loc="left")
-        axes[-1, 0].set_xlabel("effect as % of the claim's SESOI (paper's direction > 0)")
+        axes[-1, 0].set_xlabel("effect as % of the claim's SESOI (paper's direction > 0); each "
+                               "row's interval is its own kind: t over seeds, bootstrap over "
+                               "images (teacher rows), Bonferroni max-min (C1)", fontsize=7)
         fig.legend(loc="upper right", ncol=3, fontsize=7, frameon=False)
         if title:
             fig.suptitle(title, x=0.02, ha="left")
@@ -516,7 +529,7 @@ def plot_u_formation(kit: pd.DataFrame, official: pd.DataFrame | None = None,
                                 label=f"official {model}")
             ax.set(xlabel="fraction of the schedule done", ylabel=f"{statistic} ({unit})",
                    title=statistic, xlim=(0, 1.02))
-        axes[0][0].legend(title=None, fontsize=8)
+        axes[0][0].legend(title="bands: 95 % interval over seeds", title_fontsize=7, fontsize=8)
         if title:
             fig.suptitle(title)
     return fig
