@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from ddkit import study
+from ddkit.cluster import Executor, train_array
 from ddkit.config import ConfigError, Profile, replace
 from ddkit.models import shipped_teacher
-from ddkit.parallel import resolve_workers, train_many
+from ddkit.parallel import resolve_workers
 from ddkit.progress import emit
 from ddkit.store import RunDir, read_json, write_text
 from ddkit.train import Run, train
@@ -91,14 +92,19 @@ def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
 
 
 def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = True,
-         workers: int | None = None) -> dict[tuple[str, str, int], Run]:
-    """Train (or read from cache) every student of the base and the settings (or of ``only``)."""
+         workers: int | None = None,
+         executor: Executor | None = None) -> dict[tuple[str, str, int], Run]:
+    """Train (or read from cache) every student of the base and the settings (or of ``only``):
+    ``workers`` at a time here, or as one Slurm job array with ``executor`` (ddkit.cluster)."""
     todo = configs(profile, only)
-    workers = resolve_workers(workers, profile.workers)
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in todo.values())
     emit("plan", label=f"{profile.name}: controls", total=len(todo), cached=cached)
-    return train_many(todo, workers, progress=progress,
-                      label=f"{profile.name} controls ({workers} at a time)")
+    if executor is not None and executor.kind == "slurm":
+        return train_array(todo, executor, progress=progress,
+                           label=f"{profile.name} controls (Slurm array)")
+    workers = resolve_workers(workers, profile.workers)
+    return train_array(todo, Executor(workers=workers), progress=progress,
+                       label=f"{profile.name} controls ({workers} at a time)")
 
 
 RESULT_COLUMNS = ("setting", "cell", "seed", "teacher", "kd", "feature", "layers",

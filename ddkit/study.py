@@ -18,13 +18,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ddkit.cluster import Executor, train_array
 from ddkit.config import CELLS, ConfigError, ModelConfig, Profile, RunConfig, cell_parts, check_cells
 from ddkit.data import build_dataset
 from ddkit.dynamics import analyze, sample_batch
 from ddkit.hooks import block_features
 from ddkit.losses import feature_loss_diagnostics, resolve_layer_pairs
 from ddkit.models import create_from_config, create_model, describe, load_state_dict, shipped_teacher
-from ddkit.parallel import resolve_workers, train_many
+from ddkit.parallel import resolve_workers
 from ddkit.progress import emit
 from ddkit.stats import mean_ci, paired_difference
 from ddkit.store import RunDir, atomic_write, read_jsonl, write_json, write_text
@@ -59,11 +60,13 @@ def student_config(profile: Profile, cell: str, seed: int, teacher: ModelConfig 
 
 def student_runs(profile: Profile, cells: Iterable[str] | None = None,
                  seeds: Iterable[int] | None = None, teacher: ModelConfig | None = None,
-                 progress: bool = True, workers: int | None = None) -> dict[tuple[str, int], Run]:
+                 progress: bool = True, workers: int | None = None,
+                 executor: Executor | None = None) -> dict[tuple[str, int], Run]:
     """Train (or read from cache) every (cell, seed) student. ``seeds`` (the same for every
     cell) default to each cell's own, ``profile.seeds_for(cell)``. The runs are trained
     ``workers`` at a time (default ``$DDKIT_WORKERS``, else ``profile.workers``, else one per
-    CPU core; ddkit.parallel); one bar counts the finished runs."""
+    CPU core; ddkit.parallel), or as one Slurm job array with ``executor`` (ddkit.cluster);
+    one bar counts the finished runs."""
     cells = check_cells(cells if cells is not None else CELLS)
     workers = resolve_workers(workers, profile.workers)
     if teacher is None and any(c != "no-KD" for c in cells):
@@ -72,8 +75,11 @@ def student_runs(profile: Profile, cells: Iterable[str] | None = None,
                for s in (list(seeds) if seeds is not None else profile.seeds_for(c))}
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in configs.values())
     emit("plan", label=f"{profile.name}: {len(cells)} cells", total=len(configs), cached=cached)
-    return train_many(configs, workers, progress=progress,
-                      label=f"{profile.name} students ({workers} at a time)")
+    if executor is not None and executor.kind == "slurm":
+        return train_array(configs, executor, progress=progress,
+                           label=f"{profile.name} students (Slurm array)")
+    return train_array(configs, Executor(workers=workers), progress=progress,
+                       label=f"{profile.name} students ({workers} at a time)")
 
 
 def histories(runs: dict[tuple[str, int], Run]) -> pd.DataFrame:
