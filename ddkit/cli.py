@@ -10,6 +10,7 @@
     ddkit profiles                         # the profiles and what each one is for
     ddkit ship-teacher [--profile NAME]    # (re)train a profile's teacher, write ddkit/shipped/
     ddkit controls [--only SETTING] [--workers 2] [--publish-only]   # the negative-transfer controls
+    ddkit controls --executor slurm --partition gpu --gpus-per-node 1   # as a Slurm job array
 
 Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
 print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from ddkit.cluster import KINDS, Executor
 from ddkit.config import (
     DEVICES,
     FEATURE_KINDS,
@@ -42,6 +44,7 @@ from ddkit.config import (
     to_dict,
 )
 from ddkit.models import ModelInputError
+from ddkit.parallel import RunsFailed
 from ddkit.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.store import RUNS_ENV, RunBusyError, RunDir, runs_root, write_text
 from ddkit.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
@@ -74,6 +77,35 @@ def _common(parser: argparse.ArgumentParser, device: bool = True) -> None:
                            help="run on this device (default: the profile's; analyze: auto)")
     group.add_argument("--traceback", action="store_true",
                        help="show the full traceback of an error instead of one line")
+
+
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the runs train (docs/cluster.md)")
+    group.add_argument("--executor", choices=KINDS, default="local",
+                       help="local: this machine's process pool (default); slurm: one Slurm "
+                            "job array through submitit, one run per task")
+    group.add_argument("--partition", default=None, help="Slurm partition (default: the "
+                       "cluster's default)")
+    group.add_argument("--timeout-min", type=int, default=Executor.timeout_min,
+                       help="each task's time limit in minutes; a task stopped by it is "
+                            "requeued and resumes from its run's last epoch (default %(default)s)")
+    group.add_argument("--array-parallelism", type=int, default=Executor.array_parallelism,
+                       help="array tasks running at once (default %(default)s)")
+    group.add_argument("--gpus-per-node", type=int, default=Executor.gpus_per_node,
+                       help="GPUs per node of each task (default %(default)s)")
+    group.add_argument("--nodes", type=int, default=Executor.nodes,
+                       help="nodes per task (default %(default)s)")
+    group.add_argument("--cpus-per-task", type=int, default=Executor.cpus_per_task,
+                       help="CPU cores per task (default %(default)s)")
+    group.add_argument("--mem-gb", type=float, default=None,
+                       help="memory per node in GB (default: the partition's)")
+
+
+def _executor(args: argparse.Namespace) -> Executor:
+    return Executor(kind=args.executor, partition=args.partition, timeout_min=args.timeout_min,
+                    array_parallelism=args.array_parallelism, gpus_per_node=args.gpus_per_node,
+                    nodes=args.nodes, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+                    workers=getattr(args, "workers", None))
 
 
 def _profile_options(parser: argparse.ArgumentParser, default: str = "default") -> None:
@@ -201,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="runs trained side by side (default: the profile's workers)")
     ctl.add_argument("--publish-only", action="store_true",
                      help="train nothing: write the tables from the runs already finished")
+    _executor_options(ctl)
     _common(ctl)
 
     refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
@@ -368,7 +401,8 @@ def _controls(args: argparse.Namespace) -> int:
     from ddkit import controls, nb  # lazy: keeps `ddkit --help` fast (controls and nb pull pandas, scipy, matplotlib)
     profile = _profile(args)
     done = (controls.finished(profile) if args.publish_only else
-            controls.runs(profile, only=args.only, workers=args.workers))
+            controls.runs(profile, only=args.only, workers=args.workers,
+                          executor=_executor(args)))
     folder = nb.figure_dir(profile)
     tables = controls.publish(profile, done, folder)
     print(f"{len(done)} run(s) of this machine; {len(tables[controls.RESULTS_CSV])} in "
@@ -392,7 +426,8 @@ COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: printed as one line, not a traceback."""
     return (ConfigError, ValueError, FileNotFoundError, NonFiniteLossError,
-            DeviceUnavailableError, NotebookFailed, RunBusyError, torch.OutOfMemoryError)
+            DeviceUnavailableError, NotebookFailed, RunBusyError, RunsFailed,
+            torch.OutOfMemoryError)
 
 
 class _StderrHandler(logging.StreamHandler):
