@@ -4,7 +4,8 @@
 #   ./run_all.sh [--profile smoke|default|paper_shaped|paper] [--only NN] [--from NN]
 #                                   every notebook in order (papermill); figures to figures/
 #   ./run_all.sh --retrain-teacher  retrain the default teacher and rewrite ddkit/shipped/ first
-#   ./run_all.sh --setup-only       set-up alone, with the browser test's chromium (tests/run.sh)
+#   ./run_all.sh --setup-only       set-up alone, with the browser test's chromium and the Slurm
+#                                   test's slurm-wlm and munge (tests/run.sh)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${DDKIT_VENV:-$ROOT/.venv}"
@@ -18,7 +19,7 @@ while [ $# -gt 0 ]; do
     --setup-only) SETUP_ONLY=1; shift ;;
     --only|--from) NB_ARGS+=("$1" "${2:?$1 needs a notebook number, e.g. 02}"); shift 2 ;;
     --retrain-teacher) RETRAIN=1; shift ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,9 +68,25 @@ setup_browser() {
   fi
 }
 
+setup_slurm() {
+  # tests/test_cluster.py starts a one-node Slurm on localhost from Debian's slurm-wlm and munge
+  command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+    && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+     && grep -qs '^ID=debian' /etc/os-release; then
+    say "installing Debian's slurm-wlm and munge (for the Slurm test; about 30 s)"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1; }; } \
+      || say "could not install slurm-wlm and munge; the Slurm test will be skipped"
+  else
+    say "slurmctld, slurmd or munged not found: the Slurm test will be skipped; to run it, install them as root (Debian: 'sudo apt-get install slurm-wlm munge')"
+  fi
+}
+
 setup_venv
 setup_data
-if [ "$SETUP_ONLY" = 1 ]; then setup_browser; exit 0; fi
+if [ "$SETUP_ONLY" = 1 ]; then setup_browser; setup_slurm; exit 0; fi
 
 cd "$ROOT"
 export PYTHONUNBUFFERED=1
