@@ -120,7 +120,7 @@ _VALUES = st.recursive(
     max_leaves=6)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.dictionaries(st.sampled_from(_KEYS), _VALUES, min_size=1, max_size=3))
 def test_override_parser_gives_a_profile_or_a_config_error(changes):
     """Any dotted keys and values: a Profile whose overridden leaves hold what was asked, or a
