@@ -253,9 +253,14 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
             f"w={r['feature_weight']:g}: {_interval(r)} (n={r['n']})"
             for r in dose_table.to_dict("records")))
     for r in crossovers.to_dict("records"):
-        lines.append(f"crossover, {r['setting']}: late alignment stops leading at "
-                     f"{r['fraction']:.0%} of the {r['epochs']}-epoch schedule [{r['lo95']:.0%}, "
-                     f"{r['hi95']:.0%}] ({r['interval']}, n={r['n']})")
+        where = ("late alignment is behind from the first epoch (never ahead)"
+                 if r["fraction"] == 0 else
+                 "late alignment is still ahead at the end (never overtaken)"
+                 if r["fraction"] == 1 else
+                 f"late alignment stops leading at {r['fraction']:.0%} of the schedule")
+        lines.append(f"crossover, {r['setting']} ({r['epochs']} epochs): {where}; fraction "
+                     f"{r['fraction']:.0%} [{r['lo95']:.0%}, {r['hi95']:.0%}] ({r['interval']}, "
+                     f"n={r['n']})")
     if lengths is not None and len(lengths):
         lines.append("the supervised teacher's final gap by schedule: " + "; ".join(
             f"{r['epochs']} epochs: {_interval(r)} (n={r['n']})"
