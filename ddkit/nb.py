@@ -182,22 +182,18 @@ def reference_summary(logs, entropy) -> str:
 
 
 def write_claims(session: Session, table) -> None:
-    """Write the claims table (CSV + Markdown) to the profile's figures; for the default profile
-    also regenerate the generated blocks of the README and docs/results.md from the figures' CSVs (``ddkit.readme``)."""
+    """Write the claims table (CSV + Markdown) to the profile's figures (the pipeline regenerates
+    the documents from it)."""
     session.figures.mkdir(parents=True, exist_ok=True)
     write_text(session.figures / readme.CLAIMS_CSV, table.to_csv(index=False))
     text = readme.results_markdown(readme.read_table(session.figures / readme.CLAIMS_CSV),
                                    session.profile.name)
     write_text(session.figures / "claims.md", text)
-    if session.profile.name == "default":
-        readme.update(figures=session.figures)
 
 
 def write_sweep(session: Session, table) -> None:
-    """Write the sweep table as CSV; for the default profile also regenerate the generated documents."""
+    """Write the sweep table as CSV (the pipeline regenerates the documents from it)."""
     write_table(session, table, readme.SWEEP_CSV.removesuffix(".csv"))
-    if session.profile.name == "default":
-        readme.update(figures=session.figures)
 
 
 def verdict_summary(table) -> str:

@@ -22,6 +22,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from ddkit import readme
 from ddkit.config import load_profile
 from ddkit.progress import ENV as PROGRESS_ENV
 from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, figure_dir, runs_root, write_text
@@ -247,7 +248,9 @@ def record_time(folder: Path, notebook: str, wall_s: float, relay: "Relay") -> P
 def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None = None) -> Path:
     """Execute ``paths`` in order with ``profile`` (and per-notebook ``extra`` parameters),
     relaying training progress to stderr. On the default profile each notebook that succeeds is
-    also published to ``notebooks/executed/`` and its time recorded in ``figures/`` (``record_time``)."""
+    also published to ``notebooks/executed/`` and its time recorded in ``figures/`` (``record_time``).
+    At the end the generated documents (README, docs/results.md) are regenerated from the
+    committed tables: the pipeline is their only writer, never a notebook."""
     import papermill  # lazy: papermill starts slowly and only running notebooks needs it
 
     committed = figure_dir(load_profile(profile).name) == FIGURES
@@ -292,6 +295,8 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
         _say(f"{path.stem} done in {duration(wall)}")
     if committed:
         _say(f"executed notebooks to read, figures inline: {EXECUTED}")
+    if readme.update():   # the generated documents, from the committed tables just written
+        _say(f"regenerated {', '.join(p.name for p in readme.PAGES)} from {FIGURES}")
     return out_dir
 
 

@@ -12,7 +12,7 @@ records), written between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:
     results   every row of the claims table
     controls  the negative-transfer controls' verdicts, dose and cost, from figures/controls/
 
-Notebooks 05 and 06 call :func:`update` after writing their CSVs (default profile only);
+The pipeline (``./run_all.sh``) calls :func:`update` after its notebooks have written the CSVs;
 ``python -m ddkit.readme`` does the same by hand. ``tests/test_readme.py`` regenerates the blocks
 from the committed CSVs and fails when the README says anything else.
 

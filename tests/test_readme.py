@@ -109,7 +109,7 @@ def test_claim_paragraphs_headlines_and_tables(tmp_path):
     assert "Note: note of caught-up row; note of open row." in lines[3]
     results = readme.results_markdown(table)
     assert results.count("\n| C") == len(table) and "| C4 | ratio row ★ | 37.2x |" in results
-    # the CSV round trip gives the same text (the notebooks write the README from the CSV)
+    # the CSV round trip gives the same text (the pipeline writes the documents from the CSV)
     table.to_csv(tmp_path / "claims_table.csv", index=False)
     again = readme.read_table(tmp_path / "claims_table.csv")
     assert readme.claims_markdown(again) == text and readme.results_markdown(again) == results
