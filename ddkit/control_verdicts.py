@@ -89,11 +89,14 @@ def evidence(results: pd.DataFrame, logs: pd.DataFrame | None = None) -> list[Ev
 
 def verdicts(results: pd.DataFrame, logs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The controls' verdict table (``claims.judge``), with ``reading``: negative transfer
-    (support), alignment helps (opposite), or the verdict itself."""
+    (support), late alignment helps (opposite), no penalty of the paper's size (absent), or the
+    verdict itself; "; underpowered" where the design is."""
     table = claims.judge(evidence(results, logs))
-    table["reading"] = ["negative transfer" if v in SUPPORT else
-                        "late alignment helps" if v == claims.OPPOSITE else v
-                        for v in table["verdict"]]
+    table["reading"] = [("negative transfer" if v in SUPPORT else
+                         "late alignment helps" if v == claims.OPPOSITE else
+                         "no penalty of the paper's size" if v == claims.ABSENT else v)
+                        + ("; underpowered" if d.startswith("underpowered") else "")
+                        for v, d in zip(table["verdict"], table["design"])]
     return table
 
 
