@@ -230,10 +230,15 @@ def separation(table: pd.DataFrame) -> dict:
     whether they overlap."""
     hurt = table[table["lo95"] > 0]["ratio"]
     helped = table[table["hi95"] < 0]["ratio"]
+    unclear = table[(table["lo95"] <= 0) & (table["hi95"] >= 0)]
     out = {"hurt": sorted(hurt.round(3)), "helped": sorted(helped.round(3)),
-           "unclear": int(((table["lo95"] <= 0) & (table["hi95"] >= 0)).sum())}
+           "unclear": len(unclear)}
     out["separates"] = bool(len(hurt) and len(helped) and
                             (hurt.min() > helped.max() or hurt.max() < helped.min()))
+    # settings with no clear effect at a ratio where alignment hurt elsewhere: the ratio alone
+    # does not decide the sign there
+    out["same_ratio_unclear"] = (sorted(unclear.loc[unclear["ratio"].between(
+        hurt.min(), hurt.max()), "setting"]) if len(hurt) else [])
     return out
 
 
@@ -278,9 +283,14 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
         f"{r['run']}: {r['fraction']:.0%} of {r['epochs']} epochs, final gap "
         f"{r['final_gap']:+.2f} pt" for r in official.to_dict("records")))
     verb = "separates" if separated["separates"] else "does not separate"
-    lines.append(f"the last-layer mismatch ratio {verb} the settings where late alignment hurt "
-                 f"(ratios {separated['hurt']}) from those where it helped "
-                 f"(ratios {separated['helped']}); {separated['unclear']} setting(s) unclear")
+    line = (f"the last-layer mismatch ratio {verb} the settings where late alignment hurt "
+            f"(ratios {separated['hurt']}) from those where it helped "
+            f"(ratios {separated['helped']}); {separated['unclear']} setting(s) unclear")
+    same = separated.get("same_ratio_unclear", [])
+    if same:
+        line += (f"; but {', '.join(same)} sit at a ratio where it hurt elsewhere and show no "
+                 "clear effect, so the ratio alone does not decide the sign")
+    lines.append(line)
     return lines
 
 
