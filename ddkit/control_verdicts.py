@@ -46,10 +46,20 @@ CONTROLS = {
 }
 
 
+def _official_acc(logs: pd.DataFrame | None) -> pd.DataFrame:
+    """The release's test top-1 [epoch, run] (its shipped logs when ``logs`` is None)."""
+    logs = reference.official_logs() if logs is None else logs
+    return logs.pivot(index="epoch", columns="run", values="test_acc1")
+
+
+def running_mean(gap, window: int) -> np.ndarray:
+    """Centred running mean over ``window`` epochs (shorter at the ends) of ``gap [epochs]``."""
+    return pd.Series(gap).rolling(window, center=True, min_periods=1).mean().to_numpy()
+
+
 def official_final_gaps(logs: pd.DataFrame | None = None) -> dict[tuple[str, str], float]:
     """``{(soft run, aligned run): final-epoch test top-1 difference (pt)}`` of the release."""
-    logs = reference.official_logs() if logs is None else logs
-    acc = logs.pivot(index="epoch", columns="run", values="test_acc1")
+    acc = _official_acc(logs)
     pairs = {pair for _, _, pair in CONTROLS.values()} | {("SoftKD-500ep", "SpectralKD-Last-500ep")}
     return {(a, b): float((acc[a] - acc[b]).dropna().iloc[-1]) for a, b in pairs}
 
@@ -160,7 +170,7 @@ def crossover_fraction(gap: np.ndarray, window: int | None = None) -> float:
     at least 1)."""
     epochs = len(gap)
     window = window or max(1, round(OFFICIAL_WINDOW / 300 * epochs))
-    smooth = pd.Series(gap).rolling(window, center=True, min_periods=1).mean().to_numpy()
+    smooth = running_mean(gap, window)
     behind = np.flatnonzero(smooth < 0)
     return 0.0 if behind.size == 0 else (behind[-1] + 1) / epochs
 
@@ -181,8 +191,7 @@ def crossover(curves: pd.DataFrame, setting: str, cell: str = "SpectralKD-Last",
 def official_crossovers(logs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The release's crossover fractions (one seed each), by the same definition with the
     9-epoch window of both schedules."""
-    logs = reference.official_logs() if logs is None else logs
-    acc = logs.pivot(index="epoch", columns="run", values="test_acc1")
+    acc = _official_acc(logs)
     rows = []
     for soft, aligned in (("SoftKD", "SpectralKD-Last"), ("SoftKD-500ep", "SpectralKD-Last-500ep"),
                           ("SoftKD-MAE", "SpectralKD-Last-MAE"), ("SoftKD", "SpectralKD-First")):
@@ -297,15 +306,14 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
 def official_gap_curves(logs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The release's SoftKD - SpectralKD-Last curves (9-epoch centred running mean) by fraction
     of the schedule: rows (run, epoch, fraction, gap)."""
-    logs = reference.official_logs() if logs is None else logs
-    acc = logs.pivot(index="epoch", columns="run", values="test_acc1")
+    acc = _official_acc(logs)
     parts = []
     for soft, aligned in (("SoftKD", "SpectralKD-Last"), ("SoftKD-500ep", "SpectralKD-Last-500ep"),
                           ("SoftKD-MAE", "SpectralKD-Last-MAE")):
         gap = (acc[soft] - acc[aligned]).dropna()
-        smooth = gap.rolling(OFFICIAL_WINDOW, center=True, min_periods=1).mean()
         parts.append(pd.DataFrame({"run": aligned, "epoch": gap.index,
-                                   "fraction": (gap.index + 1) / len(gap), "gap": smooth.values}))
+                                   "fraction": (gap.index + 1) / len(gap),
+                                   "gap": running_mean(gap.to_numpy(), OFFICIAL_WINDOW)}))
     return pd.concat(parts, ignore_index=True)
 
 

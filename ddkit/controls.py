@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit import study
+from ddkit import study, sweep
 from ddkit.cluster import Executor, train_array
 from ddkit.config import ConfigError, Profile, replace
 from ddkit.models import shipped_teacher
@@ -37,13 +37,12 @@ BASE = "base"
 def settings(profile: Profile) -> dict[str, Profile]:
     """The base profile and one profile per sweep setting, each with only its own cells in
     ``cell_seeds``."""
-    out = {BASE: profile}
     for name, overrides in profile.sweep.items():
         if not overrides.get("cell_seeds"):
             raise ConfigError(f"sweep setting {name!r} of profile {profile.name!r} names no "
                               "cells: give it cell_seeds, e.g. {SoftKD: [0, 1, 2]}")
-        out[name] = replace(profile, **overrides)
-    for name, variant in out.items():
+    out = sweep.settings(profile)
+    for variant in out.values():
         study.check_cells(variant.cell_seeds)
     return out
 

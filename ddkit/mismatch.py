@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ddkit import metrics, study
-from ddkit.config import Profile, replace
+from ddkit import metrics, study, sweep
+from ddkit.config import Profile
 from ddkit.data import build_dataset
 from ddkit.dynamics import sample_batch
 from ddkit.hooks import block_features
@@ -62,11 +62,6 @@ def pair_mismatch(teacher: nn.Module, student: nn.Module, x: torch.Tensor,
     return pd.DataFrame(pair_rows(pairs, ft, fs, energy))
 
 
-def _variants(profile: Profile) -> dict[str, Profile]:
-    return {"base": profile, **{name: replace(profile, **overrides)
-                                for name, overrides in profile.sweep.items()}}
-
-
 def profile_mismatch(profile: Profile, layers: Iterable[str] = ("first", "last"),
                      n: int = IMAGES, energy: float = ENERGY) -> pd.DataFrame:
     """The mismatch of every setting of ``profile`` (its base and each sweep setting) at each
@@ -76,7 +71,7 @@ def profile_mismatch(profile: Profile, layers: Iterable[str] = ("first", "last")
     dimension would be an untrained student's, so it is left out). Images: ``n`` class-balanced test
     images (seed: the profile's first)."""
     rows = []
-    for setting, variant in _variants(profile).items():
+    for setting, variant in sweep.settings(profile).items():
         teacher_cfg, _ = study.teacher_model(variant, progress=False)
         teacher = create_from_config(teacher_cfg, checkpoint=teacher_cfg.checkpoint)
         student = create_from_config(variant.student.model)

@@ -401,36 +401,40 @@ def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | N
 # --------------------------------------------------------------------------- blocks
 
 
+def _control_setting(row: dict, base: str) -> str:
+    """The controls setting a verdict row judges (named in its variant), ``base`` for the base."""
+    setting = row["variant"].split("(", 1)[1].rstrip(")")
+    return base if setting == control_verdicts.BASE else setting
+
+
 def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None) -> str:
     """The README's one table: each claim's headline on the default pair, then each control's
-    reading with its interval."""
+    reading with its interval (``controls``: ``control_verdicts.verdicts`` of the runs)."""
     lines = ["| claim | the paper says | the kit finds |", "|---|---|---|"]
     if table is not None:
         heads = headlines(table)
         lines += [f"| {c} | {TITLES.get(c, c)} | {heads[c]} (default pair) |"
                   for c in _claims(table)]
     if controls is not None:
-        rows = control_verdicts.verdicts(controls)
-        for r in rows[rows["primary"]].to_dict("records"):
-            setting = r["variant"].split("(", 1)[1].rstrip(")")
-            setting = "MAE teacher, head untrained" if setting == "base" else setting
+        for r in controls[controls["primary"]].to_dict("records"):
+            setting = _control_setting(r, "MAE teacher, head untrained")
             lines.append(f"| {r['claim']} | late alignment is negative transfer ({setting}) | "
                          f"{r['reading']}: {fmt(r['estimate'])} {_ci(r)} pt, n = {r['n']} |")
     return "\n".join(lines) + "\n"
 
 
-def controls_markdown(results: pd.DataFrame, teacher_s: float | None = None) -> str:
-    """The controls' verdicts (one row per claim's primary variant), the dose line and the
-    profile's measured cost, from the controls' runs table."""
-    table = control_verdicts.verdicts(results)
+def controls_markdown(results: pd.DataFrame, table: pd.DataFrame,
+                      teacher_s: float | None = None) -> str:
+    """The controls' verdicts (``table``: ``control_verdicts.verdicts`` of ``results``; one row
+    per claim's primary variant), the dose line and the profile's measured cost, from the
+    controls' runs table."""
     lines = [f"Generated from `figures/{CONTROLS_DIR}/runs.csv` (notebook 08 under `--profile "
              "controls`). Effect = SoftKD − the aligned cell, final top-1, paired by seed: "
              "positive = late alignment behind. Each control is its own Holm family.", "",
              "| claim | setting | SoftKD − aligned [95 % CI] | n | SESOI (official gap) | power "
              "| verdict | reading |", "|---|---|---|---|---|---|---|---|"]
     for r in table[table["primary"]].to_dict("records"):
-        setting = r["variant"].split("(", 1)[1].rstrip(")")
-        setting = "MAE teacher, head untrained (base)" if setting == "base" else setting
+        setting = _control_setting(r, "MAE teacher, head untrained (base)")
         lines.append(f"| {r['claim']} | {setting} | {fmt(r['estimate'])} {_ci(r)} pt | {r['n']} "
                      f"| {r['sesoi']:.3g} pt | {_pct(r['power'])} | {r['verdict']} | "
                      f"{r['reading']} |")
@@ -449,13 +453,10 @@ def controls_markdown(results: pd.DataFrame, teacher_s: float | None = None) -> 
 
 
 def _controls_teacher_seconds() -> float | None:
-    total = 0.0
-    for name in ("ddkit_vit_mae_teacher_fmnist", "ddkit_vit_mae_probed_teacher_fmnist"):
-        record = shipped_teacher(name, must_exist=False).record
-        if not record.exists():
-            return None
-        total += float(json.loads(record.read_text())["wall_time_s"])
-    return total
+    names = ("ddkit_vit_mae_teacher_fmnist", "ddkit_vit_mae_probed_teacher_fmnist")
+    if not all(shipped_teacher(name, must_exist=False).record.exists() for name in names):
+        return None
+    return sum(float(shipped_teacher_record(name)["wall_time_s"]) for name in names)
 
 
 def _placeholder(csv: str, notebook: str) -> str:
@@ -490,9 +491,11 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
                                f"writes this from `figures/{STUDY_DIR}/` (notebooks 06–07)._\n")
     runs_csv = Path(figures) / CONTROLS_DIR / "runs.csv"
     control_runs = pd.read_csv(runs_csv) if runs_csv.is_file() else None
+    control_table = control_verdicts.verdicts(control_runs) if control_runs is not None else None
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
-                                        control_runs)
-    out["controls"] = (controls_markdown(control_runs, _controls_teacher_seconds())
+                                        control_table)
+    out["controls"] = (controls_markdown(control_runs, control_table,
+                                         _controls_teacher_seconds())
                        if control_runs is not None else
                        "_Not generated yet: `./run_all.sh --profile controls --from 08` writes "
                        f"this from `figures/{CONTROLS_DIR}/` (notebook 08)._\n")

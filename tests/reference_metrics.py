@@ -101,13 +101,17 @@ def effective_rank(feats) -> np.ndarray:
     return np.array(out)
 
 
+def _centred_energies(f) -> np.ndarray:
+    """Squared singular values of the column-centred token × channel matrix, largest first."""
+    m = _tokens(f)
+    return np.linalg.svd(m - m.mean(axis=0), compute_uv=False) ** 2
+
+
 def pca_dims(feats, energy: float = 0.9) -> np.ndarray:
     """Smallest k whose top-k principal components hold `energy` of the centred matrix's energy."""
     out = []
     for f in as_layers(feats):
-        m = _tokens(f)
-        m = m - m.mean(axis=0)
-        lam = np.linalg.svd(m, compute_uv=False) ** 2
+        lam = _centred_energies(f)
         share = np.cumsum(lam) / lam.sum()
         k = 1
         while share[k - 1] < energy:
@@ -120,9 +124,7 @@ def pca_dims_fractional(feats, energy: float = 0.9) -> np.ndarray:
     """The same k, less the part of the k-th component's share not needed to reach `energy`."""
     out = []
     for f in as_layers(feats):
-        m = _tokens(f)
-        m = m - m.mean(axis=0)
-        lam = np.linalg.svd(m, compute_uv=False) ** 2
+        lam = _centred_energies(f)
         share = lam / lam.sum()
         reached, k = 0.0, 0
         while reached + share[k] < energy:
