@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="runs trained side by side (default: the profile's workers)")
     ctl.add_argument("--publish-only", action="store_true",
                      help="train nothing: write the tables from the runs already finished")
+    ctl.add_argument("--retrain-published", action="store_true",
+                     help="train runs the committed tables already hold too (by default a run "
+                          "with a row in runs.csv and curves.csv is not trained again)")
     _executor_options(ctl)
     _common(ctl)
 
@@ -403,10 +406,11 @@ def _analyze(args: argparse.Namespace) -> int:
 def _controls(args: argparse.Namespace) -> int:
     from ddkit import controls, nb  # lazy: keeps `ddkit --help` fast (controls and nb pull pandas, scipy, matplotlib)
     profile = _profile(args)
+    folder = nb.figure_dir(profile)
+    published = () if args.retrain_published else controls.published_runs(folder)
     done = (controls.finished(profile) if args.publish_only else
             controls.runs(profile, only=args.only, workers=args.workers,
-                          executor=_executor(args)))
-    folder = nb.figure_dir(profile)
+                          executor=_executor(args), published=published))
     tables = controls.publish(profile, done, folder)
     print(f"{len(done)} run(s) of this machine; {len(tables[controls.RESULTS_CSV])} in "
           f"{folder / controls.RESULTS_CSV}")

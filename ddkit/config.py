@@ -27,7 +27,7 @@ import yaml
 
 from ddkit.data import AUGMENT_RECIPES, DATASETS
 from ddkit.losses import FEATURE_KINDS, KD_KINDS, LAYER_SPECS, PROJECTOR_MODES, resolve_layer_pairs
-from ddkit.models import check_model_name, model_depth
+from ddkit.models import check_model_name, model_depth, model_width
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -37,25 +37,40 @@ TEACHER_SOURCES = ("train", "shipped", "hub")
 TRAINABLE = ("all", "head")
 # Fields added after runs were cached: left out of a run's identity while they hold their
 # default, so every run hashed before they existed keeps its hash (and its cache folder).
-IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all"}
+IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all",
+                     ("distill", "feature_until"): None}
 
 # The cells of the negative-transfer ablation (names as in the official release's tables):
 # no-KD, SoftKD, SpectralKD-{First, Last, First+Last}, ProjectorKD-{First, Last, First+Last};
 # each is the recipe a profile's student_config is called with.
 LAYER_NAMES = {"first": "First", "last": "Last", "first_last": "First+Last"}
+# The phase-aware remedy's feature weight reaches zero at this fraction of the schedule: the
+# official late-alignment runs cross SoftKD at 53-59 % of theirs (docs/design.md §11).
+PHASE_UNTIL = 0.5
 CELLS: dict[str, dict] = {
     "no-KD": dict(kd="none"),
     "SoftKD": dict(kd="soft"),
     **{f"{m}KD-{name}": dict(kd="soft", feature=m.lower(), layers=layers)
        for m in ("Spectral", "Projector") for layers, name in LAYER_NAMES.items()},
+    # the remedies of the phase map (docs/design.md §11), each at the last pair
+    "LiftKD-Last": dict(kd="soft", feature="lift", layers="last"),
+    "GenKD-Last": dict(kd="soft", feature="generate", layers="last"),
+    "TopPCKD-Last": dict(kd="soft", feature="top_pc", layers="last"),
+    "PhasedKD-Last": dict(kd="soft", feature="spectral", layers="last", feature_until=PHASE_UNTIL),
 }
+REMEDIES = ("LiftKD-Last", "GenKD-Last", "PhasedKD-Last", "TopPCKD-Last")
+METHODS = {"spectral": "SpectralKD", "projector": "ProjectorKD", "lift": "LiftKD",
+           "generate": "GenKD", "top_pc": "TopPCKD"}
 
 
 def cell_parts(cell: str) -> dict:
     """``{"method", "layers"}`` of a cell name, for grouping tables."""
     spec = CELLS[cell]
-    method = {"none": "SoftKD" if spec["kd"] == "soft" else "no-KD", "spectral": "SpectralKD",
-              "projector": "ProjectorKD"}[spec.get("feature", "none")]
+    feature = spec.get("feature", "none")
+    if feature == "none":
+        method = "SoftKD" if spec["kd"] == "soft" else "no-KD"
+    else:
+        method = "PhasedKD" if spec.get("feature_until") else METHODS[feature]
     return {"method": method, "layers": spec.get("layers", "none")}
 
 
@@ -118,6 +133,8 @@ class DistillConfig:
     feature_weight: float = 0.2       # beta * w
     projector_mode: str = "faithful"  # faithful (frozen random, as the official code) | learnable
     teacher: ModelConfig | None = None
+    feature_until: float | None = None  # phase-aware: the feature weight decays to 0 by this
+                                        # fraction of the schedule (half cosine); None = constant
 
 
 @dataclass(frozen=True)
@@ -354,6 +371,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"distill.alpha={d.alpha} must be in [0, 1]")
     _positive(d.tau, "distill.tau")
     _positive(d.feature_weight, "distill.feature_weight", allow_zero=True)
+    if d.feature_until is not None and not 0 < d.feature_until <= 1:
+        raise ConfigError(f"distill.feature_until={d.feature_until} must be in (0, 1] (a fraction "
+                          "of the schedule) or null")
     if cfg.uses_teacher:
         if d.teacher is None:
             raise ConfigError("distill.teacher is required when distill.kd or distill.feature "
@@ -368,6 +388,13 @@ def validate(cfg: RunConfig) -> RunConfig:
             resolve_layer_pairs(d.layers, n_s, n_t)
         except ValueError as err:
             raise ConfigError(f"distill.layers: {err}") from None
+        if d.feature in ("spectral", "top_pc"):
+            w_s = model_width(cfg.model.name, **cfg.model.kwargs)
+            w_t = model_width(d.teacher.name, **d.teacher.kwargs)
+            if w_s and w_t and w_s > w_t:
+                raise ConfigError(f"distill.feature={d.feature!r} needs a student no wider than "
+                                  f"its teacher (student {w_s}, teacher {w_t} channels); use "
+                                  "feature: projector or lift for a wider student")
     elif d.layers not in ("none", None, []):
         raise ConfigError(f"distill.layers={d.layers!r} needs distill.feature set to one of "
                           f"{list(FEATURE_KINDS[1:])}")
@@ -499,6 +526,8 @@ class Profile:
                        **distill: Any) -> RunConfig:
         """A student run: ``kd``/``feature``/``layers`` pick the ablation cell."""
         feature_part = "" if feature == "none" else f"-{feature}-{_layers_tag(layers)}"
+        if distill.get("feature_until") is not None:
+            feature_part += f"-until{distill['feature_until']:g}"
         name = f"{self.name}-student-{kd}{feature_part}"
         recipe = dataclasses.replace(self.distill, kd=kd, feature=feature, layers=layers,
                                      teacher=teacher or self.distill.teacher, **distill)

@@ -91,11 +91,17 @@ def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
 
 
 def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = True,
-         workers: int | None = None,
-         executor: Executor | None = None) -> dict[tuple[str, str, int], Run]:
+         workers: int | None = None, executor: Executor | None = None,
+         published: Iterable[str] = ()) -> dict[tuple[str, str, int], Run]:
     """Train (or read from cache) every student of the base and the settings (or of ``only``):
-    ``workers`` at a time here, or as one Slurm job array with ``executor`` (ddkit.cluster)."""
-    todo = configs(profile, only)
+    ``workers`` at a time here, or as one Slurm job array with ``executor`` (ddkit.cluster).
+    Runs named in ``published`` (run folder names of the committed tables, ``published_runs``)
+    are left out unless this machine's cache holds them: a run's name is its config hash, and
+    training is bit-identical on the CPU, so a new machine never trains them again."""
+    published = set(published)
+    todo = {key: cfg for key, cfg in configs(profile, only).items()
+            if RunDir.for_config(cfg).path.name not in published
+            or RunDir.for_config(cfg).is_complete}
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in todo.values())
     emit("plan", label=f"{profile.name}: controls", total=len(todo), cached=cached)
     if executor is not None and executor.kind == "slurm":
@@ -185,6 +191,16 @@ def publish(profile: Profile, done: Mapping[tuple[str, str, int], Run],
         write_text(path, table.to_csv(index=False))
         out[name] = table
     return out
+
+
+def published_runs(folder: Path) -> set[str]:
+    """Run folder names with a row in both committed tables of ``folder`` (empty when the
+    tables are not there yet)."""
+    tables = [folder / name for name in (RESULTS_CSV, CURVES_CSV)]
+    if not all(path.is_file() for path in tables):
+        return set()
+    results, curves = (set(pd.read_csv(path)["run"]) for path in tables)
+    return results & curves
 
 
 def load(folder: Path) -> dict[str, pd.DataFrame]:

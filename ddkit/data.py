@@ -1,4 +1,5 @@
-"""Datasets: Fashion-MNIST from IDX files (embedded default), CIFAR-10/100, ImageFolder trees.
+"""Datasets: Fashion-MNIST from IDX files (embedded default), its 2×2 mosaics (the phase map's
+task-complexity dial, ``ddkit.mosaic``), CIFAR-10/100, ImageFolder trees.
 
 Fashion-MNIST is found locally (explicit root, Debian's `dataset-fashion-mnist`, the ddkit cache)
 or downloaded through torchvision; it is held in memory as uint8 and normalised per item.
@@ -22,7 +23,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+from ddkit import mosaic
+
+DATASETS = ("fashion_mnist", *mosaic.MOSAICS, "cifar10", "cifar100", "imagefolder")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -269,6 +272,9 @@ def dataset_info(name: str, root: str | Path | None = None) -> dict:
     infos = {
         "fashion_mnist": dict(num_classes=10, in_chans=1, img_size=28,
                               mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,)),
+        **{name: dict(num_classes=mosaic.num_classes(name), in_chans=1, img_size=mosaic.SIZE,
+                      mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,))
+           for name in mosaic.MOSAICS},
         "cifar10": dict(num_classes=10, img_size=32, **imagenet),
         "cifar100": dict(num_classes=100, img_size=32, **imagenet),
         "imagefolder": dict(num_classes=1000, img_size=224, **imagenet),
@@ -343,6 +349,23 @@ def _torchvision_dataset(name: str, held_out: bool, root: str | Path | None, tra
                                    f"(download={download}; needs internet): {err}") from err
 
 
+def _mosaics(name: str, held_out: bool, root, img_size: int, n: int | None, seed: int,
+             augment: bool | str, download: bool) -> mosaic.MosaicDataset:
+    """``n`` seeded, class-balanced mosaics (default: as many as the split has items) of one
+    Fashion-MNIST split; the held-out mosaics draw from another stream than the training ones."""
+    if img_size != mosaic.SIZE:
+        raise ValueError(f"{name}: mosaics are {mosaic.SIZE} px; img_size={img_size} is not "
+                         "supported (leave data.img_size unset)")
+    if augment not in (False, True):
+        raise ValueError(f"{name}: data.augment={augment!r}; mosaics take true (item flips and "
+                         "a 2-px shift) or false")
+    images, labels = load_fashion_mnist("test" if held_out else "train", root, download)
+    items, targets = mosaic.draw(labels, n or len(labels), mosaic.MOSAICS[name],
+                                 seed=2 * seed + int(held_out))
+    return mosaic.MosaicDataset(images, items, targets, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+                                augment)
+
+
 def build_dataset(name: str, split: str, root: str | Path | None = None,
                   img_size: int | None = None, subset: int | None = None, seed: int = 0,
                   augment: bool | str = False, download: bool = True,
@@ -350,7 +373,8 @@ def build_dataset(name: str, split: str, root: str | Path | None = None,
     """Data set `name` (one of DATASETS) for `split` ("train" | "test"/"val", the held-out split).
 
     Items are (float image [C, H, W], int label). img_size defaults to dataset_info's; augment
-    selects the training augmentation; subset=n keeps a seeded class-balanced subset of n items.
+    selects the training augmentation; subset=n keeps a seeded class-balanced subset of n items
+    (for a mosaic data set: draws n class-balanced mosaics).
     interpolation: the un-augmented RGB resize, "bicubic" (the kit's) or "bilinear" (the
     official analysis'); Fashion-MNIST is always resized bilinearly.
     """
@@ -364,6 +388,8 @@ def build_dataset(name: str, split: str, root: str | Path | None = None,
             keep = balanced_subset(labels, subset, seed)  # [n]
             images, labels = images[keep], labels[keep]
         return FashionMNISTDataset(images, labels, img_size, augment)
+    if name in mosaic.MOSAICS:
+        return _mosaics(name, held_out, root, img_size, subset, seed, augment, download)
     transform = build_transform(name, img_size, augment, interpolation)
     dataset = _torchvision_dataset(name, held_out, root, transform, download)
     if subset is not None:

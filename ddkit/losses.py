@@ -1,11 +1,14 @@
-"""Distillation losses: SoftKD, hard KD, SpectralKD, ProjectorKD, layer maps, the total loss.
+"""Distillation losses: SoftKD, hard KD, SpectralKD, ProjectorKD, layer maps, the total loss, and
+the remedies of the phase map (LiftKD, GenerationKD, TopPCKD, a phase-aware feature weight).
 
-Definitions follow docs/design.md §2 (as the official Distillation Dynamics code computes them).
+Definitions follow docs/design.md §2 (as the official Distillation Dynamics code computes them);
+the remedies §11.
 Feature maps are `[B, C, H, W]` over the token grid (prefix tokens dropped). Teacher tensors are
 targets: they are detached before any loss is taken.
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence, Union
 
 import torch
@@ -14,7 +17,9 @@ import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 
 KD_KINDS = ("none", "soft", "hard")
-FEATURE_KINDS = ("none", "spectral", "projector")
+FEATURE_KINDS = ("none", "spectral", "projector", "lift", "generate", "top_pc")
+# feature kinds whose pair loss has a module of its own (``DistillationLoss.projectors``)
+MODULE_KINDS = ("projector", "lift", "generate", "top_pc")
 PROJECTOR_MODES = ("faithful", "learnable")
 LAYER_SPECS = ("none", "first", "last", "first_last")
 
@@ -165,6 +170,110 @@ class ProjectorKD(nn.Module):
         return F.mse_loss(self.bn_s(projected), self.bn_t(f_t.detach()))
 
 
+# ----------------------------------------------------------------------------- remedies
+
+def _tokens(f: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, H, W, C]``: one channel vector per token."""
+    return f.permute(0, 2, 3, 1)
+
+
+def _grid(tokens: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, C] -> [B, C, H, W]``."""
+    return tokens.permute(0, 3, 1, 2)
+
+
+class LiftKD(nn.Module):
+    """A lift before the feature loss (the remedy the encoding-mismatch follow-up proposes): the
+    student's tokens go through a learned Linear(C_s→C_t) and LayerNorm(C_t), then SpectralKD
+    against the un-pooled teacher map, so the student keeps its own width and the lift carries
+    the teacher's extra directions. Loss as ``spectral_kd_loss`` (mean over B·C_t·H·(W//2+1)·2)."""
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.lift = nn.Linear(student_dim, teacher_dim)
+        self.norm = nn.LayerNorm(teacher_dim)
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        _check_feature_pair(f_s, f_t, allow_wider_student=True)
+        return spectral_kd_loss(_grid(self.norm(self.lift(_tokens(f_s)))), f_t)
+
+
+class GenerationKD(nn.Module):
+    """Generation instead of mimicry for the deep layer (ViTKD, Yang et al. 2022): the student's
+    tokens are mapped to C_t channels (Linear), a random ``mask_ratio`` of the token positions is
+    replaced by a learned mask token (drawn per image from torch's global RNG), and a generator
+    (Conv3×3 → ReLU → Conv3×3 over the token grid) predicts the teacher's whole map from what is
+    left. Loss: MSE against the teacher map, mean over B·C_t·H·W."""
+
+    def __init__(self, student_dim: int, teacher_dim: int, mask_ratio: float = 0.5):
+        super().__init__()
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f"GenerationKD: mask_ratio must be in [0, 1), got {mask_ratio}")
+        self.mask_ratio = mask_ratio
+        self.align = nn.Linear(student_dim, teacher_dim)
+        self.mask_token = nn.Parameter(torch.zeros(teacher_dim))
+        self.generator = nn.Sequential(nn.Conv2d(teacher_dim, teacher_dim, 3, padding=1),
+                                       nn.ReLU(),
+                                       nn.Conv2d(teacher_dim, teacher_dim, 3, padding=1))
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        _check_feature_pair(f_s, f_t, allow_wider_student=True)
+        tokens = self.align(_tokens(f_s))                                   # [B, H, W, C_t]
+        B, H, W, _ = tokens.shape
+        masked = torch.rand(B, H, W, 1, device=tokens.device) < self.mask_ratio
+        tokens = torch.where(masked, self.mask_token.to(tokens.dtype), tokens)
+        return F.mse_loss(self.generator(_grid(tokens)), f_t.detach())
+
+
+class TopPCKD(nn.Module):
+    """Align only what a narrow student can hold (the kit's remedy): the teacher's tokens are
+    projected on their top C_s principal directions (data-set level: pooled over the tokens of
+    the images ``fit`` sees, centred), so student channel c is asked for the teacher's c-th
+    principal coordinate; then SpectralKD between the two C_s-channel maps. The basis is fitted
+    once before training (``fit``) and kept as buffers."""
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__()
+        if student_dim > teacher_dim:
+            raise ValueError(f"TopPCKD: the student's width {student_dim} exceeds the teacher's "
+                             f"{teacher_dim}; there are only {teacher_dim} principal directions")
+        self.register_buffer("mean", torch.zeros(teacher_dim))
+        self.register_buffer("basis", torch.zeros(teacher_dim, student_dim))   # [C_t, C_s]
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, f_t: torch.Tensor) -> None:
+        """Mean and top-C_s eigenvectors of the channel covariance of ``f_t [N, C_t, H, W]``
+        pooled over (N, H, W), in float64; each direction's sign makes its largest loading
+        positive, so the basis does not depend on the eigensolver's signs."""
+        tokens = _tokens(f_t).reshape(-1, f_t.shape[1]).double()           # [N·H·W, C_t]
+        mean = tokens.mean(0)
+        centred = tokens - mean
+        _, vectors = torch.linalg.eigh(centred.T @ centred / len(tokens))  # ascending
+        top = vectors.flip(-1)[:, : self.basis.shape[1]]                   # [C_t, C_s]
+        signs = top.gather(0, top.abs().argmax(0, keepdim=True)).sign()
+        self.mean.copy_(mean.float())
+        self.basis.copy_((top * signs).float())
+        self.fitted.fill_(True)
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        _check_feature_pair(f_s, f_t, allow_wider_student=False)
+        if not bool(self.fitted):
+            raise RuntimeError("TopPCKD: call fit(teacher features) before training")
+        target = (_tokens(f_t.detach()) - self.mean) @ self.basis                # [B, H, W, C_s]
+        return spectral_kd_loss(f_s, _grid(target))
+
+
+def phase_weight(progress: float, until: float | None) -> float:
+    """The phase-aware feature weight's factor at ``progress`` (0 → 1 through the schedule):
+    1 → 0 by a half cosine over [0, until], 0 after; 1 throughout when ``until`` is None."""
+    if until is None:
+        return 1.0
+    if progress >= until:
+        return 0.0
+    return 0.5 * (1 + math.cos(math.pi * progress / until))
+
+
 # ----------------------------------------------------------------------------- layer maps
 
 def _normalise_index(value: int, n: int, role: str) -> int:
@@ -222,8 +331,10 @@ class DistillationLoss(nn.Module):
 
     loss_base = (1-α)·CE_ls(s, y) when kd != "none", else CE_ls(s, y)
     loss_dist = α·(soft: tau²·KL batchmean | hard: CE vs teacher argmax); 0 when kd="none"
-    loss_fft  = feature_weight · mean over layer pairs of the pair loss (SpectralKD or
-                ProjectorKD; the official logs call it `fft` for both); 0 when feature="none"
+    loss_fft  = feature_weight · phase_weight(progress, feature_until) · mean over layer pairs
+                of the pair loss (SpectralKD, ProjectorKD or a remedy; the official logs call it
+                `fft` for both); 0 when feature="none". ``progress`` (0 → 1 through the
+                schedule) is set by the training loop before each step.
     loss_feat/{s}-{t} = raw, unweighted loss of each pair.
     CE_ls is timm's LabelSmoothingCrossEntropy (mean over batch) when label_smoothing > 0.
     feature_weight is β·w of the paper (1 · 0.2).
@@ -233,7 +344,7 @@ class DistillationLoss(nn.Module):
                  feature: str = "none", layer_pairs: Sequence[tuple[int, int]] = (),
                  feature_weight: float = 0.2, label_smoothing: float = 0.1,
                  student_dims: Dims = None, teacher_dims: Dims = None,
-                 projector_mode: str = "faithful"):
+                 projector_mode: str = "faithful", feature_until: float | None = None):
         super().__init__()
         if kd not in KD_KINDS:
             raise ValueError(f"unknown kd {kd!r}; valid choices: {KD_KINDS}")
@@ -259,12 +370,29 @@ class DistillationLoss(nn.Module):
         self.feature, self.feature_weight = feature, feature_weight
         self.base_criterion = (LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0
                                else nn.CrossEntropyLoss())
-        self.projectors = nn.ModuleList()
-        if feature == "projector":
+        if feature_until is not None and not 0 < feature_until <= 1:
+            raise ValueError(f"feature_until must be in (0, 1], got {feature_until}")
+        self.feature_until, self.progress = feature_until, 0.0
+        self.projectors = nn.ModuleList()   # the pair modules of MODULE_KINDS, one per pair
+        if feature in MODULE_KINDS:
             for s, t in self.layer_pairs:
-                self.projectors.append(ProjectorKD(_dim_for(student_dims, s, "student_dims"),
-                                                   _dim_for(teacher_dims, t, "teacher_dims"),
-                                                   mode=projector_mode))
+                dims = (_dim_for(student_dims, s, "student_dims"),
+                        _dim_for(teacher_dims, t, "teacher_dims"))
+                self.projectors.append(ProjectorKD(*dims, mode=projector_mode)
+                                       if feature == "projector" else
+                                       {"lift": LiftKD, "generate": GenerationKD,
+                                        "top_pc": TopPCKD}[feature](*dims))
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when a pair module must see the teacher's features before training (TopPCKD)."""
+        return any(isinstance(m, TopPCKD) and not bool(m.fitted) for m in self.projectors)
+
+    def fit(self, teacher_feats: Mapping[int, torch.Tensor]) -> None:
+        """Fit every TopPCKD pair module on the teacher's features ``{block: [N, C, H, W]}``."""
+        for module, (_, t) in zip(self.projectors, self.layer_pairs):
+            if isinstance(module, TopPCKD):
+                module.fit(teacher_feats[t])
 
     def _pair_loss(self, index: int, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
         if self.feature == "spectral":
@@ -305,7 +433,8 @@ class DistillationLoss(nn.Module):
                 pair_loss = self._pair_loss(i, student_feats[s], teacher_feats[t])
                 out[f"loss_feat/{s}-{t}"] = pair_loss
                 pair_losses.append(pair_loss)
-            loss_fft = self.feature_weight * torch.stack(pair_losses).mean()
+            weight = self.feature_weight * phase_weight(self.progress, self.feature_until)
+            loss_fft = weight * torch.stack(pair_losses).mean()
         out["loss_fft"] = loss_fft
         out["loss"] = loss_base + loss_dist + loss_fft
         return out

@@ -44,6 +44,8 @@ SHIPPED_TEACHERS = {t.model: t for t in (
     ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped"),
     ShippedTeacher("ddkit_vit_mae_teacher_fmnist", "mae_teacher_fmnist", "controls"),
     ShippedTeacher("ddkit_vit_mae_probed_teacher_fmnist", "mae_probed_teacher_fmnist", "controls"),
+    *(ShippedTeacher(f"ddkit_vit_teacher_mosaic{k}", f"teacher_mosaic{k}", f"mosaic{k}_teacher")
+      for k in (10, 100, 1000)),
 )}
 SHIPPED_TEACHER = SHIPPED_TEACHERS["ddkit_vit_teacher_fmnist"].weights  # the default teacher
 
@@ -67,6 +69,7 @@ FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 # Embedded default pair: the teacher has 2x the student's width and 2x its depth (as CaiT-S24
 # 384/24 vs DeiT-Tiny 192/12), both see a 7x7 token grid (patch 4 on 28x28 Fashion-MNIST).
 _FMNIST_COMMON = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, mlp_ratio=4.0)
+_MOSAIC_COMMON = dict(img_size=56, patch_size=7, in_chans=1, mlp_ratio=4.0)
 PRESET_ARGS = {
     "ddkit_vit_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=96, depth=8, num_heads=4),
     "ddkit_vit_student_fmnist": dict(_FMNIST_COMMON, embed_dim=48, depth=4, num_heads=2),
@@ -81,6 +84,13 @@ PRESET_ARGS = {
     "ddkit_cait_teacher_fmnist": dict(_FMNIST_COMMON, embed_dim=64, depth=24, num_heads=4,
                                       init_values=1e-5, depth_token_only=2),
     "ddkit_deit_student_fmnist": dict(_FMNIST_COMMON, embed_dim=32, depth=12, num_heads=2),
+    # The phase map's pairs (docs/design.md §11): the default pair's shapes on 56x56 mosaics of
+    # Fashion-MNIST items (patch 7: an 8x8 token grid), one teacher per task complexity K; the
+    # student's width and K are set by its kwargs (embed_dim, num_classes).
+    **{f"ddkit_vit_teacher_mosaic{k}": dict(_MOSAIC_COMMON, num_classes=k, embed_dim=96, depth=8,
+                                            num_heads=4) for k in (10, 100, 1000)},
+    "ddkit_vit_student_mosaic": dict(_MOSAIC_COMMON, num_classes=10, embed_dim=48, depth=4,
+                                     num_heads=2),
 }
 PRESET_CLASSES = {"ddkit_cait_teacher_fmnist": Cait}
 
@@ -90,13 +100,21 @@ PAPER_STUDENT = "deit_tiny_patch16_224"
 
 
 def _fmnist_cfg(**kwargs) -> dict:
-    return dict(num_classes=10, input_size=(1, 28, 28), mean=FMNIST_MEAN, std=FMNIST_STD,
-                interpolation="bilinear", crop_pct=1.0, **kwargs)
+    kwargs = {"num_classes": 10, "input_size": (1, 28, 28), **kwargs}
+    return dict(mean=FMNIST_MEAN, std=FMNIST_STD, interpolation="bilinear", crop_pct=1.0, **kwargs)
+
+
+def _mosaic_cfg(k: int, **kwargs) -> dict:
+    return _fmnist_cfg(num_classes=k, input_size=(1, 56, 56), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
     # `.shipped` loads the teacher trained by ddkit and committed with the kit.
-    **{f"{t.model}.shipped": _fmnist_cfg(file=str(t.weights)) for t in SHIPPED_TEACHERS.values()},
+    **{f"{t.model}.shipped": _fmnist_cfg(file=str(t.weights)) for t in SHIPPED_TEACHERS.values()
+       if "mosaic" not in t.model},
+    **{f"ddkit_vit_teacher_mosaic{k}.shipped": _mosaic_cfg(
+        k, file=str(SHIPPED_TEACHERS[f"ddkit_vit_teacher_mosaic{k}"].weights)) for k in (10, 100, 1000)},
+    "ddkit_vit_student_mosaic": _mosaic_cfg(10),
     "ddkit_vit_student_fmnist": _fmnist_cfg(),
     "ddkit_cait_teacher_fmnist": _fmnist_cfg(),
     "ddkit_deit_student_fmnist": _fmnist_cfg(),
@@ -146,6 +164,26 @@ def ddkit_cait_teacher_fmnist(pretrained: bool = False, **kwargs) -> Cait:
 def ddkit_deit_student_fmnist(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """Paper-shaped student: ViT 32-dim, 12 blocks (DeiT-Tiny's depth), 2 heads, 7x7 tokens."""
     return _create("ddkit_deit_student_fmnist", pretrained, **kwargs)
+
+
+def _mosaic_teacher(k: int):
+    def create(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        return _create(f"ddkit_vit_teacher_mosaic{k}", pretrained, **kwargs)
+    create.__name__ = f"ddkit_vit_teacher_mosaic{k}"
+    create.__doc__ = (f"Phase-map teacher for K = {k}: ViT 96-dim, 8 blocks, 4 heads, patch 7 on "
+                      "1x56x56 mosaics (8x8 tokens).")
+    return register_model(create)
+
+
+ddkit_vit_teacher_mosaic10, ddkit_vit_teacher_mosaic100, ddkit_vit_teacher_mosaic1000 = (
+    _mosaic_teacher(k) for k in (10, 100, 1000))
+
+
+@register_model
+def ddkit_vit_student_mosaic(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """Phase-map student: ViT 48-dim, 4 blocks, 2 heads, patch 7 on 1x56x56 mosaics (8x8
+    tokens); set ``embed_dim`` (the width the map varies) and ``num_classes`` (K) by kwargs."""
+    return _create("ddkit_vit_student_mosaic", pretrained, **kwargs)
 
 
 class ModelInputError(ValueError):
@@ -320,6 +358,15 @@ def model_depth(name: str, **kwargs) -> int:
     check_model_name(name)
     with torch.device("meta"):
         return num_blocks(timm.create_model(name.split(".")[0], pretrained=False, **kwargs))
+
+
+def model_width(name: str, **kwargs) -> int | None:
+    """The residual stream's channels (``embed_dim``) of a timm model, built on the meta device;
+    None for a model without ``embed_dim``."""
+    check_model_name(name)
+    with torch.device("meta"):
+        return getattr(timm.create_model(name.split(".")[0], pretrained=False, **kwargs),
+                       "embed_dim", None)
 
 
 def describe(model: nn.Module) -> dict:

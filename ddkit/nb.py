@@ -18,6 +18,7 @@ from ddkit import readme
 from ddkit.claims import VERDICTS
 from ddkit.config import ConfigError, Profile, load_profile, profile_names
 from ddkit.data import find_fashion_mnist
+from ddkit.mosaic import MOSAICS
 from ddkit.plots import SAVE_DPI, plt, save_figure  # plots sets the backend before pyplot
 from ddkit.store import figure_dir as store_figure_dir
 from ddkit.store import write_text
@@ -92,7 +93,7 @@ def figure_dir(profile: Profile) -> Path:
 
 
 def _check_data(profile: Profile) -> None:
-    if profile.data.name == "fashion_mnist":
+    if profile.data.name == "fashion_mnist" or profile.data.name in MOSAICS:
         find_fashion_mnist(profile.data.root, download=True)
 
 

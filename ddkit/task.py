@@ -53,7 +53,7 @@ class DistillationTask(_StudentTask):
                  teacher: nn.Module | None = None, layer_pairs: list[tuple[int, int]] = (),
                  device: torch.device | None = None):
         super().__init__(device=device, verbose=False)
-        self.student = student
+        self.student, self.criterion = student, criterion
         self.trainable_module = StudentStep(student, criterion, sorted({s for s, _ in layer_pairs}))
         self.teacher = teacher
         self.teacher_layers = sorted({t for _, t in layer_pairs})
@@ -65,6 +65,26 @@ class DistillationTask(_StudentTask):
         if self.teacher is not None:
             self.teacher.eval()
         return self
+
+    def set_progress(self, fraction: float) -> None:
+        """Where the schedule stands (0 → 1), for the phase-aware feature weight."""
+        self.criterion.progress = fraction
+
+    @torch.no_grad()
+    def fit_feature_targets(self, images: torch.Tensor | None = None,
+                            feats: dict[int, torch.Tensor] | None = None) -> None:
+        """Fit the loss modules that need the teacher's features before training (TopPCKD), from
+        precomputed ``feats`` ``{block: [N, C, H, W]}`` or the teacher on ``images``."""
+        if not self.criterion.needs_fit:
+            return
+        if feats is None:
+            feats = {}
+            for chunk in images.split(500):
+                _, out = self.teacher_outputs(chunk)
+                for block, f in out.items():
+                    feats.setdefault(block, []).append(f.float())
+            feats = {block: torch.cat(f) for block, f in feats.items()}
+        self.criterion.fit(feats)
 
     def teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor | None, dict | None]:
         if self.teacher is None:
@@ -91,6 +111,12 @@ class MaeTask(_StudentTask):
         super().__init__(device=device, verbose=False)
         self.student = mae.encoder
         self.trainable_module = mae
+
+    def set_progress(self, fraction: float) -> None:
+        """No schedule-dependent loss term in pre-training."""
+
+    def fit_feature_targets(self, images=None, feats=None) -> None:
+        """Nothing to fit."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, teacher_out=None) -> dict[str, torch.Tensor]:
         return self.trainable_module(x)

@@ -46,7 +46,7 @@ from ddkit.config import (
     to_dict,
     validate,
 )
-from ddkit.data import build_dataset
+from ddkit.data import build_dataset, dataset_info
 from ddkit.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.mae import MaskedAutoencoder
 from ddkit.models import check_patch_grid, create_from_config, input_size, num_blocks
@@ -290,7 +290,8 @@ def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask |
         kd=d.kd, alpha=d.alpha, tau=d.tau, feature=d.feature, layer_pairs=pairs,
         feature_weight=d.feature_weight, label_smoothing=cfg.optim.label_smoothing,
         student_dims=getattr(student, "embed_dim", None),
-        teacher_dims=getattr(teacher, "embed_dim", None), projector_mode=d.projector_mode)
+        teacher_dims=getattr(teacher, "embed_dim", None), projector_mode=d.projector_mode,
+        feature_until=d.feature_until)
     n_parameters = sum(p.numel() for p in student.parameters())
     task = DistillationTask(student, criterion, teacher, pairs).to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -347,6 +348,7 @@ def _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, 
     for x, y, *index in bar:
         if cfg.optim.sched_per_step:
             scheduler.step_update(epoch * len(loader) + steps)
+        task.set_progress((epoch * len(loader) + steps) / (cfg.optim.epochs * len(loader)))
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         teacher_out = (teacher_cache.lookup(index[0], task.teacher_layers, device)
                        if teacher_cache is not None else None)
@@ -477,6 +479,42 @@ def train(cfg: RunConfig, progress: bool = True, root=None, wait: bool = True) -
             raise
 
 
+FIT_IMAGES = 4096   # training images whose teacher tokens fit a TopPCKD basis
+
+
+def _fit_feature_targets(cfg: RunConfig, task, train_set, teacher_cache, device) -> None:
+    """Fit the loss modules that need the teacher's features (TopPCKD) on the first
+    ``FIT_IMAGES`` training images, un-augmented: from the shared teacher pass when there is one,
+    else by a teacher forward. Skipped on resume (the fitted buffers come with the checkpoint)."""
+    if not getattr(getattr(task, "criterion", None), "needs_fit", False):
+        return
+    n = min(FIT_IMAGES, len(train_set))
+    if teacher_cache is not None:
+        task.fit_feature_targets(feats={b: f[:n] for b, f in teacher_cache.feats.items()})
+        return
+    d = cfg.data
+    plain = build_dataset(d.name, "train", root=d.root, img_size=d.img_size,
+                          subset=d.train_subset, seed=cfg.seed, augment=False)
+    images = torch.stack([plain[i][0] for i in range(n)]).to(device)
+    task.fit_feature_targets(images=images)
+
+
+def _check_classes(cfg: RunConfig, task) -> None:
+    """The data set's labels index into every model's logits, and a teacher's logits have the
+    student's classes (before any compute)."""
+    known = cfg.data.name != "imagefolder" or cfg.data.root is not None
+    k = dataset_info(cfg.data.name, cfg.data.root)["num_classes"] if known else None
+    student = getattr(task.student, "num_classes", None)
+    teacher = getattr(getattr(task, "teacher", None), "num_classes", None)
+    for role, n in (("model", student), ("distill.teacher", teacher)):
+        if n is not None and k is not None and n != k:
+            raise ConfigError(f"{role} has {n} classes, data set {cfg.data.name!r} has {k}: set "
+                              f"{role}.kwargs.num_classes={k} or pick the matching data.name")
+    if student is not None and teacher is not None and student != teacher:
+        raise ConfigError(f"the teacher has {teacher} classes, the student {student}: "
+                          "distillation needs the same classes")
+
+
 def _check_image_size(cfg: RunConfig, task) -> None:
     """The data's image size splits into whole patches of every model, and fits a model built
     for a fixed size (before any compute)."""
@@ -517,6 +555,7 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
     eval_set = build_dataset(data.name, "test", root=data.root, img_size=data.img_size,
                              subset=data.eval_subset, seed=cfg.seed, augment=False)
     task, n_parameters = build_task(cfg, device)
+    _check_classes(cfg, task)
     _check_image_size(cfg, task)
     bank_loader = None
     if cfg.mae is not None:
@@ -552,6 +591,7 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
         teacher_cache = _shared_teacher_pass(cfg, task, train_set, device, root, show)
         train_set = IndexedDataset(train_set)
 
+    _fit_feature_targets(cfg, task, train_set, teacher_cache, device)
     pin = device.type == "cuda"
     if world == 1 and data.num_workers == 0:  # small un-augmented sets: one tensor, no DataLoader
         if not data.augment:

@@ -222,7 +222,8 @@ def test_transforms_follow_recipe():
 
 
 def test_dataset_info_and_bad_names(tmp_path):
-    assert DATASETS == ("fashion_mnist", "cifar10", "cifar100", "imagefolder")
+    assert DATASETS == ("fashion_mnist", "fashion_mosaic_k10", "fashion_mosaic_k100",
+                        "fashion_mosaic_k1000", "cifar10", "cifar100", "imagefolder")
     assert dataset_info("fashion_mnist") == dict(num_classes=10, in_chans=1, img_size=28,
                                                  mean=(0.2860,), std=(0.3530,))
     assert dataset_info("cifar100")["num_classes"] == 100

@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ddkit"
 LAYERS = {
     "core": {"config", "data", "models", "hooks", "losses", "metrics", "stats", "store",
-             "progress", "native", "mae", "reference", "tables"},
+             "progress", "native", "mae", "reference", "tables", "mosaic"},
     "study": {"train", "task", "parallel", "teacher_cache", "study", "sweep", "regime", "claims",
               "evidence", "dynamics", "formation", "controls", "control_verdicts", "mismatch",
               "cluster", "sesoi", "image_bootstrap"},
