@@ -11,6 +11,7 @@
     ddkit ship-teacher [--profile NAME]    # (re)train a profile's teacher, write ddkit/shipped/
     ddkit controls [--only SETTING] [--workers 2] [--publish-only]   # the negative-transfer controls
     ddkit controls --executor slurm --partition gpu --gpus-per-node 1   # as a Slurm job array
+    ddkit phase-map [--only SETTING] [--teachers-only]   # the phase map: task complexity x width
 
 Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
 print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
@@ -222,25 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
                            "has not ended (the record says so; training it on resumes)")
     _common(ship)
 
-    ctl = sub.add_parser("controls", help="train the negative-transfer controls (profile "
-                         "controls) and write their tables to figures/<profile>/",
-                         description="Train (or take from the run cache) every student of the "
-                         "controls profile's base and settings, then write runs.csv and "
-                         "curves.csv, keeping the committed rows of runs this machine lacks. "
-                         "The teachers are the shipped ones (ddkit/shipped/).")
-    _profile_options(ctl, default="controls")
-    ctl.add_argument("--only", action="append", default=None, metavar="SETTING",
-                     help="train only this setting (repeatable; 'base' or a sweep setting's "
-                          "name, see `ddkit profiles`)")
-    ctl.add_argument("--workers", type=int, default=None,
-                     help="runs trained side by side (default: the profile's workers)")
-    ctl.add_argument("--publish-only", action="store_true",
-                     help="train nothing: write the tables from the runs already finished")
-    ctl.add_argument("--retrain-published", action="store_true",
-                     help="train runs the committed tables already hold too (by default a run "
-                          "with a row in runs.csv and curves.csv is not trained again)")
-    _executor_options(ctl)
-    _common(ctl)
+    grids = {
+        "controls": ("train the negative-transfer controls (profile controls) and write their "
+                     "tables to figures/<profile>/", "an MAE teacher (pre-trained, and its "
+                     "linear-probed head)"),
+        "phase-map": ("train the phase map (profile phase_map): where late alignment helps "
+                      "or hurts over task complexity x student width, and the remedies",
+                      "one mosaic teacher per task complexity"),
+    }
+    for command, (summary, teachers) in grids.items():
+        profile = command.replace("-", "_")
+        ctl = sub.add_parser(command, help=summary, description=(
+            f"Train the {profile} profile's teachers ({teachers}; shipped under ddkit/shipped/, "
+            "trained only when the shipped record lacks their recipe), then every student of "
+            "its base and settings (or take them from the run cache), and write runs.csv and "
+            "curves.csv to figures/<profile>/, keeping the committed rows of runs this machine "
+            "lacks; a run the committed tables already hold is not trained again."))
+        _profile_options(ctl, default=profile)
+        ctl.add_argument("--only", action="append", default=None, metavar="SETTING",
+                         help="train only this setting (repeatable; 'base' or a sweep setting's "
+                              "name, see `ddkit profiles`)")
+        ctl.add_argument("--workers", type=int, default=None,
+                         help="runs trained side by side (default: the profile's workers)")
+        ctl.add_argument("--teachers-only", action="store_true",
+                         help="train and ship the teachers, then stop")
+        ctl.add_argument("--publish-only", action="store_true",
+                         help="train nothing: write the tables from the runs already finished")
+        ctl.add_argument("--retrain-published", action="store_true",
+                         help="train runs the committed tables already hold too (by default a "
+                              "run with a row in runs.csv and curves.csv is not trained again)")
+        _executor_options(ctl)
+        _common(ctl)
 
     refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
                              "place and keep the outputs nbval checks")
@@ -403,17 +416,25 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _controls(args: argparse.Namespace) -> int:
-    from ddkit import controls, nb  # lazy: keeps `ddkit --help` fast (controls and nb pull pandas, scipy, matplotlib)
+def _grid(args: argparse.Namespace) -> int:
+    from ddkit import controls, grid, nb, phase_map  # lazy: `ddkit --help` stays fast (pandas)
     profile = _profile(args)
+    if args.publish_only:
+        pass
+    elif args.command == "controls":
+        controls.teachers(profile)
+    else:
+        phase_map.teachers(profile, only=args.only)
+    if args.teachers_only:
+        return 0
     folder = nb.figure_dir(profile)
-    published = () if args.retrain_published else controls.published_runs(folder)
-    done = (controls.finished(profile) if args.publish_only else
-            controls.runs(profile, only=args.only, workers=args.workers,
-                          executor=_executor(args), published=published))
-    tables = controls.publish(profile, done, folder)
-    print(f"{len(done)} run(s) of this machine; {len(tables[controls.RESULTS_CSV])} in "
-          f"{folder / controls.RESULTS_CSV}")
+    published = () if args.retrain_published else grid.published_runs(folder)
+    done = (grid.finished(profile) if args.publish_only else
+            grid.runs(profile, only=args.only, workers=args.workers, executor=_executor(args),
+                      published=published))
+    tables = grid.publish(profile, done, folder)
+    print(f"{len(done)} run(s) of this machine; {len(tables[grid.RESULTS_CSV])} in "
+          f"{folder / grid.RESULTS_CSV}")
     return 0
 
 
@@ -423,7 +444,7 @@ def _refresh(_args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
-            "profiles": _profiles, "ship-teacher": _ship, "controls": _controls,
+            "profiles": _profiles, "ship-teacher": _ship, "controls": _grid, "phase-map": _grid,
             "refresh-notebooks": _refresh}
 
 

@@ -32,6 +32,7 @@ class ShippedTeacher:
     model: str      # the preset it is an instance of
     stem: str       # file stem under ddkit/shipped/
     profile: str    # the profile whose teacher recipe trained it
+    command: str    # the command that trains and ships it
 
     weights = property(lambda self: SHIPPED_DIR / f"{self.stem}.safetensors")
     record = property(lambda self: SHIPPED_DIR / f"{self.stem}.json")
@@ -40,12 +41,16 @@ class ShippedTeacher:
 
 
 SHIPPED_TEACHERS = {t.model: t for t in (
-    ShippedTeacher("ddkit_vit_teacher_fmnist", "teacher_fmnist", "default"),
-    ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped"),
-    ShippedTeacher("ddkit_vit_mae_teacher_fmnist", "mae_teacher_fmnist", "controls"),
-    ShippedTeacher("ddkit_vit_mae_probed_teacher_fmnist", "mae_probed_teacher_fmnist", "controls"),
-    *(ShippedTeacher(f"ddkit_vit_teacher_mosaic{k}", f"teacher_mosaic{k}", f"mosaic{k}_teacher")
-      for k in (10, 100, 1000)),
+    ShippedTeacher("ddkit_vit_teacher_fmnist", "teacher_fmnist", "default",
+                   "./run_all.sh --retrain-teacher"),
+    ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped",
+                   "ddkit ship-teacher --profile paper_shaped"),
+    ShippedTeacher("ddkit_vit_mae_teacher_fmnist", "mae_teacher_fmnist", "controls",
+                   "ddkit controls --teachers-only"),
+    ShippedTeacher("ddkit_vit_mae_probed_teacher_fmnist", "mae_probed_teacher_fmnist", "controls",
+                   "ddkit controls --teachers-only"),
+    *(ShippedTeacher(f"ddkit_vit_teacher_mosaic{k}", f"teacher_mosaic{k}", "phase_map",
+                     "ddkit phase-map --teachers-only") for k in (10, 100, 1000)),
 )}
 SHIPPED_TEACHER = SHIPPED_TEACHERS["ddkit_vit_teacher_fmnist"].weights  # the default teacher
 
@@ -60,7 +65,7 @@ def shipped_teacher(model: str, must_exist: bool = True) -> ShippedTeacher:
     teacher = SHIPPED_TEACHERS[name]
     if must_exist and not teacher.weights.exists():
         raise FileNotFoundError(f"shipped teacher weights missing at {teacher.weights}; make them "
-                                f"with `ddkit ship-teacher --profile {teacher.profile}` (or set "
+                                f"with `{teacher.command}` (or set "
                                 "teacher_source: train)")
     return teacher
 

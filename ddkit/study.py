@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ddkit.cluster import Executor, train_array
-from ddkit.config import CELLS, ConfigError, ModelConfig, Profile, RunConfig, cell_parts, check_cells
+from ddkit.config import CELLS, ConfigError, ModelConfig, Profile, RunConfig, cell_parts, check_cells, config_hash
 from ddkit.data import build_dataset
 from ddkit.dynamics import analyze, sample_batch
 from ddkit.hooks import block_features
@@ -165,8 +165,7 @@ def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
     atomic_write(target.weights, lambda tmp: shutil.copyfile(weights, tmp))
     write_text(target.log, log)
     write_text(target.dynamics, table.to_csv(index=False))
-    command = ("./run_all.sh --retrain-teacher" if target.profile == "default"
-               else f"ddkit ship-teacher --profile {target.profile}")
+    command = target.command
     scheduled = summary["config"]["optim"]["epochs"]
     record = {"profile": profile.name, "command": command,
               "hash": summary["hash"], "final_acc1": summary["final_acc1"],
@@ -176,6 +175,24 @@ def ship_teacher(profile: Profile, n: int = 200, progress: bool = True,
               "torch": summary["torch"], "config": summary["config"]}
     write_json(target.record, record)
     return record
+
+
+def shipped_hash(model: str) -> str | None:
+    """The run hash in a shipped teacher's record (None when nothing is shipped for ``model``)."""
+    record = shipped_teacher(model, must_exist=False).record
+    return json.loads(record.read_text()).get("hash") if record.exists() else None
+
+
+def train_and_ship(profile: Profile, cfg: RunConfig, progress: bool = True) -> Path:
+    """The weights of the teacher ``cfg`` trains for ``profile``'s teacher preset: the shipped
+    file when its record holds ``cfg``'s hash (nothing is trained), else ``cfg`` trained (cached,
+    resumable) and shipped."""
+    name = profile.teacher.model.name
+    if shipped_hash(name) != config_hash(cfg):
+        run = train(cfg, progress=progress)
+        if shipped_hash(name) != run.summary["hash"]:
+            ship_teacher(profile, run=run, progress=progress)
+    return shipped_teacher(name).weights
 
 
 # --------------------------------------------------------------------------- analysis tables

@@ -10,7 +10,7 @@ import timm
 import torch
 
 from ddkit import control_verdicts as cv
-from ddkit import controls, mismatch
+from ddkit import grid, mismatch
 from ddkit.claims import OPPOSITE, decide, pvalues
 from ddkit.hooks import block_features
 from ddkit.mae import MaskedAutoencoder, patchify
@@ -133,18 +133,18 @@ def test_merged_keeps_committed_runs_this_machine_lacks_and_replaces_the_rest():
                         "final_acc1": [1.0, 2.0], "run": ["r0", "r1"]})
     new = pd.DataFrame({"setting": ["a"], "cell": ["SoftKD"], "seed": [1],
                         "final_acc1": [3.0], "run": ["r1"]})
-    out = controls.merged(new, old)
+    out = grid.merged(new, old)
     assert list(out["run"]) == ["r0", "r1"] and list(out["final_acc1"]) == [1.0, 3.0]
 
 
 def test_missing_tables_name_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="--profile controls --from 08"):
-        controls.load(tmp_path)
+        grid.load(tmp_path, "./run_all.sh --profile controls --from 08")
 
 
 def test_every_control_setting_plans_distinct_runs():
     from ddkit.config import load_profile
-    names = controls.names(load_profile("controls"))
+    names = grid.names(load_profile("controls"))
     settings = {key[0] for key in names.values()}
     assert {cv.BASE, cv.PROBED, cv.LONG} <= settings
     assert len(names) == len(set(names))

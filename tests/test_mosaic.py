@@ -4,9 +4,10 @@ import hashlib
 import pytest
 import torch
 
-from ddkit import mosaic
+from ddkit import grid, mosaic, study
 from ddkit.config import ConfigError, load_profile, replace
 from ddkit.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, dataset_info, load_fashion_mnist
+from ddkit.train import train
 
 
 def _pixels(x: torch.Tensor) -> torch.Tensor:
@@ -86,10 +87,7 @@ def test_bad_mosaic_settings_are_refused():
 
 
 def test_a_student_whose_classes_do_not_match_the_mosaics_fails_before_compute():
-    from ddkit import controls
-    from ddkit.train import train
-    variant = controls.sweep.settings(load_profile("phase_map"))["mosaic K=100, width 16"]
-    from ddkit import study
+    variant = grid.settings(load_profile("phase_map"))["mosaic K=100, width 16"]
     cfg = study.student_config(variant, "SoftKD", 0, None)
     cfg = replace(cfg, **{"model.kwargs.num_classes": 10, "distill.teacher": None, "distill.kd": "none"})
     with pytest.raises(ConfigError, match="10 classes.*has 100"):
