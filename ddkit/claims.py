@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import Dist, MaxMin, Replicates, TDist, holm
+from .stats import Dist, MaxMin, Replicates, SlopeDist, TDist, holm
 
 REPRODUCED = "reproduced"
 SMALLER = "smaller than the paper's"
@@ -182,6 +182,8 @@ def describe_dist(dist: Dist) -> str:
         return (f"max over {k} candidate layer(s) of the min over {a} arm(s), each arm {inner}; "
                 f"lower bound and support test Bonferroni over the {k} candidates, upper bound "
                 f"over the {a} arm(s), so choosing the minimum from the data does not bias it")
+    if isinstance(dist, SlopeDist):
+        return f"least-squares slope over {dist.n} points, t with {dist.n - 2} df"
     if isinstance(dist, Replicates):
         return (f"percentile bootstrap over {dist.n} images ({dist.reps.shape[-1]} resamples), "
                 f"p = (1 + replicates on the null side) / (B + 1)")

@@ -10,12 +10,25 @@ alignment hurts, the remedies). Task complexity is the teacher's task: Fashion-M
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ddkit import grid, study
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats as scipy_stats
+
+from ddkit import control_verdicts as cv
+from ddkit import grid, mosaic, study
+from ddkit.claims import DIRECTIONAL, Evidence, Sesoi
 from ddkit.config import Profile
-from ddkit.models import SHIPPED_TEACHERS
+from ddkit.data import dataset_info
+from ddkit.models import SHIPPED_TEACHERS, model_width
+from ddkit.mosaic import MOSAICS
+from ddkit.sesoi import Paper, sesoi_c3
+from ddkit.stats import SlopeDist, mean_ci
 
 
 def teacher_settings(profile: Profile, only: Iterable[str] | None = None) -> dict[str, Profile]:
@@ -39,3 +52,168 @@ def teachers(profile: Profile, only: Iterable[str] | None = None,
     trained). Returns ``{teacher preset: shipped weights}``."""
     return {name: study.train_and_ship(variant, variant.teacher_config(), progress)
             for name, variant in teacher_settings(profile, only).items()}
+
+
+# --------------------------------------------------------------------------- the map's points
+
+ALIGNED = ("SpectralKD-Last", "ProjectorKD-Last")   # the cells the map sets against SoftKD
+POINT_COLUMNS = ("setting", "task", "classes", "width", "cell", "n", "estimate", "lo95", "hi95",
+                 "interval", "soft_acc1", "cell_acc1", "teacher_dim", "ratio", "side", "reading",
+                 "more_seeds")
+HURTS, HELPS, UNCLEAR = "hurts", "helps", "no clear effect"
+MIN_SEEDS_STRADDLING = 5     # a point whose interval straddles 0 wants this many seed pairs
+
+
+def task_label(data_name: str) -> str:
+    """``fashion_mnist`` -> Fashion-MNIST, ``fashion_mosaic_k100`` -> mosaic K=100."""
+    if data_name in MOSAICS:
+        return f"mosaic K={mosaic.num_classes(data_name)}"
+    return {"fashion_mnist": "Fashion-MNIST"}.get(data_name, data_name)
+
+
+def setting_table(profile: Profile) -> pd.DataFrame:
+    """One row per sweep setting: task, classes K, student width, student and teacher preset."""
+    rows = []
+    for name, variant in grid.settings(profile).items():
+        if name == grid.BASE:
+            continue
+        student = variant.student.model
+        rows.append({"setting": name, "task": task_label(variant.data.name),
+                     "classes": dataset_info(variant.data.name)["num_classes"],
+                     "width": model_width(student.name, **student.kwargs),
+                     "teacher": variant.teacher.model.name})
+    return pd.DataFrame(rows)
+
+
+def reading(lo: float, hi: float) -> str:
+    """hurts (the 95 % interval of SoftKD - aligned is above 0), helps (below 0), or neither."""
+    return HURTS if lo > 0 else HELPS if hi < 0 else UNCLEAR
+
+
+def points(results: pd.DataFrame, settings: pd.DataFrame, mism: pd.DataFrame,
+           cells: Iterable[str] = ALIGNED) -> pd.DataFrame:
+    """One row per (setting, aligned cell) with at least 2 seed pairs (``POINT_COLUMNS``):
+    SoftKD - cell final top-1 (pt; positive = late alignment hurts), its 95 % t interval over
+    seed pairs, the mean accuracies, and the setting's encoding mismatch at the last pair
+    (``mismatch``: the teacher's PCA dimension at 95 % energy over the student's width).
+    ``more_seeds``: the interval straddles 0 with fewer than 5 pairs."""
+    last = mism[mism["layers"] == "last"].set_index("setting")
+    rows = []
+    for _, s in settings.iterrows():
+        for cell in cells:
+            pair = cv.paired_by_seed(results, s["setting"], "SoftKD", cell)
+            if len(pair) < 2:
+                continue
+            ci = mean_ci(pair["SoftKD"] - pair[cell])
+            m = last.loc[s["setting"]]
+            rows.append({**s[["setting", "task", "classes", "width"]].to_dict(), "cell": cell,
+                         "n": ci.n, "estimate": ci.mean, "lo95": ci.lo, "hi95": ci.hi,
+                         "interval": "t over seed pairs", "soft_acc1": pair["SoftKD"].mean(),
+                         "cell_acc1": pair[cell].mean(), "teacher_dim": m["teacher_dim"],
+                         "ratio": m["ratio"], "side": "above 1" if m["ratio"] > 1 else "below 1",
+                         "reading": reading(ci.lo, ci.hi),
+                         "more_seeds": bool(ci.lo <= 0 <= ci.hi and ci.n < MIN_SEEDS_STRADDLING)})
+    return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
+
+
+# --------------------------------------------------------------------------- the boundary
+
+@dataclass(frozen=True)
+class Boundary:
+    """The least-squares line ``effect = a + b · log2(ratio)`` over a cell's points (each point
+    one value, its seed mean; every point weighs the same) and the ratio where it crosses 0.
+
+    ``ratio``: 2 ** (-a / b); ``lo``/``hi``: its 95 % Fieller interval (NaN bounds when the slope
+    is not distinguishable from 0: the set of ratios the data allow as the crossing is then
+    unbounded, and the map has no boundary in its range)."""
+    cell: str
+    n: int
+    intercept: float
+    slope: float
+    slope_se: float
+    slope_lo: float
+    slope_hi: float
+    ratio: float
+    lo: float
+    hi: float
+    cov: tuple[tuple[float, float], tuple[float, float]]
+    df: int
+
+    @property
+    def bounded(self) -> bool:
+        return math.isfinite(self.lo) and math.isfinite(self.hi)
+
+    def band(self, ratios: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fitted effect at ``ratios`` and its pointwise ``level`` interval."""
+        x = np.log2(np.asarray(ratios, dtype=np.float64))
+        fit = self.intercept + self.slope * x
+        (vaa, vab), (_, vbb) = self.cov
+        se = np.sqrt(vaa + 2 * x * vab + x * x * vbb)
+        q = scipy_stats.t.ppf(0.5 + level / 2, self.df)
+        return fit, fit - q * se, fit + q * se
+
+
+def fieller_root(a: float, b: float, vaa: float, vab: float, vbb: float,
+                 q: float) -> tuple[float, float]:
+    """The Fieller interval of x* = -a / b: the x with (a + b x)² <= q² Var(a + b x). Written
+    here because neither scipy nor statsmodels has it. (NaN, NaN) when the set is unbounded
+    (b² <= q² Var b: the slope is not significant at that level)."""
+    qa, qb, qc = b * b - q * q * vbb, 2 * (a * b - q * q * vab), a * a - q * q * vaa
+    if qa <= 0:
+        return math.nan, math.nan
+    disc = qb * qb - 4 * qa * qc
+    root = math.sqrt(max(disc, 0.0))
+    return (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
+
+
+def boundary(table: pd.DataFrame, cell: str = "SpectralKD-Last") -> Boundary | None:
+    """:class:`Boundary` of ``cell``'s points (``points``); None with fewer than 3 points."""
+    rows = table[table["cell"] == cell]
+    if len(rows) < 3:
+        return None
+    x = np.log2(rows["ratio"].to_numpy(np.float64))
+    fit = sm.OLS(rows["estimate"].to_numpy(np.float64), sm.add_constant(x)).fit()
+    (a, b), cov = fit.params, fit.cov_params()
+    q = scipy_stats.t.ppf(0.975, fit.df_resid)
+    lo, hi = fieller_root(a, b, cov[0, 0], cov[0, 1], cov[1, 1], q)
+    slope_lo, slope_hi = fit.conf_int(0.05)[1]
+    return Boundary(cell=cell, n=len(rows), intercept=float(a), slope=float(b),
+                    slope_se=float(fit.bse[1]), slope_lo=float(slope_lo), slope_hi=float(slope_hi),
+                    ratio=float(2 ** (-a / b)) if b != 0 else math.nan,
+                    lo=float(2 ** lo) if math.isfinite(lo) else math.nan,
+                    hi=float(2 ** hi) if math.isfinite(hi) else math.nan,
+                    cov=((float(cov[0, 0]), float(cov[0, 1])), (float(cov[1, 0]), float(cov[1, 1]))),
+                    df=int(fit.df_resid))
+
+
+def prediction(table: pd.DataFrame, cell: str = "SpectralKD-Last") -> pd.DataFrame:
+    """The follow-up's prediction (hurts above a mismatch of 1, helps or neutral below) against
+    the points: counts of each reading on each side, and whether each cell of the 2 × 3 table
+    agrees with it."""
+    rows = table[table["cell"] == cell]
+    out = (rows.groupby(["side", "reading"]).size().unstack(fill_value=0)
+           .reindex(index=["below 1", "above 1"], columns=[HELPS, UNCLEAR, HURTS], fill_value=0))
+    return out
+
+
+def map_evidence(table: pd.DataFrame, paper: Paper | None = None) -> list[Evidence]:
+    """The map's claim for the verdict table: the slope of SoftKD - aligned cell over log2 of
+    the mismatch (pt per doubling; positive = more mismatch, more harm, as predicted), primary
+    for SpectralKD-Last, secondary (a family of its own) for ProjectorKD-Last."""
+    out = []
+    gap = sesoi_c3(paper or Paper(), "SpectralKD", "final").value
+    sesoi = Sesoi(gap, f"C3's SESOI (the paper's final SoftKD - SpectralKD-Last gap, {gap:.3f} pt) "
+                       "per doubling of the mismatch: a change as large as the paper's effect "
+                       "between a point and one with twice its mismatch")
+    for cell in ALIGNED:
+        fit = boundary(table, cell)
+        if fit is None:
+            continue
+        out.append(Evidence(
+            claim="MAP", variant=f"slope of SoftKD - {cell} on log2 mismatch",
+            kind=DIRECTIONAL, dist=SlopeDist(np.float64(fit.slope), np.float64(fit.slope_se), fit.n),
+            sesoi=sesoi, unit="pt per doubling", primary=cell == "SpectralKD-Last",
+            statistic=(f"least-squares slope of the final-top-1 gap SoftKD - {cell} over log2 "
+                       f"of the last pair's encoding mismatch, {fit.n} map points"),
+            note="the phase map's points (profile phase_map); exploratory across its settings"))
+    return out

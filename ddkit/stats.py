@@ -436,6 +436,16 @@ class TDist:
 
 
 @dataclass(frozen=True)
+class SlopeDist(TDist):
+    """An ordinary-least-squares slope over ``n`` points: (b - e) / se ~ Student t with n - 2
+    degrees of freedom (``n`` counts the points, not seeds)."""
+
+    @property
+    def df(self) -> float:
+        return float(self.n - 2) if self.n > 2 else math.nan
+
+
+@dataclass(frozen=True)
 class Replicates:
     """Bootstrap replicates of an estimate. ``point`` [...]: the estimate on the full sample;
     ``reps`` [..., B]; ``n``: the resampled units (images). Percentile bounds; percentile p-values

@@ -20,7 +20,8 @@ LAYERS = {
              "progress", "native", "mae", "reference", "tables", "mosaic"},
     "study": {"train", "task", "parallel", "teacher_cache", "study", "sweep", "regime", "claims",
               "evidence", "dynamics", "formation", "controls", "control_verdicts", "mismatch",
-              "cluster", "sesoi", "image_bootstrap", "grid", "phase_map"},
+              "cluster", "sesoi", "image_bootstrap", "grid", "phase_map",
+              "remedy_verdicts"},
     "publishing": {"plots", "control_plots", "nb", "pipeline", "readme", "report", "cli"},
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}

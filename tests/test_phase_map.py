@@ -1,0 +1,141 @@
+"""The phase map's analysis (ddkit.phase_map) and the remedies' verdicts (ddkit.remedy_verdicts),
+on planted results."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddkit import phase_map as pm
+from ddkit import remedy_verdicts as rv
+from ddkit.config import load_profile
+
+
+def _runs(setting: str, effects: dict[str, float], seeds: int, rng, sd: float = 0.5) -> list[dict]:
+    """Rows of runs.csv: SoftKD and one cell per ``effects`` entry (SoftKD - cell = effect)."""
+    soft = 70 + rng.normal(0, 1.0, seeds)
+    rows = [{"setting": setting, "cell": "SoftKD", "seed": s, "final_acc1": v}
+            for s, v in enumerate(soft)]
+    for cell, effect in effects.items():
+        rows += [{"setting": setting, "cell": cell, "seed": s, "final_acc1": v - effect + rng.normal(0, sd)}
+                 for s, v in enumerate(soft)]
+    return rows
+
+
+def _map(effect_of_ratio, ratios, seeds=3, sd=0.5, seed=0):
+    """A planted map: one setting per ratio, SpectralKD-Last's effect given by the ratio."""
+    rng = np.random.default_rng(seed)
+    rows, settings, mism = [], [], []
+    for i, r in enumerate(ratios):
+        name = f"s{i}"
+        rows += _runs(name, {"SpectralKD-Last": effect_of_ratio(r)}, seeds, rng, sd)
+        settings.append({"setting": name, "task": "t", "classes": 10, "width": 16 * (i + 1)})
+        mism.append({"setting": name, "layers": "last", "teacher_dim": 16 * (i + 1) * r, "ratio": r})
+    return pd.DataFrame(rows), pd.DataFrame(settings), pd.DataFrame(mism)
+
+
+def test_points_pair_by_seed_and_read_the_interval():
+    results, settings, mism = _map(lambda r: 4.0 if r > 1 else -4.0, [0.5, 2.0], seeds=3, sd=0.3)
+    table = pm.points(results, settings, mism)
+    assert list(table["reading"]) == [pm.HELPS, pm.HURTS]
+    assert list(table["side"]) == ["below 1", "above 1"]
+    soft = results[(results["setting"] == "s1") & (results["cell"] == "SoftKD")]["final_acc1"].to_numpy()
+    last = results[(results["setting"] == "s1") & (results["cell"] == "SpectralKD-Last")]["final_acc1"].to_numpy()
+    assert table["estimate"].iloc[1] == pytest.approx((soft - last).mean())
+    assert table["n"].tolist() == [3, 3] and not table["more_seeds"].any()
+    # a point with no effect wants more seeds while it has fewer than 5
+    results, settings, mism = _map(lambda r: 0.0, [1.0], seeds=3, sd=2.0, seed=3)
+    row = pm.points(results, settings, mism).iloc[0]
+    assert row["reading"] == pm.UNCLEAR and row["more_seeds"]
+
+
+def test_fieller_interval_is_the_set_where_the_band_holds_zero():
+    a, b, vaa, vab, vbb, q = 0.3, 1.5, 0.04, -0.01, 0.09, 2.3
+    lo, hi = pm.fieller_root(a, b, vaa, vab, vbb, q)
+    x = np.linspace(-3, 3, 600_001)
+    inside = (a + b * x) ** 2 <= q * q * (vaa + 2 * x * vab + x * x * vbb)
+    assert lo == pytest.approx(x[inside].min(), abs=2e-5) and hi == pytest.approx(x[inside].max(), abs=2e-5)
+    assert lo < -a / b < hi
+    assert all(math.isnan(v) for v in pm.fieller_root(a, 0.1, vaa, vab, vbb, q))   # slope not significant
+
+
+def test_boundary_recovers_a_planted_crossing_and_reports_none_without_a_slope():
+    ratios = [0.25, 0.5, 1.0, 2.0, 4.0, 0.35, 1.4, 2.8]
+    results, settings, mism = _map(lambda r: 2.0 * math.log2(r / 1.5), ratios, seeds=5, sd=0.3)
+    table = pm.points(results, settings, mism)
+    fit = pm.boundary(table)
+    x, y = np.log2(table["ratio"]), table["estimate"]
+    assert fit.slope == pytest.approx(np.polyfit(x, y, 1)[0])
+    assert fit.bounded and fit.lo < 1.5 < fit.hi and fit.ratio == pytest.approx(1.5, rel=0.15)
+    assert fit.slope_lo > 0
+    _, lo, hi = fit.band(np.array([1.5]))
+    assert lo[0] < 0 < hi[0]
+    flat = pm.points(*_map(lambda r: 0.0, ratios, seeds=5, sd=0.3, seed=1))
+    assert not pm.boundary(flat).bounded
+    assert pm.boundary(table.iloc[:2]) is None
+
+
+def test_prediction_counts_each_reading_on_each_side():
+    results, settings, mism = _map(lambda r: 5.0 if r > 1 else -5.0, [0.5, 0.7, 2.0], sd=0.2)
+    table = pm.points(results, settings, mism)
+    counts = pm.prediction(table)
+    assert counts.loc["below 1", pm.HELPS] == 2 and counts.loc["above 1", pm.HURTS] == 1
+    assert counts.to_numpy().sum() == 3
+
+
+def test_map_evidence_is_one_primary_slope_judged_like_a_claim():
+    from ddkit import claims
+    ratios = [0.25, 0.5, 1.0, 2.0, 4.0]
+    table = pm.points(*_map(lambda r: 3.0 * math.log2(r), ratios, seeds=5, sd=0.3))
+    verdicts = claims.judge(pm.map_evidence(table))
+    assert len(verdicts) == 1 and bool(verdicts["primary"].iloc[0])
+    assert verdicts["verdict"].iloc[0] in (claims.REPRODUCED, claims.SMALLER)
+    assert verdicts["n"].iloc[0] == 5 and "slope" in verdicts["variant"].iloc[0]
+    helps = pm.points(*_map(lambda r: -3.0 * math.log2(r), ratios, seeds=5, sd=0.3))
+    assert claims.judge(pm.map_evidence(helps))["verdict"].iloc[0] == claims.OPPOSITE
+
+
+def test_the_profile_spans_three_tasks_and_five_widths():
+    table = pm.setting_table(load_profile("phase_map"))
+    assert sorted(set(table["task"])) == ["Fashion-MNIST", "mosaic K=10", "mosaic K=100"]
+    assert sorted(set(table["width"])) == [16, 24, 32, 48, 96]
+    assert len(table) == 15
+
+
+# --------------------------------------------------------------------------- remedies
+
+def _remedy_readings(effect: float, studies: int, seeds: int = 5, sd: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(studies):
+        results = pd.DataFrame(_runs("hurt", {"LiftKD-Last": effect, "GenKD-Last": 0.0}, seeds, rng, sd))
+        table = rv.verdicts(results, {"R-hurt": "hurt"}, remedies=("LiftKD-Last", "GenKD-Last"))
+        out.append(table.set_index("remedy").loc["LiftKD-Last", "reading"])
+    return np.array(out)
+
+
+def test_a_remedy_3_pt_ahead_beats_softkd_and_one_3_pt_behind_does_not_count():
+    ahead = _remedy_readings(-3.0, 80)
+    assert (ahead == rv.BEATS).mean() > 0.9
+    behind = _remedy_readings(+3.0, 80)
+    assert (behind == rv.BEHIND).mean() > 0.9 and not (behind == rv.BEATS).any()
+
+
+def test_a_remedy_level_with_softkd_is_non_inferior_when_precise_and_never_beats_often():
+    level = _remedy_readings(0.0, 150, seeds=10, sd=0.5)
+    assert (level == rv.NONINFERIOR).mean() > 0.8
+    # at most the one-sided 2.5 % error (Holm only lowers it): P(>= 9 of 150 | 2.5 %) < 0.3 %
+    assert (level == rv.BEATS).mean() < 0.06
+
+
+def test_holm_runs_over_the_remedies_of_a_setting():
+    rng = np.random.default_rng(0)
+    results = pd.DataFrame(_runs("hurt", {r: -1.0 for r in rv.REMEDIES}, 5, rng, 1.0))
+    table = rv.verdicts(results, {"R-hurt": "hurt"})
+    assert len(table) == 4 and table["primary"].all()
+    p = np.sort(table["p_opposite"].to_numpy())
+    adjusted = np.sort(table["p_opposite_holm"].to_numpy())
+    assert adjusted[0] == pytest.approx(min(1.0, 4 * p[0]))
+    assert np.allclose(table["sesoi"], 0.2 * 5.28, rtol=0.01)   # a fifth of the release's MAE gap
