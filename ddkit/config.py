@@ -59,6 +59,8 @@ CELLS: dict[str, dict] = {
     "PhasedKD-Last": dict(kd="soft", feature="spectral", layers="last", feature_until=PHASE_UNTIL),
 }
 REMEDIES = ("LiftKD-Last", "GenKD-Last", "PhasedKD-Last", "TopPCKD-Last")
+# the paper's ablation grid: what a study trains when it names no cells
+ABLATION = tuple(c for c in CELLS if c not in REMEDIES)
 METHODS = {"spectral": "SpectralKD", "projector": "ProjectorKD", "lift": "LiftKD",
            "generate": "GenKD", "top_pc": "TopPCKD"}
 

@@ -70,7 +70,9 @@ def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = T
     ``workers`` at a time here, or as one Slurm job array with ``executor`` (ddkit.cluster).
     Runs named in ``published`` (run folder names of the committed tables, ``published_runs``)
     are left out unless this machine's cache holds them: a run's name is its config hash, and
-    training is bit-identical on the CPU, so a new machine never trains them again."""
+    training is bit-identical on the CPU, so a new machine never trains them again. Without
+    ``executor``, ``$DDKIT_EXECUTOR`` (``cluster.Executor.from_env``) if set, else this machine."""
+    executor = executor if executor is not None else Executor.from_env()
     published = set(published)
     todo = {key: cfg for key, cfg in configs(profile, only).items()
             if RunDir.for_config(cfg).path.name not in published

@@ -2,7 +2,7 @@
 the remedies of the phase map (LiftKD, GenerationKD, TopPCKD, a phase-aware feature weight).
 
 Definitions follow docs/design.md §2 (as the official Distillation Dynamics code computes them);
-the remedies §11.
+the remedies follow docs/design.md §11.
 Feature maps are `[B, C, H, W]` over the token grid (prefix tokens dropped). Teacher tensors are
 targets: they are detached before any loss is taken.
 """

@@ -62,6 +62,21 @@ def pair_mismatch(teacher: nn.Module, student: nn.Module, x: torch.Tensor,
     return pd.DataFrame(pair_rows(pairs, ft, fs, energy))
 
 
+def layer_dims(model: nn.Module, x: torch.Tensor,
+               energies: Sequence[float] = (0.9, ENERGY)) -> pd.DataFrame:
+    """A model's data-set-level dimension at every residual block: fractional PCA dimension of
+    the block's patch tokens over the images ``x`` (pooled, centred) at each of ``energies``.
+    Rows (layer, energy, dim, width)."""
+    blocks = list(range(num_blocks(model)))
+    feats = block_features(model.eval(), x, blocks)                        # [L, B, C, H, W]
+    rows = []
+    for energy in energies:
+        dims = metrics.pca_dims(list(feats), energy, fractional=True)
+        rows += [{"layer": l, "energy": energy, "dim": float(d), "width": int(feats.shape[2])}
+                 for l, d in enumerate(dims.tolist())]
+    return pd.DataFrame(rows)
+
+
 def profile_mismatch(profile: Profile, layers: Iterable[str] = ("first", "last"),
                      n: int = IMAGES, energy: float = ENERGY) -> pd.DataFrame:
     """The mismatch of every setting of ``profile`` (its base and each sweep setting) at each

@@ -21,14 +21,16 @@ import statsmodels.api as sm
 from scipy import stats as scipy_stats
 
 from ddkit import control_verdicts as cv
-from ddkit import grid, mosaic, study
+from ddkit import grid, mismatch, mosaic, study
 from ddkit.claims import DIRECTIONAL, Evidence, Sesoi
-from ddkit.config import Profile
-from ddkit.data import dataset_info
-from ddkit.models import SHIPPED_TEACHERS, model_width
+from ddkit.config import REMEDIES, Profile
+from ddkit.data import build_dataset, dataset_info
+from ddkit.dynamics import sample_batch
+from ddkit.models import SHIPPED_TEACHERS, create_from_config, model_width
 from ddkit.mosaic import MOSAICS
 from ddkit.sesoi import Paper, sesoi_c3
 from ddkit.stats import SlopeDist, mean_ci
+from ddkit.store import write_text
 
 
 def teacher_settings(profile: Profile, only: Iterable[str] | None = None) -> dict[str, Profile]:
@@ -52,6 +54,28 @@ def teachers(profile: Profile, only: Iterable[str] | None = None,
     trained). Returns ``{teacher preset: shipped weights}``."""
     return {name: study.train_and_ship(variant, variant.teacher_config(), progress)
             for name, variant in teacher_settings(profile, only).items()}
+
+
+def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
+    """Each teacher of the map (one per task): its shipped record's final top-1 and epochs, and
+    its data-set-level dimension at every block (``mismatch.layer_dims`` at 90 and 95 % energy,
+    on ``n`` class-balanced test images of its task). Rows (task, teacher, acc1, epochs, layer,
+    energy, dim, width)."""
+    seen, frames = set(), []
+    for name, variant in grid.settings(profile).items():
+        teacher_cfg, _ = study.teacher_model(variant, progress=False)
+        if name == grid.BASE or teacher_cfg.name in seen:
+            continue
+        seen.add(teacher_cfg.name)
+        record = study.shipped_teacher_record(teacher_cfg.name)
+        test_set = build_dataset(variant.data.name, "test", root=variant.data.root)
+        x, _ = sample_batch(test_set, n, seed=variant.seeds[0])
+        teacher = create_from_config(teacher_cfg, checkpoint=teacher_cfg.checkpoint)
+        frames.append(mismatch.layer_dims(teacher, x).assign(
+            task=task_label(variant.data.name), teacher=teacher_cfg.name,
+            acc1=record["final_acc1"], epochs=record["epochs"], images=n))
+    cols = ["task", "teacher", "acc1", "epochs", "images", "layer", "energy", "dim", "width"]
+    return pd.concat(frames, ignore_index=True)[cols]
 
 
 # --------------------------------------------------------------------------- the map's points
@@ -217,3 +241,110 @@ def map_evidence(table: pd.DataFrame, paper: Paper | None = None) -> list[Eviden
                        f"of the last pair's encoding mismatch, {fit.n} map points"),
             note="the phase map's points (profile phase_map); exploratory across its settings"))
     return out
+
+
+# --------------------------------------------------------------------------- remedies and words
+
+def hurting_settings(table: pd.DataFrame, cell: str = "SpectralKD-Last") -> list[str]:
+    """The map's settings where plain late alignment is negative transfer (``cell``'s interval
+    above 0): where the remedies are tested."""
+    return list(table.loc[(table["cell"] == cell) & (table["reading"] == HURTS), "setting"])
+
+
+def remedy_settings(table: pd.DataFrame, results: pd.DataFrame) -> dict[str, str]:
+    """``{claim name: setting}`` of the hurting settings that hold remedy runs."""
+    has = set(results.loc[results["cell"].isin(REMEDIES), "setting"])
+    return {f"R-{s}": s for s in hurting_settings(table) if s in has}
+
+
+def _interval(row) -> str:
+    return f"{row['estimate']:+.2f} [{row['lo95']:+.2f}, {row['hi95']:+.2f}] pt"
+
+
+def findings(table: pd.DataFrame, fits: dict, verdicts: pd.DataFrame,
+             remedies: pd.DataFrame | None = None) -> list[str]:
+    """The notebook's and the docs' sentences about the map, each built from the tables given:
+    ``table`` (points), ``fits`` ({cell: Boundary | None}), ``verdicts`` (the MAP claim judged),
+    ``remedies`` (remedy_verdicts.verdicts rows, any settings)."""
+    lines = []
+    for cell in ALIGNED:
+        rows = table[table["cell"] == cell]
+        if rows.empty:
+            continue
+        counts = prediction(table, cell)
+        below, above = counts.loc["below 1"], counts.loc["above 1"]
+        holds_below = below[HURTS] == 0
+        holds_above = above[HURTS] == above.sum() and above.sum() > 0
+        lines.append(
+            f"{cell}: {len(rows)} points over mismatch {rows['ratio'].min():.2f}–"
+            f"{rows['ratio'].max():.2f}; below 1: {below[HELPS]} help, {below[UNCLEAR]} unclear, "
+            f"{below[HURTS]} hurt; above 1: {above[HELPS]} help, {above[UNCLEAR]} unclear, "
+            f"{above[HURTS]} hurt (95 % t intervals over seed pairs, each point on its own)")
+        if above.sum() == 0:
+            verdict = "no point lies above 1, so the prediction's harmful side is not tested"
+        elif holds_below and holds_above:
+            verdict = "the prediction (hurts above 1, helps or neutral below) holds at every point"
+        else:
+            fails = []
+            if not holds_below:
+                fails.append(f"{below[HURTS]} point(s) below 1 hurt")
+            if not holds_above:
+                fails.append(f"{above[HELPS]} point(s) above 1 help and {above[UNCLEAR]} show "
+                             "no clear effect")
+            verdict = "the prediction fails where " + "; ".join(fails)
+        lines.append(f"{cell}: {verdict}")
+        fit = fits.get(cell)
+        if fit is not None:
+            where = (f"crosses 0 at a mismatch of {fit.ratio:.2f} [{fit.lo:.2f}, {fit.hi:.2f}] "
+                     "(Fieller 95 %)" + (", an interval that holds 1, the predicted boundary"
+                                         if fit.lo <= 1 <= fit.hi else
+                                         ", an interval that excludes 1, the predicted boundary")
+                     if fit.bounded else
+                     "has no boundary that the data bound: the slope is not distinguishable "
+                     "from 0, so no mismatch in the range separates help from harm")
+            lines.append(f"{cell}: the least-squares line over the points rises "
+                         f"{fit.slope:+.2f} [{fit.slope_lo:+.2f}, {fit.slope_hi:+.2f}] pt per "
+                         f"doubling of the mismatch (t, {fit.df} df) and {where}")
+    for r in verdicts[verdicts["primary"].astype(bool)].to_dict("records"):
+        lines.append(f"{r['claim']} ({r['variant']}): verdict {r['verdict']}; power "
+                     f"{r['power']:.0%} at the SESOI {r['sesoi']:.3g} pt per doubling")
+    if remedies is not None and len(remedies):
+        for setting, g in remedies.groupby("setting", sort=False):
+            parts = [f"{r['remedy']} {_interval(r)} ({r['reading']})" for r in g.to_dict("records")]
+            won = list(g.loc[g["counts"], "remedy"])
+            lines.append(f"remedies in {setting!r} (SoftKD - remedy, n = {int(g['n'].max())}, "
+                         f"Holm over {len(g)}): " + "; ".join(parts) + ". "
+                         + (f"Count: {', '.join(won)}." if won else "None counts."))
+    return lines
+
+
+def cached_teacher_table(profile: Profile, path: Path, recompute: bool) -> pd.DataFrame:
+    """``teacher_table`` written to ``path`` when ``recompute`` or missing, else read."""
+    if recompute or not path.is_file():
+        write_text(path, teacher_table(profile).to_csv(index=False))
+    return pd.read_csv(path)
+
+
+def write_points(table: pd.DataFrame, path: Path) -> None:
+    """The map's points as the committed table the documents read (``points.csv``)."""
+    write_text(path, table.to_csv(index=False))
+
+
+def plain_alignment(table: pd.DataFrame, controls: pd.DataFrame,
+                    remedies: pd.DataFrame) -> pd.DataFrame:
+    """Plain SoftKD - SpectralKD-Last (estimate, t interval) in each setting of ``remedies``:
+    the map's point, or for the controls' base (the MAE teacher) its paired runs."""
+    rows = []
+    for setting in dict.fromkeys(remedies.get("setting", [])):
+        point = table[(table["setting"] == setting) & (table["cell"] == "SpectralKD-Last")]
+        if len(point):
+            r = point.iloc[0]
+            rows.append({"setting": setting, "estimate": r["estimate"], "lo95": r["lo95"],
+                         "hi95": r["hi95"], "n": r["n"]})
+            continue
+        pair = cv.paired_by_seed(controls, setting, "SoftKD", "SpectralKD-Last")
+        if len(pair) > 1:
+            ci = mean_ci(pair["SoftKD"] - pair["SpectralKD-Last"])
+            rows.append({"setting": setting, "estimate": ci.mean, "lo95": ci.lo, "hi95": ci.hi,
+                         "n": ci.n})
+    return pd.DataFrame(rows, columns=["setting", "estimate", "lo95", "hi95", "n"])

@@ -29,19 +29,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit import control_verdicts
+from ddkit import control_verdicts, map_docs
 from ddkit.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
 from ddkit.config import load_profile
 from ddkit.models import shipped_teacher
 from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
-from ddkit.study import CELLS, shipped_teacher_record
+from ddkit.study import ABLATION, shipped_teacher_record
 from ddkit.tables import CLAIMS_CSV, CONTROLS_DIR, FOLLOWED, FORMATION_CSV, STUDY_DIR, SWEEP_CSV, read_table
 
 README = REPO_ROOT / "README.md"
 RESULTS = REPO_ROOT / "docs" / "results.md"
 # which generated blocks each page holds
 PAGES = {README: ("verdicts",),
-         RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls")}
+         RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls", "phase_map")}
 BLOCKS = tuple(name for names in PAGES.values() for name in names)
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
@@ -260,7 +260,7 @@ def setup_markdown(profile=None, record: dict | None = None,
     notebook's wall time in the last run (``pipeline.record_time``'s table) when there is one."""
     profile = profile or load_profile("default")
     record = record if record is not None else shipped_teacher_record()
-    seeds = {c: len(profile.seeds_for(c)) for c in CELLS}
+    seeds = {c: len(profile.seeds_for(c)) for c in ABLATION}
     by_count: dict[int, list[str]] = {}
     for cell, k in seeds.items():
         by_count.setdefault(k, []).append(cell)
@@ -407,9 +407,11 @@ def _control_setting(row: dict, base: str) -> str:
     return base if setting == control_verdicts.BASE else setting
 
 
-def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None) -> str:
+def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None,
+                      more: list[str] = ()) -> str:
     """The README's one table: each claim's headline on the default pair, then each control's
-    reading with its interval (``controls``: ``control_verdicts.verdicts`` of the runs)."""
+    reading with its interval (``controls``: ``control_verdicts.verdicts`` of the runs), then
+    the rows ``more`` (the phase map's and the remedies', ``map_docs.verdict_rows``)."""
     lines = ["| claim | the paper says | the kit finds |", "|---|---|---|"]
     if table is not None:
         heads = headlines(table)
@@ -420,7 +422,7 @@ def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None)
             setting = _control_setting(r, "MAE teacher, head untrained")
             lines.append(f"| {r['claim']} | late alignment is negative transfer ({setting}) | "
                          f"{r['reading']}: {fmt(r['estimate'])} {_ci(r)} pt, n = {r['n']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *more]) + "\n"
 
 
 def controls_markdown(results: pd.DataFrame, table: pd.DataFrame,
@@ -492,8 +494,10 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     runs_csv = Path(figures) / CONTROLS_DIR / "runs.csv"
     control_runs = pd.read_csv(runs_csv) if runs_csv.is_file() else None
     control_table = control_verdicts.verdicts(control_runs) if control_runs is not None else None
+    phase_map = map_docs.load(figures, control_runs)
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
-                                        control_table)
+                                        control_table, map_docs.verdict_rows(phase_map))
+    out["phase_map"] = map_docs.map_markdown(phase_map)
     out["controls"] = (controls_markdown(control_runs, control_table,
                                          _controls_teacher_seconds())
                        if control_runs is not None else

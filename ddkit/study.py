@@ -19,7 +19,17 @@ import torch
 from torch import nn
 
 from ddkit.cluster import Executor, train_array
-from ddkit.config import CELLS, ConfigError, ModelConfig, Profile, RunConfig, cell_parts, check_cells, config_hash
+from ddkit.config import (
+    ABLATION,
+    CELLS,
+    ConfigError,
+    ModelConfig,
+    Profile,
+    RunConfig,
+    cell_parts,
+    check_cells,
+    config_hash,
+)
 from ddkit.data import build_dataset
 from ddkit.dynamics import analyze, sample_batch
 from ddkit.hooks import block_features
@@ -65,9 +75,11 @@ def student_runs(profile: Profile, cells: Iterable[str] | None = None,
     """Train (or read from cache) every (cell, seed) student. ``seeds`` (the same for every
     cell) default to each cell's own, ``profile.seeds_for(cell)``. The runs are trained
     ``workers`` at a time (default ``$DDKIT_WORKERS``, else ``profile.workers``, else one per
-    CPU core; ddkit.parallel), or as one Slurm job array with ``executor`` (ddkit.cluster);
-    one bar counts the finished runs."""
-    cells = check_cells(cells if cells is not None else CELLS)
+    CPU core; ddkit.parallel), or as one Slurm job array with ``executor`` (ddkit.cluster;
+    default ``$DDKIT_EXECUTOR``, which ``ddkit notebooks --executor slurm`` sets); one bar counts
+    the finished runs."""
+    executor = executor if executor is not None else Executor.from_env()
+    cells = check_cells(cells if cells is not None else ABLATION)
     workers = resolve_workers(workers, profile.workers)
     if teacher is None and any(c != "no-KD" for c in cells):
         teacher, _ = teacher_model(profile, progress)

@@ -22,7 +22,8 @@ LAYERS = {
               "evidence", "dynamics", "formation", "controls", "control_verdicts", "mismatch",
               "cluster", "sesoi", "image_bootstrap", "grid", "phase_map",
               "remedy_verdicts"},
-    "publishing": {"plots", "control_plots", "nb", "pipeline", "readme", "report", "cli"},
+    "publishing": {"plots", "control_plots", "map_plots", "map_docs", "nb", "pipeline", "readme",
+                   "report", "cli"},
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
 
