@@ -60,7 +60,7 @@ ALPHA = {  # (kind, test) -> one-sided level
 }
 
 TABLE_COLUMNS = ("claim", "variant", "primary", "kind", "estimate", "lo95", "hi95", "lo90", "hi90",
-                 "n", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power",
+                 "n", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power", "power_basis",
                  "p_support", "p_support_holm", "p_opposite", "p_opposite_holm", "p_sesoi",
                  "p_sesoi_holm", "family", "verdict", "verdict_unadjusted", "holm_changed",
                  "design", "paper_compatible", "headline", "also_opposite", "statistic", "rule",
@@ -119,6 +119,8 @@ class Evidence:
     scale: str = "linear"
     method: str = ""
     note: str = ""
+    planned_sd: float = math.nan     # the SD of one replicate the power assumes, set before the
+    sd_source: str = ""              # data (a pilot); NaN: the observed spread (sd_source says)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -142,10 +144,24 @@ class Evidence:
     def p_values(self) -> dict[str, float]:
         return {k: float(v) for k, v in pvalues(self.kind, self.dist, self.delta).items()}
 
+    @property
+    def power_basis(self) -> str:
+        """Where the spread the power assumes comes from."""
+        if self.uses_planned_sd:
+            return f"planned SD {self.planned_sd:.3g} ({self.sd_source})"
+        return "observed spread" + (f" ({self.sd_source})" if self.sd_source else "")
+
+    @property
+    def uses_planned_sd(self) -> bool:
+        return math.isfinite(self.planned_sd) and type(self.dist) is TDist
+
     def power(self) -> float:
         """Power of the support test at the SESOI (directional: true e = δ; equivalence and
-        non-inferiority: true e = 0), taking the observed spread as the true one; before Holm."""
+        non-inferiority: true e = 0), before Holm, with the replicate SD set before the data
+        (``planned_sd``, a t distribution over seeds) or else the observed spread."""
         d = self.dist
+        if self.uses_planned_sd:
+            d = TDist(d.mean, np.float64(self.planned_sd / math.sqrt(d.n)), d.n)
         if self.kind == DIRECTIONAL:
             return d.power(self.delta, ALPHA_SIGN)
         if self.kind == EQUIVALENCE:
@@ -170,6 +186,7 @@ class Evidence:
                 "n": int(d.n), "unit": self.unit, "scale": self.scale, "sesoi": self.sesoi.value,
                 "sesoi_reason": self.sesoi.reason, "paper": float(self.paper),
                 "mde": show(mde) if math.isfinite(mde) else math.nan, "power": self.power(),
+                "power_basis": self.power_basis,
                 **{f"p_{k}": v for k, v in self.p_values().items()},
                 "statistic": self.statistic, "rule": self.rule(), "note": self.note}
 

@@ -50,7 +50,8 @@ def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
         teacher, _ = study.teacher_model(variant, progress)   # a setting may change the teacher
         runs = study.student_runs(variant, cells=CELLS, teacher=teacher, progress=progress)
         wall = sum(r.summary["wall_time_s"] for r in runs.values())
-        table = claims.judge(_evidence(runs, x, y, paper))
+        table = claims.judge(evidence.with_pilot(_evidence(runs, x, y, paper),
+                                                 evidence.load_pilot()))
         rows.append(table.assign(setting=name, train_wall_s=round(wall, 1),
                                  session_s=round(time.perf_counter() - began, 1)))
     out = pd.concat(rows, ignore_index=True)

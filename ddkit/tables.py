@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 CLAIMS_CSV, SWEEP_CSV = "claims_table.csv", "scale_sweep.csv"
+PILOT_CSV = "pilot_sd.csv"     # figures/<this>: replicate SDs fixed before a study, for its power
 STUDY_DIR = "paper_shaped"     # figures/<this>/: the paper-shaped study's tables (notebooks 05-07)
 CONTROLS_DIR = "controls"      # figures/<this>/: the controls profile's tables (notebook 08)
 FORMATION_CSV = "u_formation.csv"
@@ -22,7 +23,7 @@ def read_table(path: Path) -> pd.DataFrame:
     """A claims or sweep CSV as written by the notebooks (``primary`` as bool)."""
     table = pd.read_csv(path, keep_default_na=True)
     table["primary"] = table["primary"].astype(bool)
-    for col in ("also_opposite", "note", "unit", "paper_compatible"):
+    for col in ("also_opposite", "note", "unit", "paper_compatible", "power_basis"):
         if col in table:
             table[col] = table[col].astype(object).fillna("")
     return table
