@@ -60,7 +60,7 @@ ALPHA = {  # (kind, test) -> one-sided level
 }
 
 TABLE_COLUMNS = ("claim", "variant", "primary", "kind", "estimate", "lo95", "hi95", "lo90", "hi90",
-                 "n", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power", "power_basis",
+                 "n", "n_counts", "unit", "scale", "sesoi", "sesoi_reason", "paper", "mde", "power", "power_basis",
                  "p_support", "p_support_holm", "p_opposite", "p_opposite_holm", "p_sesoi",
                  "p_sesoi_holm", "family", "verdict", "verdict_unadjusted", "holm_changed",
                  "design", "paper_compatible", "headline", "also_opposite", "statistic", "rule",
@@ -183,12 +183,22 @@ class Evidence:
                 "kind": self.kind, "estimate": show(float(d.mean)),
                 "lo95": show(float(d.lower(ALPHA_SIGN))), "hi95": show(float(d.upper(ALPHA_SIGN))),
                 "lo90": show(float(d.lower(ALPHA_SESOI))), "hi90": show(float(d.upper(ALPHA_SESOI))),
-                "n": int(d.n), "unit": self.unit, "scale": self.scale, "sesoi": self.sesoi.value,
+                "n": int(d.n), "n_counts": n_counts(d), "unit": self.unit, "scale": self.scale,
+                "sesoi": self.sesoi.value,
                 "sesoi_reason": self.sesoi.reason, "paper": float(self.paper),
                 "mde": show(mde) if math.isfinite(mde) else math.nan, "power": self.power(),
                 "power_basis": self.power_basis,
                 **{f"p_{k}": v for k, v in self.p_values().items()},
                 "statistic": self.statistic, "rule": self.rule(), "note": self.note}
+
+
+def n_counts(dist: Dist) -> str:
+    """What ``n`` counts: the replicate the interval resamples."""
+    if isinstance(dist, MaxMin):
+        return n_counts(dist.arms)
+    if isinstance(dist, SlopeDist):
+        return "points"
+    return "images" if isinstance(dist, Replicates) else "seeds"
 
 
 def describe_dist(dist: Dist) -> str:

@@ -12,7 +12,9 @@ docs/design.md §2):
     intensity_over_magnitude spectrum_intensity / mean |F| on the same images and patch tokens
     gradient_magnitude       mean |d target-logit / d block output|
     dlogamp_high             spatial ΔLogAmp at the highest spatial frequency (a different axis)
-    effective_rank, pca_dims, energy_concentration_50, energy_concentration_90
+    effective_rank, energy_concentration_50, energy_concentration_90
+    pca_dims                 data-set-level PCA dimension at 90 % energy, interpolated on the
+                             cumulative energy (``metrics.pca_dims(fractional=True)``)
     pca_dims_95              data-set-level PCA dimension at 95 % energy, interpolated (the
                              encoding-mismatch numerator, ``ddkit.mismatch``)
 
@@ -177,7 +179,7 @@ def layer_metrics(feats: torch.Tensor, grads: torch.Tensor | None = None, *,
         "intensity_over_magnitude": intensity / magnitude,
         "dlogamp_high": metrics.spatial_log_amplitude(feats)[:, -1],
         "effective_rank": metrics.effective_rank(feats),
-        "pca_dims": metrics.pca_dims(feats, energy=0.9).float(),
+        "pca_dims": metrics.pca_dims(feats, energy=0.9, fractional=True).float(),
         "pca_dims_95": metrics.pca_dims(feats, energy=0.95, fractional=True).float(),
         "energy_concentration_50": concentration[:, 0],
         "energy_concentration_90": concentration[:, 1],

@@ -91,7 +91,7 @@ def _gram_metrics(f: torch.Tensor, w: torch.Tensor, tokens: torch.Tensor,
         col = wc @ colsum                                                   # [r, C]
         centred = g - col[:, :, None] * col[:, None, :] / tokens[s:s + chunk, None, None]
         ranks.append(metrics.effective_rank_of_gram(g))
-        dims.append(metrics.pca_dims_of_gram(centred, PCA_ENERGY).double())
+        dims.append(metrics.pca_dims_of_gram(centred, PCA_ENERGY, fractional=True))
     return torch.cat(ranks), torch.cat(dims)
 
 

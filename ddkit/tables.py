@@ -23,7 +23,7 @@ def read_table(path: Path) -> pd.DataFrame:
     """A claims or sweep CSV as written by the notebooks (``primary`` as bool)."""
     table = pd.read_csv(path, keep_default_na=True)
     table["primary"] = table["primary"].astype(bool)
-    for col in ("also_opposite", "note", "unit", "paper_compatible", "power_basis"):
+    for col in ("also_opposite", "note", "unit", "paper_compatible", "power_basis", "n_counts"):
         if col in table:
             table[col] = table[col].astype(object).fillna("")
     return table

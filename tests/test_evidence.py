@@ -292,3 +292,17 @@ def test_power_uses_the_pilot_sd_set_before_the_data(tables, paper):
     assert (prow["estimate"], prow["verdict"]) == (row["estimate"], row["verdict"])   # power only
     fresh = planned.loc[("C1", "teacher, raw: U depth, min(first, last) - interior min")]
     assert fresh["power_basis"].startswith("observed spread")   # images, not seeds: no pilot SD
+
+
+def test_pca_dims_are_fractional_so_a_c2_interval_cannot_collapse_on_an_integer():
+    """Integer PCA dimensions made C2's resampled interval a single value ([0.0833, 0.0833]);
+    the interpolated dimension moves with every resample, and equals the plain metric on the
+    full batch."""
+    g = torch.Generator().manual_seed(2)
+    f = torch.randn(2, 30, 12, 3, 3, generator=g) * torch.linspace(0.2, 3, 12).view(1, 1, 12, 1, 1)
+    _, counts = evidence.resample_counts(30, 40, seed=3)
+    dims = evidence.layer_metrics_resampled(f, counts)["pca_dims"]            # [R, L]
+    assert (np.abs(dims - np.round(dims)) > 1e-6).any() and np.ptp(dims[:, 0]) > 0.05
+    full = evidence.layer_metrics_resampled(f, np.ones((1, 30)))["pca_dims"][0]
+    from ddkit import metrics
+    np.testing.assert_allclose(full, metrics.pca_dims(list(f), 0.9, fractional=True).numpy(), rtol=1e-6)
