@@ -7,7 +7,10 @@ primary variant, so Holm runs within it; effects are oriented so that late align
                    (the official "MAE" case); secondary: SoftKD - ProjectorKD-Last
     C3-MAE-probed  the same with the head fitted by a linear probe: the features are the same,
                    only the logits change, so the pair of rows says where the penalty comes from
-    C3-long        the supervised teacher over a schedule 4x the default
+    C3-long        the supervised teacher over a schedule 4x the default (secondary:
+                   SoftKD - SpectralKD-First)
+    C3-MAE-long    the MAE teacher (head untrained) over a schedule 4x the default: does the
+                   penalty last once the students have converged?
 
 SESOI: the official runs' own final gap of the same comparison (``ddkit.reference``), as for C3
 on the default pair: "absent" then excludes a penalty as large as the paper's.
@@ -33,6 +36,7 @@ from ddkit.stats import mean_ci
 BASE = "base"
 PROBED = "MAE teacher, head probed"
 LONG = "supervised teacher, 48 epochs"
+MAE_LONG = "MAE teacher, 48 epochs"
 SUPPORT = (claims.REPRODUCED, claims.SMALLER)   # verdicts that say "negative transfer"
 OFFICIAL_WINDOW = 9     # epochs of the running mean the official curves are read with (of 300)
 N_BOOT = 2000
@@ -42,7 +46,9 @@ CONTROLS = {
     "C3-MAE": (BASE, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")],
                ("SoftKD-MAE", "SpectralKD-Last-MAE")),
     "C3-MAE-probed": (PROBED, [(True, "SpectralKD-Last")], ("SoftKD-MAE", "SpectralKD-Last-MAE")),
-    "C3-long": (LONG, [(True, "SpectralKD-Last")], ("SoftKD", "SpectralKD-Last")),
+    "C3-long": (LONG, [(True, "SpectralKD-Last"), (False, "SpectralKD-First")],
+                ("SoftKD", "SpectralKD-Last")),
+    "C3-MAE-long": (MAE_LONG, [(True, "SpectralKD-Last")], ("SoftKD-MAE", "SpectralKD-Last-MAE")),
 }
 
 
@@ -279,8 +285,8 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
                      f"{r['fraction']:.0%} [{r['lo95']:.0%}, {r['hi95']:.0%}] ({r['interval']}, "
                      f"n={r['n']})")
     if lengths is not None and len(lengths):
-        lines.append("the supervised teacher's final gap by schedule: " + "; ".join(
-            f"{r['epochs']} epochs: {_interval(r)} (n={r['n']})"
+        lines.append("final gap by schedule: " + "; ".join(
+            f"{r['teacher']} teacher, {r['epochs']} epochs: {_interval(r)} (n={r['n']})"
             for r in lengths.to_dict("records")))
     if flat is not None and len(flat):
         lines.append("converged (top-1 drift over the last fifth within ±"
@@ -347,15 +353,20 @@ def convergence(curves: pd.DataFrame, setting: str, tail: float = FLAT_TAIL,
 
 def schedule_lengths(default_claims: pd.DataFrame, verdict_table: pd.DataFrame,
                      default_epochs: int, long_epochs: int) -> pd.DataFrame:
-    """The supervised teacher's SoftKD - SpectralKD-Last final gap at the default schedule
-    (the default profile's C3 primary row) and at the long one (C3-long): does it grow, as the
-    official 300 -> 500 epoch runs' does?"""
+    """Each teacher's SoftKD - SpectralKD-Last final gap at the default schedule and at the long
+    one: the supervised teacher's from the default profile's C3 primary row and C3-long, the MAE
+    teacher's from C3-MAE and C3-MAE-long. Does it grow, as the official 300 -> 500 epoch runs'
+    does?"""
     rows = []
-    for epochs, table, claim in ((default_epochs, default_claims, "C3"),
-                                 (long_epochs, verdict_table, "C3-long")):
+    for teacher, epochs, table, claim in (
+            ("supervised", default_epochs, default_claims, "C3"),
+            ("supervised", long_epochs, verdict_table, "C3-long"),
+            ("MAE, head untrained", default_epochs, verdict_table, "C3-MAE"),
+            ("MAE, head untrained", long_epochs, verdict_table, "C3-MAE-long")):
         row = table[(table["claim"] == claim) & table["primary"].astype(bool)]
         if not row.empty:
             r = row.iloc[0]
-            rows.append({"epochs": epochs, "claim": claim, "estimate": r["estimate"],
-                         "lo95": r["lo95"], "hi95": r["hi95"], "n": int(r["n"])})
-    return pd.DataFrame(rows)
+            rows.append({"teacher": teacher, "epochs": epochs, "claim": claim,
+                         "estimate": r["estimate"], "lo95": r["lo95"], "hi95": r["hi95"],
+                         "n": int(r["n"])})
+    return pd.DataFrame(rows, columns=["teacher", "epochs", "claim", "estimate", "lo95", "hi95", "n"])
