@@ -4,6 +4,7 @@ committed tables under ``figures/phase_map/`` (and the controls' runs for the MA
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from ddkit import remedy_verdicts as rv
 from ddkit.claims import fmt
 from ddkit.config import load_profile
 from ddkit.models import shipped_teacher
+from ddkit.tables import fmt_minutes
 
 PROFILE = "phase_map"
 COMMAND = "./run_all.sh --profile phase_map --from 09"
@@ -84,16 +86,22 @@ def _teachers_markdown(teachers: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _cost(results: pd.DataFrame) -> str:
-    students = results["wall_time_s"].sum() / 60
-    teacher_s = 0.0
-    for name in sorted({f"ddkit_vit_teacher_mosaic{k}" for k in (10, 100)}):
-        record = shipped_teacher(name, must_exist=False).record
+def teacher_seconds() -> float:
+    """Training time of the shipped mosaic teachers (their records), 0 when none is shipped."""
+    total = 0.0
+    for k in (10, 100):
+        record = shipped_teacher(f"ddkit_vit_teacher_mosaic{k}", must_exist=False).record
         if record.exists():
-            teacher_s += float(pd.read_json(record, typ="series")["wall_time_s"])
-    return (f"{len(results)} students, {students:.0f} min of single-run training time, plus "
-            f"{teacher_s / 60:.0f} min for the mosaic teachers (shipped); two runs side by side "
-            "on 2 cores, so the wall time is about half of the students' sum")
+            total += float(json.loads(record.read_text())["wall_time_s"])
+    return total
+
+
+def cost(results: pd.DataFrame) -> str:
+    """The map's measured cost in words: its students' summed training time and its teachers'."""
+    return (f"{len(results)} students, {fmt_minutes(results['wall_time_s'].sum())} of single-run "
+            f"training time, plus {fmt_minutes(teacher_seconds())} for the mosaic teachers "
+            "(shipped); two runs side by side on 2 cores, so the wall time is about half of the "
+            "students' sum")
 
 
 def map_markdown(data: dict | None) -> str:
@@ -116,5 +124,5 @@ def map_markdown(data: dict | None) -> str:
                      f"{r['ratio']:.2f} | {r['reading']}{more} |")
     lines += ["", *[f"- {line}" for line in pm.findings(points, data["fits"], data["verdicts"],
                                                       data["remedies"])]]
-    lines += ["", f"Cost measured on this machine's runs: {_cost(data['results'])}."]
+    lines += ["", f"Cost measured on this machine's runs: {cost(data['results'])}."]
     return "\n".join(lines) + "\n"

@@ -35,12 +35,21 @@ from ddkit.config import load_profile
 from ddkit.models import shipped_teacher
 from ddkit.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
 from ddkit.study import ABLATION, shipped_teacher_record
-from ddkit.tables import CLAIMS_CSV, CONTROLS_DIR, FOLLOWED, FORMATION_CSV, STUDY_DIR, SWEEP_CSV, read_table
+from ddkit.tables import (
+    CLAIMS_CSV,
+    CONTROLS_DIR,
+    FOLLOWED,
+    FORMATION_CSV,
+    STUDY_DIR,
+    SWEEP_CSV,
+    fmt_minutes,
+    read_table,
+)
 
 README = REPO_ROOT / "README.md"
 RESULTS = REPO_ROOT / "docs" / "results.md"
 # which generated blocks each page holds
-PAGES = {README: ("verdicts",),
+PAGES = {README: ("costs", "verdicts"),
          RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls", "phase_map")}
 BLOCKS = tuple(name for names in PAGES.values() for name in names)
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
@@ -250,10 +259,6 @@ def sweep_markdown(sweep: pd.DataFrame, mismatch: pd.DataFrame | None = None,
     return "\n".join(lines) + "\n"
 
 
-def fmt_minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
-
-
 def setup_markdown(profile=None, record: dict | None = None,
                    times: pd.DataFrame | None = None) -> str:
     """The study's size from the default profile and the shipped teacher's record, and each
@@ -445,12 +450,31 @@ def controls_markdown(results: pd.DataFrame, table: pd.DataFrame,
         lines += ["", "Dose-response (MAE teacher, SoftKD − SpectralKD-Last by feature weight w): " +
                   "; ".join(f"w = {d['feature_weight']:g}: {fmt(d['estimate'])} {_ci(d)} pt "
                             f"(n = {d['n']})" for d in dose.to_dict("records")) + "."]
-    students = results["wall_time_s"].sum()
-    cost = f"{len(results)} students, {fmt_minutes(students)} of single-run training time"
+    lines += ["", f"Cost measured on this machine's runs: {controls_cost(results, teacher_s)}."]
+    return "\n".join(lines) + "\n"
+
+
+def controls_cost(results: pd.DataFrame, teacher_s: float | None) -> str:
+    """The controls' measured cost in words: students' summed training time and teachers'."""
+    cost = (f"{len(results)} students, {fmt_minutes(results['wall_time_s'].sum())} of single-run "
+            "training time")
     if teacher_s is not None:
         cost += f", plus {fmt_minutes(teacher_s)} for the MAE teacher and its probe (shipped)"
-    lines += ["", f"Cost measured on this machine's runs: {cost}; two run side by side on 2 "
-              "cores, so the wall time is about half of the students' sum."]
+    return cost + "; two run side by side on 2 cores, so the wall time is about half of the students' sum"
+
+
+def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
+                   phase_map: pd.DataFrame | None) -> str:
+    """The README's measured cost of each profile's command, from the committed tables."""
+    lines = ["Measured on this project's 2-core CPU, from the committed tables:", ""]
+    if times is not None and len(times):
+        lines.append(f"- `./run_all.sh` (default profile): {fmt_minutes(times['wall_s'].sum())} "
+                     "in its last run (`docs/results.md` has each notebook's)")
+    if controls is not None:
+        lines.append("- `./run_all.sh --profile controls --from 08`: "
+                     + controls_cost(controls, _controls_teacher_seconds()))
+    if phase_map is not None:
+        lines.append("- `./run_all.sh --profile phase_map --from 09`: " + map_docs.cost(phase_map))
     return "\n".join(lines) + "\n"
 
 
@@ -498,6 +522,8 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
                                         control_table, map_docs.verdict_rows(phase_map))
     out["phase_map"] = map_docs.map_markdown(phase_map)
+    out["costs"] = costs_markdown(pd.read_csv(times_csv) if times_csv.is_file() else None,
+                                  control_runs, phase_map["results"] if phase_map else None)
     out["controls"] = (controls_markdown(control_runs, control_table,
                                          _controls_teacher_seconds())
                        if control_runs is not None else

@@ -27,3 +27,8 @@ def read_table(path: Path) -> pd.DataFrame:
         if col in table:
             table[col] = table[col].astype(object).fillna("")
     return table
+
+
+def fmt_minutes(seconds: float) -> str:
+    """A duration for the documents: "42 s" or "12.5 min"."""
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
