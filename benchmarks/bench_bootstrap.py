@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_metrics import make_feats  # noqa: E402
+
 from ddkit import evidence, metrics  # noqa: E402
 from ddkit.dynamics import layer_metrics  # noqa: E402
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import reference_metrics as ref  # noqa: E402
+
 from ddkit import metrics, native  # noqa: E402
 
 

@@ -53,8 +53,17 @@ from ddkit.config import RunConfig, load_profile, replace
 from ddkit.data import build_dataset
 from ddkit.parallel import cores
 from ddkit.teacher_cache import IndexedDataset
-from ddkit.train import (_autocast, _in_memory, _loader, _scheduler, _seed_all,
-                         _shared_teacher_pass, build_task, evaluate, train_step)
+from ddkit.train import (
+    _autocast,
+    _in_memory,
+    _loader,
+    _scheduler,
+    _seed_all,
+    _shared_teacher_pass,
+    build_task,
+    evaluate,
+    train_step,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = ("SoftKD", "SpectralKD-Last", "ProjectorKD-Last")
@@ -358,6 +367,7 @@ def end_to_end(profile, epochs: int, workers: int) -> str:
     """study.student_runs on 4 runs cut to ``epochs``, from empty run folders, one process
     (workers=1) then the pool; a Markdown table."""
     import tempfile
+
     from ddkit import parallel
     from ddkit.config import replace as replace_profile
     short = replace_profile(profile, **{"student.optim.epochs": epochs})

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from ddkit.cluster import KINDS, Executor
+from ddkit.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
 from ddkit.config import (
     DEVICES,
     FEATURE_KINDS,
@@ -83,7 +84,9 @@ def _common(parser: argparse.ArgumentParser, device: bool = True) -> None:
                        help="show the full traceback of an error instead of one line")
 
 
-def _executor_options(parser: argparse.ArgumentParser) -> None:
+def _executor_options(parser: argparse.ArgumentParser, no_wait: bool = True) -> None:
+    """--executor and its Slurm settings; --no-wait where the command can collect its runs
+    later (the grids' --publish-only)."""
     group = parser.add_argument_group("where the runs train (docs/cluster.md)")
     group.add_argument("--executor", choices=KINDS, default="local",
                        help="local: this machine's process pool (default); slurm: one Slurm "
@@ -103,13 +106,31 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
                        help="CPU cores per task (default %(default)s)")
     group.add_argument("--mem-gb", type=float, default=None,
                        help="memory per node in GB (default: the partition's)")
+    group.add_argument("--tasks-per-node", type=int, default=None,
+                       help="processes per node of each task; above one process in all "
+                            "(with --nodes), they train the run together with DDP (default: "
+                            "one per GPU, else one)")
+    if no_wait:
+        group.add_argument("--no-wait", dest="no_wait", action="store_true",
+                           help="with --executor slurm: submit the job array and return at "
+                                "once, printing its id and the command that collects the runs "
+                                "once it is done (the same command with --publish-only)")
 
 
 def _executor(args: argparse.Namespace) -> Executor:
+    """The executor of ``args``; with --no-wait its ``collect`` is this command with
+    --publish-only (the same profile, overrides, device and run store)."""
+    collect = None
+    if getattr(args, "no_wait", False):
+        sets = [part for text in args.overrides for part in ("--set", text)]
+        device = ["--device", args.device] if args.device else []
+        collect = shlex.join(["ddkit", args.command, "--profile", args.profile, *sets, *device,
+                              "--runs-dir", str(runs_root().resolve()), "--publish-only"])
     return Executor(kind=args.executor, partition=args.partition, timeout_min=args.timeout_min,
                     array_parallelism=args.array_parallelism, gpus_per_node=args.gpus_per_node,
                     nodes=args.nodes, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
-                    workers=getattr(args, "workers", None))
+                    tasks_per_node=args.tasks_per_node, workers=getattr(args, "workers", None),
+                    no_wait=getattr(args, "no_wait", False), collect=collect)
 
 
 def _profile_options(parser: argparse.ArgumentParser, default: str = "default") -> None:
@@ -209,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     nbs.add_argument("--from", dest="start", default=None, help="start at this notebook number")
     nbs.add_argument("--train-teacher", action="store_true",
                      help="01 trains the teacher with the profile recipe instead of loading it")
+    _executor_options(nbs, no_wait=False)
     _common(nbs)
 
     prof = sub.add_parser("profiles", help="list the profiles: data, models, seeds, command")
@@ -341,11 +363,23 @@ def _train(args: argparse.Namespace) -> int:
 
 def _notebooks(args: argparse.Namespace) -> int:
     profile = _profile(args)
+    executor = _executor(args)
+    if executor.kind == "slurm":
+        check_slurm(executor)          # before any notebook runs
     target = args.profile
     if args.overrides or args.device:
         target = str(_resolved_profile_file(profile, changed=bool(args.overrides)))
     extra = {"01": {"train_teacher": True}} if args.train_teacher else {}
-    out = run_notebooks(select(args.only, args.start), target, extra)
+    # the kernels inherit it: their students train where --executor says (local: unset)
+    before = os.environ.pop(EXECUTOR_ENV, None)
+    if executor.kind == "slurm":
+        os.environ[EXECUTOR_ENV] = executor.to_env()
+    try:
+        out = run_notebooks(select(args.only, args.start), target, extra)
+    finally:
+        os.environ.pop(EXECUTOR_ENV, None)
+        if before is not None:
+            os.environ[EXECUTOR_ENV] = before
     print(f"[ddkit] executed notebooks in {out}", file=sys.stderr)
     return 0
 
@@ -419,6 +453,9 @@ def _analyze(args: argparse.Namespace) -> int:
 def _grid(args: argparse.Namespace) -> int:
     from ddkit import controls, grid, nb, phase_map  # lazy: `ddkit --help` stays fast (pandas)
     profile = _profile(args)
+    executor = _executor(args)       # a bad executor setting stops here, before any training
+    if executor.kind == "slurm" and not (args.publish_only or args.teachers_only):
+        check_slurm(executor)
     if args.publish_only:
         pass
     elif args.command == "controls":
@@ -430,7 +467,7 @@ def _grid(args: argparse.Namespace) -> int:
     folder = nb.figure_dir(profile)
     published = () if args.retrain_published else grid.published_runs(folder)
     done = (grid.finished(profile) if args.publish_only else
-            grid.runs(profile, only=args.only, workers=args.workers, executor=_executor(args),
+            grid.runs(profile, only=args.only, workers=args.workers, executor=executor,
                       published=published))
     tables = grid.publish(profile, done, folder)
     print(f"{len(done)} run(s) of this machine; {len(tables[grid.RESULTS_CSV])} in "

@@ -16,23 +16,33 @@ one bar on stderr counts finished runs with the array's running, pending and fai
 state comes from ``squeue`` and submitit's result files (no Slurm accounting needed). A failed
 task does not stop the others: ``RunsFailed`` names each failed run with its error and its
 submitit log file. ``Executor(kind="local")`` trains with ``parallel.train_many`` instead.
-docs/cluster.md has the commands for a real cluster.
+
+``Executor(no_wait=True)`` submits and returns the runs already complete at once, printing the
+array's id and ``collect``, the command that reads the runs once the array is done. A task of
+several processes (``nodes * tasks_per_node > 1``) trains one run with DDP: each process takes
+its rank, world size, local rank and master address and port from Slurm through submitit's
+``TorchDistributedEnvironment`` (as torchrun would set them). ``$DDKIT_EXECUTOR`` (an
+Executor's fields as JSON, ``Executor.to_env``) is the executor of the grids that are given
+none (``ddkit notebooks --executor slurm`` sets it for its kernels). docs/cluster.md has the
+commands for a real cluster.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import submitit
 import torch
+import torch.distributed as dist
 from submitit.core.utils import pickle_load
-from submitit.helpers import Checkpointable, DelayedSubmission
+from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
 from tqdm.auto import tqdm
 
 from ddkit.config import ConfigError, RunConfig, validate
@@ -44,6 +54,8 @@ KINDS = ("local", "slurm")
 LOCAL_ONLY = ("/tmp", "/dev/shm")     # paths that are this machine's own, never shared
 SUBMITIT_DIR = ".submitit"            # <run store>/.submitit/<job id>/: submitit's files and logs
 PASSED_ENV = ("DDKIT_DATA", "DDKIT_NATIVE")   # the caller's settings a task takes over
+EXECUTOR_ENV = "DDKIT_EXECUTOR"    # an Executor as JSON: the executor of grids given none
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 POLL_S = 5.0
 GONE_S = 30.0    # a task out of the queue (or ended) this long without a result has failed
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
@@ -59,7 +71,9 @@ class ClusterError(ConfigError):
 class Executor:
     """Where a grid trains. ``kind="local"``: this machine's process pool (``workers``);
     ``kind="slurm"``: one job array; the other fields are its sbatch settings (``folder``:
-    submitit's files and logs, default ``<run store>/.submitit``)."""
+    submitit's files and logs, default ``<run store>/.submitit``; ``tasks_per_node``: processes
+    per node of each task, default one per GPU, else one; ``no_wait``: submit and return at once,
+    printing ``collect``, the command that collects the runs later)."""
 
     kind: str = "local"
     partition: str | None = None
@@ -72,18 +86,62 @@ class Executor:
     folder: str | None = None
     workers: int | None = None
     signal_delay_s: int = 90
+    tasks_per_node: int | None = None
+    no_wait: bool = False
+    collect: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ClusterError(f"executor {self.kind!r}: choose one of {list(KINDS)}")
-        for name in ("nodes", "timeout_min", "array_parallelism", "cpus_per_task"):
+        for name in ("nodes", "timeout_min", "array_parallelism", "cpus_per_task",
+                     "tasks_per_node"):
             value = getattr(self, name)
+            if value is None and name == "tasks_per_node":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ClusterError(f"executor {name}={value!r} must be a positive integer")
+        if self.no_wait and self.kind != "slurm":
+            raise ClusterError("--no-wait (no_wait=True) needs --executor slurm: a local pool "
+                               "trains in this process and cannot go on without it")
         if self.gpus_per_node < 0:
             raise ClusterError(f"executor gpus_per_node={self.gpus_per_node} must be >= 0")
         if self.mem_gb is not None and self.mem_gb <= 0:
             raise ClusterError(f"executor mem_gb={self.mem_gb} must be positive")
+
+    @property
+    def tasks(self) -> int:
+        """Processes per node of each array task."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    @property
+    def world_size(self) -> int:
+        """Processes that train one run together (DDP when above 1)."""
+        return self.nodes * self.tasks
+
+    def to_env(self) -> str:
+        """These settings as ``$DDKIT_EXECUTOR``'s JSON (``from_env`` reads them back)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_env(cls) -> Executor | None:
+        """The Executor in ``$DDKIT_EXECUTOR``, or None when it is unset or empty."""
+        text = os.environ.get(EXECUTOR_ENV, "").strip()
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ClusterError(f"${EXECUTOR_ENV} is not JSON ({err}): set it to an Executor's "
+                               f"fields, e.g. '{{\"kind\": \"slurm\"}}', or unset it") from None
+        if not isinstance(data, dict):
+            raise ClusterError(f"${EXECUTOR_ENV} must be a JSON object of Executor fields, not "
+                               f"{text!r}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ClusterError(f"${EXECUTOR_ENV}: unknown field(s) {unknown}; an Executor has "
+                               f"{known}")
+        return cls(**data)
 
     def log_folder(self, root: Path) -> Path:
         return Path(self.folder) if self.folder else Path(root) / SUBMITIT_DIR
@@ -91,7 +149,7 @@ class Executor:
     def parameters(self) -> dict:
         """submitit's ``update_parameters`` keywords for these settings."""
         params = {"name": "ddkit", "timeout_min": self.timeout_min, "nodes": self.nodes,
-                  "tasks_per_node": max(1, self.gpus_per_node), "cpus_per_task": self.cpus_per_task,
+                  "tasks_per_node": self.tasks, "cpus_per_task": self.cpus_per_task,
                   "slurm_array_parallelism": self.array_parallelism,
                   "slurm_signal_delay_s": self.signal_delay_s}
         if self.partition:
@@ -170,13 +228,17 @@ class TrainTask(Checkpointable):
         threads = os.environ.get("SLURM_CPUS_PER_TASK")
         if threads:
             torch.set_num_threads(int(threads))
-        job = submitit.JobEnvironment()
-        if job.num_tasks > 1:          # one run on several tasks: train's DDP path (as torchrun)
-            os.environ.update(RANK=str(job.global_rank), WORLD_SIZE=str(job.num_tasks),
-                              LOCAL_RANK=str(job.local_rank),
-                              MASTER_ADDR=job.hostnames[0],
-                              MASTER_PORT=os.environ.get("MASTER_PORT", "29500"))
-        run = train(cfg, progress=False, root=Path(self.root))
+        for name in DIST_ENV:     # sbatch passes the submitting shell's on: never this job's
+            os.environ.pop(name, None)
+        if submitit.JobEnvironment().num_tasks > 1:   # one run on several processes: DDP
+            # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (from the job id) as
+            # torchrun sets them; every GPU stays visible: train takes cuda:LOCAL_RANK
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        try:
+            run = train(cfg, progress=False, root=Path(self.root))
+        finally:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()   # left to exit, gloo's threads can abort it
         return str(run.dir.path)
 
     def checkpoint(self, cfg: RunConfig) -> DelayedSubmission:
@@ -223,9 +285,11 @@ def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
                 label: str = "runs") -> dict[Hashable, Run] | Submitted:
     """Train (or read from cache) every config of ``configs`` with ``settings``: on Slurm one
     job array of the runs not yet complete (``check_slurm`` first), else ``train_many``.
-    Returns ``{key: Run}`` in the order of ``configs``; with ``wait=False`` a ``Submitted``
-    (run the same command again once the array is done: finished runs are cache hits). Raises
-    ``RunsFailed`` naming each failed run and its log once every other task is done."""
+    Returns ``{key: Run}`` in the order of ``configs``. With ``settings.no_wait`` it returns at
+    once the runs that were already complete, printing one line (stdout) with the array's id
+    and ``settings.collect``; with ``wait=False`` it prints that line and returns a
+    ``Submitted`` (its jobs). Raises ``RunsFailed`` naming each failed run and its log once
+    every other task is done."""
     root = Path(root) if root is not None else runs_root()
     if settings.kind == "local":
         return train_many(configs, settings.workers, progress=progress, root=root, label=label)
@@ -248,9 +312,13 @@ def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
     array_id = next(iter(jobs.values())).job_id.split("_")[0]
     print(f"[ddkit] submitted job array {array_id}: {len(jobs)} run(s) on Slurm; "
           f"logs in {folder / array_id}", file=sys.stderr)
-    if not wait:
-        print(f"[ddkit] watch it with `squeue -j {array_id}`; once done, run the same command "
-              "again to collect the runs (cache hits)", file=sys.stderr)
+    if settings.no_wait or not wait:
+        collect = settings.collect or "the same call again (finished runs are cache hits)"
+        print(f"submitted Slurm job array {array_id} ({len(jobs)} run(s); `squeue -j "
+              f"{array_id}` shows it); once it is done, collect the runs with: {collect}",
+              flush=True)
+        if settings.no_wait:
+            return {key: runs[key] for key in configs if key in runs}
         return Submitted(array_id, folder / array_id, jobs)
     failures = _wait(jobs, configs, runs, array_id, progress, label, len(configs))
     if failures:

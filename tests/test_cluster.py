@@ -1,34 +1,46 @@
 """ddkit.cluster against a real Slurm: a one-node cluster on localhost (munged, slurmctld and
 slurmd from Debian's slurm-wlm and munge, a generated slurm.conf with 2 CPUs and a partition
 ``debug``) runs a job array of smoke-sized runs, requeues a task preempted with USR2 (submitit's
-signal) and the run resumes from its checkpoint; the second call is all cache hits. The daemons
-keep their state in a temporary folder and stop at the end of the module.
+signal) and the run resumes from its checkpoint, ending with the weights of an uninterrupted
+run; the second call is all cache hits; ``no_wait`` returns before its run starts; one run
+trains on a task of 2 processes (DDP, gloo). The daemons keep their state in a temporary folder
+and stop at the end of the module.
 
 Needs root and the daemons: ``./tests/run.sh`` installs slurm-wlm and munge when run as root on
 Debian; elsewhere those tests are skipped, saying how to enable them. The checks made before
-submitting (unknown partition, run store under /tmp, Slurm unreachable) run everywhere, with a
-fake ``sinfo`` on PATH.
+submitting (unknown partition, run store under /tmp, Slurm unreachable), the ``--no-wait`` line
+and its collect command, and the executor handed to the notebooks through ``$DDKIT_EXECUTOR``
+run everywhere, with a fake ``sinfo`` on PATH and nothing submitted.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+from submitit.core.utils import pickle_load
 
-from ddkit import cluster, parallel
-from ddkit.cli import main
-from ddkit.cluster import ClusterError, Executor, check_slurm, train_array
+from ddkit import cli, cluster, grid, parallel, study
+from ddkit.cli import build_parser, main
+from ddkit.cluster import EXECUTOR_ENV, ClusterError, Executor, check_slurm, train_array
 from ddkit.config import load_profile, replace
 from ddkit.progress import ENV as PROGRESS_ENV
 from ddkit.store import RunDir
 from ddkit.study import student_config, teacher_model
+from ddkit.train import train
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sinfo", "sbatch", "squeue", "scancel", "scontrol", "srun")
@@ -229,6 +241,19 @@ def test_a_grid_trains_as_one_job_array_and_the_second_call_is_cache_hits(store,
     assert [p.name for p in arrays if p.is_dir()] == ["1"], arrays
     print(f"2-run array on the 1-node Slurm: {took:.1f} s")
 
+    # no_wait (--no-wait): a third run is submitted; the two complete ones come back at once
+    new = _smoke_configs(("no-KD",), epochs=1)["no-KD"]
+    capsys.readouterr()
+    back = train_array({**configs, "new": new}, dataclasses.replace(
+        settings, no_wait=True, collect="ddkit controls --publish-only"), root=store)
+    assert list(back) == list(configs) and not RunDir.for_config(new, store).is_complete
+    out = capsys.readouterr().out.strip().splitlines()
+    said = re.fullmatch(r"submitted Slurm job array (\d+) \(1 run\(s\); .*\); once it is done, "
+                        r"collect the runs with: ddkit controls --publish-only", out[-1])
+    assert len(out) == 1 and said, out
+    assert _squeue(said[1]) in ("PENDING", "CONFIGURING", "RUNNING"), "returned without waiting"
+    subprocess.run(["scancel", said[1]], check=True)
+
     _no_submitting(monkeypatch)
     stamps = {k: RunDir.for_config(c, store).summary.stat().st_mtime_ns for k, c in configs.items()}
     again = train_array(configs, settings, root=store, progress=False)
@@ -238,7 +263,8 @@ def test_a_grid_trains_as_one_job_array_and_the_second_call_is_cache_hits(store,
 
 
 @needs_slurm
-def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(store, monkeypatch):
+def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(store, monkeypatch,
+                                                                      tmp_path):
     cfg = _smoke_configs(("no-KD",), epochs=6)["no-KD"]
     run_dir = RunDir.for_config(cfg, store)
     events = store / "events.jsonl"
@@ -250,6 +276,7 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(store, mon
     while not (run_dir.log.exists() and len(run_dir.records()) >= 2):   # 2 epochs done
         assert time.monotonic() < deadline, f"no epoch in 60 s; squeue: {_squeue(job.job_id)}"
         time.sleep(0.3)
+    logged = len(run_dir.records())
     subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
     deadline = time.monotonic() + 30
     while not _requeued(job.job_id):
@@ -266,11 +293,45 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoint(store, mon
     starts = [e for e in map(json.loads, events.read_text().splitlines())
               if e["event"] == "run_start"]
     assert [e["resumed_from"] for e in starts][0] == 0 and len(starts) == 2, starts
-    # 2 epochs were logged before the signal; the checkpoint is written just after the log
-    assert starts[1]["resumed_from"] in (1, 2), "the requeued task resumed from the checkpoint"
+    # `logged` epochs were logged when the signal was sent (the checkpoint is written just after
+    # the log, and an epoch may end before the signal lands): resumed, not trained from scratch
+    assert logged - 1 <= starts[1]["resumed_from"] < cfg.optim.epochs, (logged, starts)
     logs = (job.stdout() or "") + (job.stderr() or "")
     assert "this job is preempted" in logs and "Calling checkpoint method" in logs
     assert "Requeued job" in logs
+
+    # the same config trained here without a break, on one thread as the task was
+    # (--cpus-per-task 1: torch splits some sums by thread), ends with the same weights
+    monkeypatch.delenv(PROGRESS_ENV)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = train(cfg, progress=False, root=tmp_path / "uninterrupted")
+    finally:
+        torch.set_num_threads(threads)
+    requeued, uninterrupted = load_file(run_dir.final_weights), load_file(whole.dir.final_weights)
+    assert requeued.keys() == uninterrupted.keys()
+    for name in requeued:
+        assert torch.equal(requeued[name], uninterrupted[name]), name
+    assert ([{k: v for k, v in r.items() if k != "elapsed_s"} for r in run_dir.records()]
+            == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in whole.records])
+
+
+@needs_slurm
+def test_a_task_of_two_processes_trains_one_run_with_ddp(store):
+    cfg = tiny_config(epochs=2)      # 128 images, a 2-block ViT of width 16, on the CPU (gloo)
+    settings = Executor(kind="slurm", partition=PARTITION, tasks_per_node=2, timeout_min=10)
+    assert settings.parameters()["tasks_per_node"] == 2 and settings.world_size == 2
+    runs = train_array({"ddp": cfg}, settings, root=store, progress=False)
+    summary = runs["ddp"].summary
+    assert summary["world_size"] == 2, summary
+    assert [r["epoch"] for r in runs["ddp"].records] == [0, 1]
+    # both processes ran train and returned: rank 1's result is the same run folder
+    (array,) = [p for p in (store / cluster.SUBMITIT_DIR).iterdir() if p.is_dir()]
+    results = {re.search(r"_(\d+)_result\.pkl$", p.name)[1]: pickle_load(p)
+               for p in array.glob("*_result.pkl")}     # <job id>_<task>_result.pkl
+    assert results == {"0": ("success", str(runs["ddp"].dir.path)),
+                       "1": ("success", str(runs["ddp"].dir.path))}, results
 
 
 # --------------------------------------------------------------------------- before submitting
@@ -324,11 +385,102 @@ def test_an_unreachable_slurm_is_named(tmp_path, shared, monkeypatch):
 def test_the_cli_says_why_in_one_line(tmp_path, shared, monkeypatch, capsys):
     _fake_sinfo(tmp_path / "bin", monkeypatch, "echo debug")
     _no_submitting(monkeypatch)
-    code = main(["controls", "--only", "base", "--executor", "slurm",
+    # --retrain-published: the committed tables hold the base's runs, which are else skipped
+    code = main(["controls", "--only", "base", "--retrain-published", "--executor", "slurm",
                  "--partition", "nope", "--timeout-min", "5", "--runs-dir", str(shared)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: cannot submit to Slurm (nothing was "
                                             "submitted): unknown Slurm partition 'nope'"), err
+
+
+class _FakeArray:
+    """submitit.AutoExecutor that submits nothing: map_array gives jobs of array 4242."""
+
+    def __init__(self, folder, cluster):
+        self.params = {}
+
+    def update_parameters(self, **params):
+        self.params = params
+
+    def map_array(self, fn, items):
+        return [SimpleNamespace(job_id=f"4242_{i}") for i in range(len(items))]
+
+
+def test_no_wait_prints_the_array_and_the_command_that_collects_it(tmp_path, shared,
+                                                                    monkeypatch, capsys):
+    _fake_sinfo(tmp_path / "bin", monkeypatch, "echo debug")
+    monkeypatch.setattr(cluster.submitit, "AutoExecutor", _FakeArray)
+    published = []
+    monkeypatch.setattr(grid, "publish", lambda profile, done, folder: published.append(
+        dict(done)) or {grid.RESULTS_CSV: []})     # the committed tables stay as they are
+    code = main(["controls", "--only", "base", "--retrain-published", "--executor", "slurm",
+                 "--no-wait", "--partition", "debug", "--set", "seeds=[0]",
+                 "--runs-dir", str(shared)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and published == [{}], (code, published)
+    said = re.fullmatch(r"submitted Slurm job array 4242 \((\d+) run\(s\); `squeue -j 4242` "
+                        r"shows it\); once it is done, collect the runs with: (.+)", out[0])
+    assert said and int(said[1]) >= 1, out
+    collect = shlex.split(said[2])
+    assert collect == ["ddkit", "controls", "--profile", "controls", "--set", "seeds=[0]",
+                       "--runs-dir", str(shared.resolve()), "--publish-only"]
+    args = build_parser().parse_args(collect[1:])
+    assert args.publish_only and not args.no_wait and args.overrides == ["seeds=[0]"]
+    with pytest.raises(ClusterError, match="--no-wait.*needs --executor slurm"):
+        cli._executor(build_parser().parse_args(["controls", "--no-wait"]))
+
+
+def test_the_executor_travels_in_the_environment_to_the_grids(monkeypatch):
+    settings = Executor(kind="slurm", partition="gpu", gpus_per_node=2, nodes=2, mem_gb=8.5,
+                        timeout_min=30, folder="/shared/submitit", tasks_per_node=4)
+    monkeypatch.setenv(EXECUTOR_ENV, settings.to_env())
+    assert Executor.from_env() == settings and settings.world_size == 8
+    used = []
+    fake = lambda configs, executor, **kw: used.append((list(configs), executor)) or {}  # noqa: E731
+    monkeypatch.setattr(study, "train_array", fake)
+    monkeypatch.setattr(grid, "train_array", fake)
+    profile = load_profile("smoke")
+    study.student_runs(profile, cells=["no-KD"], seeds=[0], progress=False)
+    cfg = student_config(profile, "no-KD", 0, None)
+    monkeypatch.setattr(grid, "configs", lambda profile, only=None: {("base", "no-KD", 0): cfg})
+    grid.runs(profile, progress=False)
+    assert used == [([("no-KD", 0)], settings), ([("base", "no-KD", 0)], settings)]
+
+    monkeypatch.delenv(EXECUTOR_ENV)      # unset: this machine's pool, as before
+    assert Executor.from_env() is None
+    study.student_runs(profile, cells=["no-KD"], seeds=[0], progress=False, workers=1)
+    grid.runs(profile, progress=False, workers=1)
+    assert [executor for _, executor in used[2:]] == [Executor(workers=1)] * 2
+
+    for text, error in (('{"kind": "slurm", "gpus": 1}', r"unknown field\(s\) \['gpus'\]"),
+                        ("slurm", "is not JSON"), ('["slurm"]', "JSON object"),
+                        ('{"kind": "slurm", "nodes": 0}', "nodes=0 must be a positive")):
+        monkeypatch.setenv(EXECUTOR_ENV, text)
+        with pytest.raises(ClusterError, match=error):
+            Executor.from_env()
+
+
+def test_notebooks_hand_the_executor_to_their_kernels(tmp_path, shared, monkeypatch, capsys):
+    _fake_sinfo(tmp_path / "bin", monkeypatch, "echo debug")
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    seen = []
+    monkeypatch.setattr(cli, "run_notebooks", lambda paths, profile, extra: seen.append(
+        (Executor.from_env(), [p.name[:2] for p in paths])) or tmp_path)
+    argv = ["notebooks", "--profile", "smoke", "--only", "01", "--runs-dir", str(shared)]
+    assert main([*argv, "--executor", "slurm", "--partition", "debug", "--cpus-per-task", "2",
+                 "--timeout-min", "20"]) == 0
+    assert seen == [(Executor(kind="slurm", partition="debug", cpus_per_task=2,
+                              timeout_min=20), ["01"])]
+    assert EXECUTOR_ENV not in os.environ, "the variable is the kernels' only"
+    monkeypatch.setenv(EXECUTOR_ENV, Executor(kind="slurm").to_env())
+    assert main(argv) == 0 and seen[-1][0] is None, "--executor local (the default) wins"
+    assert os.environ[EXECUTOR_ENV] == Executor(kind="slurm").to_env(), "and is put back"
+    seen.clear()
+    code = main([*argv, "--executor", "slurm", "--partition", "nope"])
+    assert code == 2 and not seen, "a bad partition stops before any notebook"
+    assert "unknown Slurm partition 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                   # the notebooks need their runs: no --no-wait
+        build_parser().parse_args([*argv, "--executor", "slurm", "--no-wait"])
 
 
 def test_local_executor_is_the_process_pool(tmp_path, monkeypatch):
@@ -341,4 +493,9 @@ def test_local_executor_is_the_process_pool(tmp_path, monkeypatch):
         Executor(kind="pbs")
     with pytest.raises(ClusterError, match="timeout_min=0"):
         Executor(kind="slurm", timeout_min=0)
+    with pytest.raises(ClusterError, match="tasks_per_node=0"):
+        Executor(kind="slurm", tasks_per_node=0)
+    with pytest.raises(ClusterError, match="--no-wait.*needs --executor slurm"):
+        Executor(no_wait=True)
+    assert Executor(kind="slurm", gpus_per_node=4).parameters()["tasks_per_node"] == 4
     assert parallel.RunsFailed  # the failures of an array are reported as the pool's
