@@ -147,6 +147,17 @@ def merged(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
 RESULTS_CSV, CURVES_CSV = "runs.csv", "curves.csv"
 
 
+def publish_study(runs: Mapping[tuple[str, int], Run], folder: Path) -> dict[str, pd.DataFrame]:
+    """A plain study's ``{(cell, seed): Run}`` (``study.student_runs``) as the grid's two tables
+    in ``folder`` (setting ``base``), replacing them: the per-run finals and per-epoch curves a
+    later session reads to re-judge the seed-paired claims without training."""
+    done = {(BASE, cell, seed): run for (cell, seed), run in runs.items()}
+    out = {RESULTS_CSV: results(done), CURVES_CSV: curves(done)}
+    for name, table in out.items():
+        write_text(folder / name, table.to_csv(index=False))
+    return out
+
+
 def names(profile: Profile) -> dict[str, tuple[str, str, int]]:
     """``{run folder name: (setting, cell, seed)}`` of every run the profile plans."""
     return {RunDir.for_config(cfg).path.name: key for key, cfg in configs(profile).items()}
