@@ -139,3 +139,32 @@ def test_holm_runs_over_the_remedies_of_a_setting():
     adjusted = np.sort(table["p_opposite_holm"].to_numpy())
     assert adjusted[0] == pytest.approx(min(1.0, 4 * p[0]))
     assert np.allclose(table["sesoi"], 0.2 * 5.28, rtol=0.01)   # a fifth of the release's MAE gap
+
+
+# --------------------------------------------------------------------------- figures
+
+def test_the_map_figures_say_which_interval_each_band_is():
+    import matplotlib.pyplot as plt
+
+    from ddkit import map_plots
+    ratios = [0.25, 0.5, 1.0, 2.0, 4.0, 0.7]
+    results, settings, mism = _map(lambda r: 2.0 * math.log2(r), ratios, seeds=4, sd=0.3)
+    settings["task"] = ["Fashion-MNIST"] * 3 + ["mosaic K=10"] * 3
+    table = pm.points(results, settings, mism)
+    fits = {"SpectralKD-Last": pm.boundary(table)}
+    fig = map_plots.plot_effect_vs_mismatch(table, fits)
+    legend = fig.axes[0].get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "95 % t interval over seed pairs" in legend.get_title().get_text()
+    assert any(label.startswith("boundary") and "Fieller 95 %" in label for label in labels)
+    assert any("pointwise 95 % band" in label for label in labels)
+    assert {"Fashion-MNIST", "mosaic K=10"} <= set(labels)
+    grid_fig = map_plots.plot_map_grid(table)
+    texts = [t.get_text() for t in grid_fig.axes[0].texts]
+    assert len(texts) == len(table) and all("ratio" in t for t in texts)
+    rng = np.random.default_rng(1)
+    remedies = rv.verdicts(pd.DataFrame(_runs("s", {"LiftKD-Last": -2.0}, 5, rng)), {"R-s": "s"},
+                           remedies=("LiftKD-Last",))
+    forest = map_plots.plot_remedies(remedies)
+    assert "95 % t interval" in forest.axes[0].get_legend().get_title().get_text()
+    plt.close("all")
