@@ -150,3 +150,32 @@ def plot_remedies(table: pd.DataFrame, plain: pd.DataFrame | None = None,
         ax.set_title(title or "remedies where late alignment hurts", fontsize=10)
         fig.tight_layout()
     return fig
+
+
+def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
+                      title: str | None = None) -> Figure:
+    """One panel per task: each point's SoftKD - SpectralKD-Last gap per fraction of the schedule
+    (mean over seed pairs; ``control_verdicts.gap_curve`` rows with ``setting``), coloured by
+    the point's mismatch (log scale); above 0 = late alignment behind at that epoch."""
+    ratio = points.drop_duplicates("setting").set_index("setting")[["task", "ratio", "width"]]
+    tasks = list(dict.fromkeys(ratio["task"]))
+    norm = plt.matplotlib.colors.LogNorm(ratio["ratio"].min(), ratio["ratio"].max())
+    cmap = plt.get_cmap("coolwarm")
+    with style():
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharey=True,
+                                 squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for setting, g in gap_curves.groupby("setting", sort=False):
+                if setting not in ratio.index or ratio.loc[setting, "task"] != task:
+                    continue
+                r = ratio.loc[setting]
+                ax.plot(g["fraction"], g["gap"], marker=".", color=cmap(norm(r["ratio"])),
+                        label=f"width {r['width']} (mismatch {r['ratio']:.2f})")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_title(task, fontsize=9)
+            ax.set_xlabel("fraction of the schedule")
+            ax.legend(fontsize=6, title="mean over seed pairs", title_fontsize=6)
+        axes[0][0].set_ylabel("SoftKD - SpectralKD-Last (pt)\n> 0: alignment behind")
+        fig.suptitle(title or "when in training late alignment helps or hurts", fontsize=10)
+        fig.tight_layout()
+    return fig

@@ -348,3 +348,20 @@ def plain_alignment(table: pd.DataFrame, controls: pd.DataFrame,
             rows.append({"setting": setting, "estimate": ci.mean, "lo95": ci.lo, "hi95": ci.hi,
                          "n": ci.n})
     return pd.DataFrame(rows, columns=["setting", "estimate", "lo95", "hi95", "n"])
+
+
+def phases(curves: pd.DataFrame, table: pd.DataFrame, cell: str = "SpectralKD-Last") -> pd.DataFrame:
+    """When in training each map point's late alignment helps or hurts: the crossover fraction
+    (``control_verdicts.crossover``: after it the gap's running mean stays >= 0, late alignment no
+    longer ahead; a percentile bootstrap over seed pairs) and the mean gap over the first and the
+    last third of the schedule, beside the point's mismatch and final reading."""
+    rows = []
+    for r in table[table["cell"] == cell].to_dict("records"):
+        gaps = cv.gap_curve(curves, r["setting"], cell)
+        third = max(1, len(gaps) // 3)
+        rows.append({**{k: r[k] for k in ("setting", "task", "width", "ratio", "reading")},
+                     **{k: v for k, v in cv.crossover(curves, r["setting"], cell).items()
+                        if k in ("fraction", "lo95", "hi95", "interval")},
+                     "early_gap": gaps["gap"].iloc[:third].mean(),
+                     "late_gap": gaps["gap"].iloc[-third:].mean()})
+    return pd.DataFrame(rows)

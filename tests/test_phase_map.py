@@ -168,3 +168,33 @@ def test_the_map_figures_say_which_interval_each_band_is():
     forest = map_plots.plot_remedies(remedies)
     assert "95 % t interval" in forest.axes[0].get_legend().get_title().get_text()
     plt.close("all")
+
+
+def test_phases_read_when_late_alignment_falls_behind():
+    """A point whose aligned students lead until half the schedule and trail after it crosses
+    at about one half; a point that trails from the first epoch crosses at 0."""
+    import matplotlib.pyplot as plt
+
+    from ddkit import map_plots
+    rng = np.random.default_rng(4)
+    rows = []
+    for setting, start in (("s0", -2.0), ("s1", 1.0)):
+        for seed in range(4):
+            for epoch in range(12):
+                soft = 60 + epoch + rng.normal(0, 0.05)
+                gap = start + (1.0 - start) * epoch / 11 if setting == "s1" else -2 + 4 * epoch / 11
+                rows += [{"setting": setting, "cell": "SoftKD", "seed": seed, "epoch": epoch,
+                          "test_acc1": soft},
+                         {"setting": setting, "cell": "SpectralKD-Last", "seed": seed,
+                          "epoch": epoch, "test_acc1": soft - gap}]
+    curves = pd.DataFrame(rows)
+    table = pd.DataFrame([{"setting": s, "task": "t", "width": w, "ratio": r, "reading": pm.HURTS,
+                           "cell": "SpectralKD-Last"} for s, w, r in (("s0", 16, 1.5), ("s1", 24, 0.8))])
+    out = pm.phases(curves, table).set_index("setting")
+    assert 0.4 <= out.loc["s0", "fraction"] <= 0.6 and out.loc["s1", "fraction"] == 0.0
+    assert out.loc["s0", "early_gap"] < 0 < out.loc["s0", "late_gap"]
+    assert out.loc["s0", "interval"] == "percentile bootstrap over seed pairs"
+    gaps = pd.concat([pm.cv.gap_curve(curves, s) for s in ("s0", "s1")], ignore_index=True)
+    fig = map_plots.plot_gap_by_phase(gaps, table)
+    assert len(fig.axes[0].get_lines()) == 3          # two points and the zero line
+    plt.close("all")
