@@ -32,10 +32,13 @@ def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
                 ax.plot(e["layer"], e["dim"], ls=ls, marker=".", color=color,
                         label=f"{task} (top-1 {acc:.1f} %), {energy:.0%}")
         for width in widths:
-            ax.axhline(width, color="#bbbbbb", lw=0.6, zorder=0)
+            ax.axhline(width, color="#888888", lw=0.8, ls=":", zorder=0)
+            ax.annotate(f"w={width}", (1.0, width), xycoords=("axes fraction", "data"),
+                        xytext=(2, 0), textcoords="offset points", fontsize=6, va="center",
+                        color="#666666")
         ax.set_xlabel("teacher block")
         ax.set_ylabel("PCA dimension of the block's tokens")
-        ax.legend(fontsize=6, title="teacher, energy (grey: student widths)", title_fontsize=6)
+        ax.legend(fontsize=6, title="teacher, energy (dotted: student widths)", title_fontsize=6)
         ax.set_title(title or "how many dimensions each teacher's code needs", fontsize=10)
         fig.tight_layout()
     return fig
@@ -162,7 +165,7 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
     norm = plt.matplotlib.colors.LogNorm(ratio["ratio"].min(), ratio["ratio"].max())
     cmap = plt.get_cmap("coolwarm")
     with style():
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharey=True,
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.6), sharey=True,
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
             for setting, g in gap_curves.groupby("setting", sort=False):
@@ -174,7 +177,8 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("fraction of the schedule")
-            ax.legend(fontsize=6, title="mean over seed pairs", title_fontsize=6)
+            ax.legend(fontsize=6, title="mean over seed pairs", title_fontsize=6,
+                      loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)
         axes[0][0].set_ylabel("SoftKD - SpectralKD-Last (pt)\n> 0: alignment behind")
         fig.suptitle(title or "when in training late alignment helps or hurts", fontsize=10)
         fig.tight_layout()

@@ -261,6 +261,23 @@ def _interval(row) -> str:
     return f"{row['estimate']:+.2f} [{row['lo95']:+.2f}, {row['hi95']:+.2f}] pt"
 
 
+def _prediction_words(below: pd.Series, above: pd.Series) -> str:
+    """The prediction (hurts above 1, helps or neutral below) against one cell's reading counts."""
+    if above.sum() == 0:
+        return "no point lies above 1, so the prediction's harmful side is not tested"
+    against = []
+    if below[HURTS]:
+        against.append(f"{below[HURTS]} point(s) below 1 hurt")
+    if above[HELPS]:
+        against.append(f"{above[HELPS]} point(s) above 1 help")
+    if against:
+        return "the prediction fails: " + " and ".join(against)
+    if above[UNCLEAR]:
+        return (f"no point contradicts the prediction, but {above[UNCLEAR]} of the "
+                f"{above.sum()} point(s) above 1 show no clear effect where it predicts harm")
+    return "the prediction (hurts above 1, helps or neutral below) holds at every point"
+
+
 def findings(table: pd.DataFrame, fits: dict, verdicts: pd.DataFrame,
              remedies: pd.DataFrame | None = None) -> list[str]:
     """The notebook's and the docs' sentences about the map, each built from the tables given:
@@ -273,26 +290,12 @@ def findings(table: pd.DataFrame, fits: dict, verdicts: pd.DataFrame,
             continue
         counts = prediction(table, cell)
         below, above = counts.loc["below 1"], counts.loc["above 1"]
-        holds_below = below[HURTS] == 0
-        holds_above = above[HURTS] == above.sum() and above.sum() > 0
         lines.append(
             f"{cell}: {len(rows)} points over mismatch {rows['ratio'].min():.2f}–"
             f"{rows['ratio'].max():.2f}; below 1: {below[HELPS]} help, {below[UNCLEAR]} unclear, "
             f"{below[HURTS]} hurt; above 1: {above[HELPS]} help, {above[UNCLEAR]} unclear, "
             f"{above[HURTS]} hurt (95 % t intervals over seed pairs, each point on its own)")
-        if above.sum() == 0:
-            verdict = "no point lies above 1, so the prediction's harmful side is not tested"
-        elif holds_below and holds_above:
-            verdict = "the prediction (hurts above 1, helps or neutral below) holds at every point"
-        else:
-            fails = []
-            if not holds_below:
-                fails.append(f"{below[HURTS]} point(s) below 1 hurt")
-            if not holds_above:
-                fails.append(f"{above[HELPS]} point(s) above 1 help and {above[UNCLEAR]} show "
-                             "no clear effect")
-            verdict = "the prediction fails where " + "; ".join(fails)
-        lines.append(f"{cell}: {verdict}")
+        lines.append(f"{cell}: {_prediction_words(below, above)}")
         fit = fits.get(cell)
         if fit is not None:
             where = (f"crosses 0 at a mismatch of {fit.ratio:.2f} [{fit.lo:.2f}, {fit.hi:.2f}] "

@@ -198,3 +198,16 @@ def test_phases_read_when_late_alignment_falls_behind():
     fig = map_plots.plot_gap_by_phase(gaps, table)
     assert len(fig.axes[0].get_lines()) == 3          # two points and the zero line
     plt.close("all")
+
+
+def test_the_findings_say_whether_the_prediction_holds_from_the_points():
+    holds = pm.points(*_map(lambda r: 5.0 if r > 1 else -5.0, [0.5, 0.7, 2.0], sd=0.2))
+    fails = pm.points(*_map(lambda r: -5.0 if r > 1 else 5.0, [0.5, 2.0], sd=0.2))
+    for table, words in ((holds, "holds at every point"),
+                         (fails, "the prediction fails: 1 point(s) below 1 hurt and 1 point(s) above 1 help")):
+        lines = pm.findings(table, {"SpectralKD-Last": pm.boundary(table)}, pd.DataFrame(
+            columns=["primary"]))
+        assert any(words in line for line in lines), lines
+    below_only = pm.points(*_map(lambda r: -5.0, [0.5, 0.7], sd=0.2))
+    lines = pm.findings(below_only, {}, pd.DataFrame(columns=["primary"]))
+    assert any("not tested" in line for line in lines)
