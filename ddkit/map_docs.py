@@ -76,11 +76,13 @@ def verdict_rows(data: dict | None) -> list[str]:
 
 def _teachers_markdown(teachers: pd.DataFrame) -> list[str]:
     last = teachers[teachers["layer"] == teachers["layer"].max()]
-    lines = ["| task | teacher | top-1 (%) | epochs | last-block dim at 90 % | at 95 % | width |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | teacher | top-1 (%) | epochs | top-1 rise over the last 3 epochs (pt) | "
+             "last-block dim at 90 % | at 95 % | width |",
+             "|---|---|---|---|---|---|---|---|"]
     for (task, name), g in last.groupby(["task", "teacher"], sort=False):
         dims = g.set_index("energy")["dim"]
         lines.append(f"| {task} | `{name}` | {g['acc1'].iloc[0]:.2f} | {g['epochs'].iloc[0]} | "
+                     f"{g['rise_last3'].iloc[0]:+.2f} | "
                      f"{dims.get(0.9, float('nan')):.1f} | {dims.get(0.95, float('nan')):.1f} | "
                      f"{g['width'].iloc[0]} |")
     return lines

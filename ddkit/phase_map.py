@@ -59,8 +59,9 @@ def teachers(profile: Profile, only: Iterable[str] | None = None,
 def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
     """Each teacher of the map (one per task): its shipped record's final top-1 and epochs, and
     its data-set-level dimension at every block (``mismatch.layer_dims`` at 90 and 95 % energy,
-    on ``n`` class-balanced test images of its task). Rows (task, teacher, acc1, epochs, layer,
-    energy, dim, width)."""
+    on ``n`` class-balanced test images of its task); ``rise_last3``: its top-1 gain over its
+    last three logged epochs (pt; near 0 = plateaued). Rows (task, teacher, acc1, epochs,
+    rise_last3, images, layer, energy, dim, width)."""
     seen, frames = set(), []
     for name, variant in grid.settings(profile).items():
         teacher_cfg, _ = study.teacher_model(variant, progress=False)
@@ -71,10 +72,13 @@ def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
         test_set = build_dataset(variant.data.name, "test", root=variant.data.root)
         x, _ = sample_batch(test_set, n, seed=variant.seeds[0])
         teacher = create_from_config(teacher_cfg, checkpoint=teacher_cfg.checkpoint)
+        acc = study.shipped_teacher_log(teacher_cfg.name)["test_acc1"]
         frames.append(mismatch.layer_dims(teacher, x).assign(
             task=task_label(variant.data.name), teacher=teacher_cfg.name,
-            acc1=record["final_acc1"], epochs=record["epochs"], images=n))
-    cols = ["task", "teacher", "acc1", "epochs", "images", "layer", "energy", "dim", "width"]
+            acc1=record["final_acc1"], epochs=record["epochs"],
+            rise_last3=float(acc.iloc[-1] - acc.iloc[-3]), images=n))
+    cols = ["task", "teacher", "acc1", "epochs", "rise_last3", "images", "layer", "energy", "dim",
+            "width"]
     return pd.concat(frames, ignore_index=True)[cols]
 
 

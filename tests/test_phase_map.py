@@ -97,11 +97,11 @@ def test_map_evidence_is_one_primary_slope_judged_like_a_claim():
     assert claims.judge(pm.map_evidence(helps))["verdict"].iloc[0] == claims.OPPOSITE
 
 
-def test_the_profile_spans_three_tasks_and_five_widths():
+def test_the_profile_spans_three_tasks_and_six_widths():
     table = pm.setting_table(load_profile("phase_map"))
     assert sorted(set(table["task"])) == ["Fashion-MNIST", "mosaic K=10", "mosaic K=100"]
-    assert sorted(set(table["width"])) == [16, 24, 32, 48, 96]
-    assert len(table) == 15
+    assert sorted(set(table["width"])) == [8, 16, 24, 32, 48, 96]
+    assert len(table) == 18
 
 
 # --------------------------------------------------------------------------- remedies

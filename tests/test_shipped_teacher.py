@@ -6,13 +6,19 @@ import pandas as pd
 import pytest
 import torch
 
-from ddkit import study
+from ddkit import store, study, sweep
 from ddkit.config import config_hash, load_profile
 from ddkit.data import build_dataset
 from ddkit.models import SHIPPED_TEACHERS, create_model, model_depth, shipped_teacher
 from ddkit.train import evaluate
 
 SHIPPED = [name for name, t in SHIPPED_TEACHERS.items() if t.weights.exists()]
+# top-1 a shipped teacher must reach on its task (chance: 10 % / 1 %): Fashion-MNIST's ViTs reach
+# about 90 %; a mosaic is labelled by one item among distractors (K = 10) or by two (K = 100)
+FLOOR = {"fashion_mnist": 88.0, "fashion_mosaic_k10": 80.0, "fashion_mosaic_k100": 60.0}
+# the phase map's teachers are a task-complexity dial: their last epochs' rise is reported
+# (docs/results.md, the map's teacher table), not required to be flat
+PLATEAU_REPORTED = ("phase_map",)
 
 
 def test_the_default_teacher_is_shipped():
@@ -29,16 +35,17 @@ def test_shipped_teacher_scores_its_recorded_accuracy(shipped):
     model = create_model(name, pretrained=True)
     untrained_head = bool(record["config"].get("mae"))   # the MAE encoder: its record holds the
     # kNN monitor's top-1 and its head is untrained (the control's premise): 1000 images show it
-    test_set = build_dataset("fashion_mnist", "test", subset=1000 if untrained_head else None,
-                             seed=0)
+    data = record["config"]["data"]
+    test_set = build_dataset(data["name"], "test", subset=1000 if untrained_head else None,
+                             seed=record["config"]["seed"])
     loader = torch.utils.data.DataLoader(test_set, batch_size=500)
     measured = evaluate(model, loader, torch.device("cpu"))["test_acc1"]
     if untrained_head:
         assert measured < 30.0
         return
     assert measured == pytest.approx(record["final_acc1"], abs=0.02)
-    assert record["final_acc1"] >= (70.0 if record["config"]["optim"].get("trainable") == "head"
-                                    else 88.0)
+    probe = record["config"]["optim"].get("trainable") == "head"
+    assert record["final_acc1"] >= (70.0 if probe else FLOOR[data["name"]])
 
 
 def test_shipped_teacher_converged(shipped):
@@ -46,6 +53,12 @@ def test_shipped_teacher_converged(shipped):
     log = study.shipped_teacher_log(name)
     assert len(log) == record["epochs"]
     last = log["test_acc1"].tail(3)
+    if shipped_teacher(name).profile in PLATEAU_REPORTED:   # the committed table reports it
+        folder = store.figure_dir(shipped_teacher(name).profile)
+        table = pd.read_csv(folder / "teachers.csv")
+        reported = table.loc[table["teacher"] == name, "rise_last3"].unique()
+        assert reported == pytest.approx([last.iloc[-1] - last.iloc[0]])
+        return
     assert last.max() - last.min() < 0.5                  # accuracy has plateaued
 
 
@@ -67,7 +80,9 @@ def test_record_names_its_recipe(shipped):
     assert record["hash"] == json.loads(json.dumps(record))["hash"]  # plain data
     # the profile that names this teacher trains exactly the recorded recipe
     profile = load_profile(teacher.profile)
-    recipe = profile.teacher_config()
+    recipe = next(v.teacher_config() for v in sweep.settings(profile).values()
+                  if v.teacher.model.name == name) if profile.probe is None or \
+        name != profile.probe.model.name else profile.teacher_config()
     if profile.probe is not None and name == profile.probe.model.name:   # probed on the encoder
         recipe = profile.probe_config(shipped_teacher(profile.teacher.model.name).weights)
         assert record["hash"] == config_hash(recipe)
