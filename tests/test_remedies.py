@@ -133,15 +133,16 @@ def test_bad_remedy_settings_fail_before_compute():
         validate(wide)
 
 
-@pytest.mark.parametrize("cell", ["LiftKD-Last", "GenKD-Last", "TopPCKD-Last", "PhasedKD-Last"])
+@pytest.mark.parametrize("cell", ["LiftKD-Last", "GenKD-Last", "PhasedKD-Last"])
 def test_each_remedy_trains_from_its_cell(cell):
-    spec = {k: v for k, v in CELLS[cell].items()}
-    run = train(tiny_config(epochs=2, **spec), progress=False)
+    """(TopPCKD-Last trains end to end in the resume test below.)"""
+    phased = cell == "PhasedKD-Last"
+    run = train(tiny_config(epochs=2 if phased else 1, **CELLS[cell]), progress=False)
     records = run.records
     assert all(math.isfinite(r["train_loss"]) for r in records)
     assert records[0]["train_loss_fft"] > 0
-    if cell == "PhasedKD-Last":      # half the schedule with the feature term, half without
-        assert records[1]["train_loss_fft"] < records[0]["train_loss_fft"]
+    if phased:                       # half the schedule with the feature term, half without
+        assert records[1]["train_loss_fft"] == 0 < records[0]["train_loss_fft"]
 
 
 def test_top_pc_resume_keeps_the_fitted_basis(tmp_path, monkeypatch):
@@ -151,6 +152,7 @@ def test_top_pc_resume_keeps_the_fitted_basis(tmp_path, monkeypatch):
         train(cfg, progress=False, root=tmp_path / "resumed")
     assert not RunDir.for_config(cfg, tmp_path / "resumed").is_complete
     resumed = train(cfg, progress=False, root=tmp_path / "resumed")
+    assert all(math.isfinite(r["train_loss"]) and r["train_loss_fft"] > 0 for r in resumed.records)
     a = torch.load(whole.dir.checkpoint, weights_only=False)["trainable"]
     b = torch.load(resumed.dir.checkpoint, weights_only=False)["trainable"]
     assert a.keys() == b.keys()
