@@ -7,6 +7,7 @@ primary variant, so Holm runs within it; effects are oriented so that late align
                    (the official "MAE" case); secondary: SoftKD - ProjectorKD-Last
     C3-MAE-probed  the same with the head fitted by a linear probe: the features are the same,
                    only the logits change, so the pair of rows says where the penalty comes from
+                   (secondary: SoftKD - ProjectorKD-Last)
     C3-long        the supervised teacher over a schedule 4x the default (secondary:
                    SoftKD - SpectralKD-First)
     C3-MAE-long    the MAE teacher (head untrained) over a schedule 4x the default: does the
@@ -45,7 +46,8 @@ N_BOOT = 2000
 CONTROLS = {
     "C3-MAE": (BASE, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")],
                ("SoftKD-MAE", "SpectralKD-Last-MAE")),
-    "C3-MAE-probed": (PROBED, [(True, "SpectralKD-Last")], ("SoftKD-MAE", "SpectralKD-Last-MAE")),
+    "C3-MAE-probed": (PROBED, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")],
+                      ("SoftKD-MAE", "SpectralKD-Last-MAE")),
     "C3-long": (LONG, [(True, "SpectralKD-Last"), (False, "SpectralKD-First")],
                 ("SoftKD", "SpectralKD-Last")),
     "C3-MAE-long": (MAE_LONG, [(True, "SpectralKD-Last")], ("SoftKD-MAE", "SpectralKD-Last-MAE")),
