@@ -283,7 +283,8 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
                  "late alignment is still ahead at the end (never overtaken)"
                  if r["fraction"] == 1 else
                  f"late alignment stops leading at {r['fraction']:.0%} of the schedule")
-        lines.append(f"crossover, {r['setting']} ({r['epochs']} epochs): {where}; fraction "
+        lines.append(f"crossover, {r['setting']}, SoftKD - {r['cell']} ({r['epochs']} epochs): "
+                     f"{where}; fraction "
                      f"{r['fraction']:.0%} [{r['lo95']:.0%}, {r['hi95']:.0%}] ({r['interval']}, "
                      f"n={r['n']})")
     if lengths is not None and len(lengths):
@@ -317,7 +318,7 @@ def official_gap_curves(logs: pd.DataFrame | None = None) -> pd.DataFrame:
     acc = _official_acc(logs)
     parts = []
     for soft, aligned in (("SoftKD", "SpectralKD-Last"), ("SoftKD-500ep", "SpectralKD-Last-500ep"),
-                          ("SoftKD-MAE", "SpectralKD-Last-MAE")):
+                          ("SoftKD-MAE", "SpectralKD-Last-MAE"), ("SoftKD", "SpectralKD-First")):
         gap = (acc[soft] - acc[aligned]).dropna()
         parts.append(pd.DataFrame({"run": aligned, "epoch": gap.index,
                                    "fraction": (gap.index + 1) / len(gap),
