@@ -519,8 +519,9 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     control_runs = pd.read_csv(runs_csv) if runs_csv.is_file() else None
     control_table = control_verdicts.verdicts(control_runs) if control_runs is not None else None
     phase_map = map_docs.load(figures, control_runs)
+    remedy_table = phase_map["remedies"] if phase_map else map_docs.remedies(control_runs)
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
-                                        control_table, map_docs.verdict_rows(phase_map))
+                                        control_table, map_docs.verdict_rows(phase_map, remedy_table))
     out["phase_map"] = map_docs.map_markdown(phase_map)
     out["costs"] = costs_markdown(pd.read_csv(times_csv) if times_csv.is_file() else None,
                                   control_runs, phase_map["results"] if phase_map else None)
