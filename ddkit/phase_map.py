@@ -319,7 +319,8 @@ def findings(table: pd.DataFrame, fits: dict, verdicts: pd.DataFrame,
         for setting, g in remedies.groupby("setting", sort=False):
             parts = [f"{r['remedy']} {_interval(r)} ({r['reading']})" for r in g.to_dict("records")]
             won = list(g.loc[g["counts"], "remedy"])
-            lines.append(f"remedies in {setting!r} (SoftKD - remedy, n = {int(g['n'].max())}, "
+            lines.append(f"remedies, {g['claim'].iloc[0]} (setting {setting!r}; SoftKD - remedy, "
+                         f"n = {int(g['n'].max())}, "
                          f"Holm over {len(g)}): " + "; ".join(parts) + ". "
                          + (f"Count: {', '.join(won)}." if won else "None counts."))
     return lines
