@@ -274,6 +274,7 @@ def test_maxmin_hand_worked():
 # ----------------------------------------------------------------------------- independent references
 
 CLAIMS_CSV = Path(__file__).resolve().parent.parent / "figures" / "claims_table.csv"
+PILOT_CSV = CLAIMS_CSV.with_name("pilot_sd.csv")
 
 
 def _sd_ratio_density(df: float, top: float, n: int = 100_001) -> tuple[np.ndarray, np.ndarray]:
@@ -341,8 +342,10 @@ def test_holm_equals_statsmodels():
 def test_committed_claims_table_follows_from_its_own_numbers():
     """figures/claims_table.csv is not recomputed here (its inputs are the training runs and the
     teacher's bootstrap), but its Holm columns follow from its raw p-values, and every paired-t
-    row's p-values, 90 % bounds, MDE and power from its estimate, 95 % interval, n and SESOI."""
+    row's p-values, 90 % bounds and MDE from its estimate, 95 % interval, n and SESOI, and its
+    power from the SESOI at the SD its ``power_basis`` names (the pilot's, or the observed)."""
     table = pd.read_csv(CLAIMS_CSV)
+    pilot = pd.read_csv(PILOT_CSV).set_index(["claim", "variant"])["sd"]
     for _, family in table.groupby(["claim", "kind", "family"], sort=False):   # primaries apart
         for slot in ("support", "opposite", "sesoi"):
             np.testing.assert_allclose(holm(family[f"p_{slot}"].to_numpy(float)),
@@ -355,20 +358,22 @@ def test_committed_claims_table_follows_from_its_own_numbers():
         se = (r.hi95 - r.lo95) / (2 * t_quantile(0.975, df))
         q90 = t_quantile(0.95, df)
         want = {"lo90": est - q90 * se, "hi90": est + q90 * se, "mde": mde_shift(df) * se}
+        # power at the replicate SD fixed before the data (figures/pilot_sd.csv) where the row
+        # says so, else at the observed spread; everything else at the observed spread
+        planned = r.power_basis.startswith("planned SD")
+        assert planned == ((r.claim, r.variant) in pilot.index), (r.variant, r.power_basis)
+        se_power = pilot[(r.claim, r.variant)] / math.sqrt(r.n) if planned else se
         if r.kind == "directional":
             want |= {"p_support": t_sf(est / se, df), "p_opposite": t_sf(-est / se, df),
                      "p_sesoi": t_sf((d - est) / se, df)}
-            power = t_power(d / se, df, 0.025)
+            power = t_power(d / se_power, df, 0.025)
         elif r.kind == "equivalence":
             want |= {"p_support": max(t_sf((est + d) / se, df), t_sf((d - est) / se, df)),
                      "p_opposite": min(t_sf((est - d) / se, df), t_sf((-d - est) / se, df))}
-            power = tost_power(d / se, df, 0.05)
+            power = tost_power(d / se_power, df, 0.05)
         else:
             want |= {"p_support": t_sf((d - est) / se, df), "p_opposite": t_sf((est - d) / se, df)}
-            power = t_power(d / se, df, 0.05)
+            power = t_power(d / se_power, df, 0.05)
         for col, value in want.items():
             assert getattr(r, col) == pytest.approx(float(value), rel=1e-9, abs=1e-12), (r.variant, col)
-        # the committed powers came from the former quadrature over the sample SD, off by up to
-        # 2e-9 (t) and 1.4e-6 (TOST, 3 seeds); the library values agree with mpmath to 1e-15
-        tol = 2e-6 if r.kind == "equivalence" else 1e-8
-        assert r.power == pytest.approx(float(power), abs=tol), (r.variant, "power")
+        assert r.power == pytest.approx(float(power), abs=1e-9), (r.variant, "power")
