@@ -427,7 +427,11 @@ def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None,
             setting = _control_setting(r, "MAE teacher, head untrained")
             lines.append(f"| {r['claim']} | late alignment is negative transfer ({setting}) | "
                          f"{r['reading']}: {fmt(r['estimate'])} {_ci(r)} pt, n = {r['n']} |")
-    return "\n".join([*lines, *more]) + "\n"
+    note = ("\nEach row is the headline of a claim's pre-declared primary variant(s), Holm within "
+            "the claim; none is exploratory. The exploratory results (the scale sweep's settings "
+            "other than `base`, the paper-shaped regime search, the phase map's single points) are "
+            "marked so in `docs/results.md`, beside every row's interval, power and design flag.")
+    return "\n".join([*lines, *more, note]) + "\n"
 
 
 def controls_markdown(results: pd.DataFrame, table: pd.DataFrame,
