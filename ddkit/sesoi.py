@@ -38,7 +38,7 @@ C1_FRACTION = 0.25   # of the official SoftKD student's U depth at its best chec
 C2_PER_CHANNEL = 0.10  # of the width: effective rank / C and PCA dims / C lie in (0, 1]
 C4_LOG_FRACTION = 0.5  # of the paper's log last/first loss ratio
 C4_COSINE = 0.10     # token cosine, range [-1, 1]; the paper gives no number
-C5_FRACTION = 0.5    # of the paper's early cell - SoftKD gap at its epoch 9 of 300
+C5_FRACTION = 0.5    # of the paper's early cell - SoftKD gap over its early window
 C6_FRACTION = 0.5    # of the paper's SpectralKD-Last - SoftKD entropy drops
 
 
