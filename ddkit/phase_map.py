@@ -315,6 +315,16 @@ def findings(table: pd.DataFrame, fits: dict, verdicts: pd.DataFrame,
     for r in verdicts[verdicts["primary"].astype(bool)].to_dict("records"):
         lines.append(f"{r['claim']} ({r['variant']}): verdict {r['verdict']}; power "
                      f"{r['power']:.0%} at the SESOI {r['sesoi']:.3g} pt per doubling")
+    hurting = hurting_settings(table)
+    tried = set() if remedies is None or not len(remedies) else set(remedies["setting"])
+    untried = [s for s in hurting if s not in tried]
+    if not hurting:
+        lines.append("remedies: no map point is negative transfer (no SpectralKD-Last interval "
+                     "above 0), so none runs on the map")
+    elif untried:
+        lines.append(f"remedies: not yet run where the map says late alignment hurts: "
+                     f"{', '.join(untried)} (add the remedy cells to these settings in the "
+                     f"profile and train them)")
     if remedies is not None and len(remedies):
         for setting, g in remedies.groupby("setting", sort=False):
             parts = [f"{r['remedy']} {_interval(r)} ({r['reading']})" for r in g.to_dict("records")]

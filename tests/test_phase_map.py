@@ -211,3 +211,18 @@ def test_the_findings_say_whether_the_prediction_holds_from_the_points():
     below_only = pm.points(*_map(lambda r: -5.0, [0.5, 0.7], sd=0.2))
     lines = pm.findings(below_only, {}, pd.DataFrame(columns=["primary"]))
     assert any("not tested" in line for line in lines)
+    assert any("no map point is negative transfer" in line for line in lines)
+
+
+def test_the_findings_name_hurting_points_where_no_remedy_ran():
+    table = pm.points(*_map(lambda r: 5.0 if r > 1 else -5.0, [0.5, 2.0], sd=0.2))
+    hurting = pm.hurting_settings(table)
+    assert len(hurting) == 1
+    lines = pm.findings(table, {}, pd.DataFrame(columns=["primary"]))
+    assert any(line.startswith("remedies: not yet run") and hurting[0] in line for line in lines)
+    tried = pd.DataFrame([{"setting": hurting[0], "claim": f"R-{hurting[0]}", "remedy": "LiftKD-Last",
+                           "estimate": 0.1, "lo95": -1.0, "hi95": 1.2, "reading": "removes the penalty",
+                           "n": 5, "counts": True}])
+    lines = pm.findings(table, {}, pd.DataFrame(columns=["primary"]), tried)
+    assert not any(line.startswith("remedies: not yet run") for line in lines)
+    assert any("Count: LiftKD-Last" in line for line in lines)
