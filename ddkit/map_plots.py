@@ -81,6 +81,8 @@ def plot_effect_vs_mismatch(points: pd.DataFrame, fits: dict, title: str | None 
             ax.axhline(0, color="k", lw=0.8)
             ax.axvline(1, color="k", lw=0.8, ls=":", label="predicted boundary (mismatch 1)")
             ax.set_xscale("log", base=2)
+            # the points' range: a wide Fieller interval runs off the axis (its legend gives it)
+            ax.set_xlim(rows["ratio"].min() / 1.4, rows["ratio"].max() * 1.4)
             ax.set_xlabel("mismatch: teacher dim (95 %) / student width")
             ax.set_title(f"SoftKD - {cell}", fontsize=9)
             ax.legend(fontsize=6, title=f"points: {T_BAND};\nnumbers: student width",
