@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_metrics import make_feats  # noqa: E402
 
-from ddkit import evidence, metrics  # noqa: E402
-from ddkit.dynamics import layer_metrics  # noqa: E402
+from ddkit.signals import metrics  # noqa: E402
+from ddkit.signals.dynamics import layer_metrics  # noqa: E402
+from ddkit.verdicts import evidence  # noqa: E402
 
 
 def recompute(feats: torch.Tensor, index: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """ddkit's distillation step against the bare work it wraps, timed in one run.
 
 bare  = teacher forward (no grad) + student forward + cross-entropy backward + AdamW step
-ddkit = ddkit.train.train_step on the SoftKD + SpectralKD First+Last task: teacher and student
+ddkit = ddkit.runs.train.train_step on the SoftKD + SpectralKD First+Last task: teacher and student
         through forward_intermediates, the full loss with its parts, NaN check, AdamW step
 
 Both loops see the same batch and alternate in rounds (bare, ddkit, bare, ...) so drifts of the
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ddkit.config import ModelConfig, load_profile, replace
-from ddkit.train import _autocast, build_task, train_step
+from ddkit.core.config import ModelConfig, load_profile, replace
+from ddkit.runs.train import _autocast, build_task, train_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATEN = torch.ops.aten

@@ -15,7 +15,7 @@ import time
 import timm
 import torch
 
-import ddkit.models  # noqa: F401  (registers the kit's presets with timm)
+import ddkit.core.models  # noqa: F401  (registers the kit's presets with timm)
 
 
 def step_seconds(name: str, patch: int, train: bool, x: torch.Tensor, reps: int) -> float:

@@ -1,4 +1,4 @@
-"""Time ddkit.metrics against the loop-form numpy reference on the paper's analysis shape, and
+"""Time ddkit.signals.metrics against the loop-form numpy reference on the paper's analysis shape, and
 against the machine's memory bandwidth.
 
     .venv/bin/python benchmarks/bench_metrics.py [--device cpu|cuda] [--shape 24 32 384 14 14]
@@ -11,7 +11,7 @@ be shared: the load average is recorded). The bandwidth is the best of --repeat 
 tensor twice the features' size (bytes read + bytes written per second, torch's threads);
 a metric that reads the features once can take no less than ``bytes / bandwidth``: the table
 gives each metric's achieved bytes/s (feature bytes / time) and its time ÷ that bound. The
-token entropy is timed on both of its CPU paths (the C kernel of ddkit.native and the torch
+token entropy is timed on both of its CPU paths (the C kernel of ddkit.signals.native and the torch
 passes, ``DDKIT_NATIVE=0``). Prints a Markdown table and writes it to
 benchmarks/results/metrics_<device>.md.
 """
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import reference_metrics as ref  # noqa: E402
 
-from ddkit import metrics, native  # noqa: E402
+from ddkit.signals import metrics, native  # noqa: E402
 
 
 def make_feats(shape: list[int], device: str, seed: int = 0) -> torch.Tensor:

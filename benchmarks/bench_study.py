@@ -22,15 +22,15 @@ together. Variants (``--skip`` drops some by name):
                  one AdamW over the stacked weights; each seed keeps its own subset and batches
   pool           --workers one-thread worker processes (default: one per core), each training
                  a different run, DataLoader
-  pool + tensor  the same with tensor data: what ddkit.study.student_runs does now
+  pool + tensor  the same with tensor data: what ddkit.studies.study.student_runs does now
 
-End to end (``--e2e-epochs``, 0 skips it): ``ddkit.study.student_runs`` itself on the SoftKD and
+End to end (``--e2e-epochs``, 0 skips it): ``ddkit.studies.study.student_runs`` itself on the SoftKD and
 SpectralKD-Last cells, seeds 0 and 1, cut to that many epochs, from an empty run folder (teacher
 passes, checkpoints, worker start-up included), with ``workers=1`` (today: one process, all
 cores' threads) and then with the default pool.
 
 The step breakdown (forward incl. loss / backward / optimizer / the rest: batch, teacher lookup,
-Python) comes from an instrumented copy of ``ddkit.train.train_step`` on a few extra steps.
+Python) comes from an instrumented copy of ``ddkit.runs.train.train_step`` on a few extra steps.
 Prints Markdown tables and writes them to benchmarks/results/study_<device>.md. Run it through
 benchmarks/quiet.sh to pause the background training while measuring.
 """
@@ -48,12 +48,11 @@ from pathlib import Path
 
 import torch
 
-from ddkit import study
-from ddkit.config import RunConfig, load_profile, replace
-from ddkit.data import build_dataset
-from ddkit.parallel import cores
-from ddkit.teacher_cache import IndexedDataset
-from ddkit.train import (
+from ddkit.core.config import RunConfig, load_profile, replace
+from ddkit.core.data import build_dataset
+from ddkit.runs.parallel import cores
+from ddkit.runs.teacher_cache import IndexedDataset
+from ddkit.runs.train import (
     _autocast,
     _in_memory,
     _loader,
@@ -64,6 +63,7 @@ from ddkit.train import (
     evaluate,
     train_step,
 )
+from ddkit.studies import study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = ("SoftKD", "SpectralKD-Last", "ProjectorKD-Last")
@@ -79,7 +79,7 @@ _teacher_outputs: dict = {}  # one copy of each shared teacher pass per process
 
 
 class RunSlices:
-    """One run's training state, trained a few steps at a time the way ddkit.train.train does
+    """One run's training state, trained a few steps at a time the way ddkit.runs.train.train does
     (same task, optimizer, scheduler, data order, shared teacher pass, train_step, evaluate)."""
 
     def __init__(self, cfg: RunConfig, device: torch.device, tensor_data: bool,
@@ -138,7 +138,7 @@ class RunSlices:
         return x, y, teacher_out
 
     def train_steps(self, n: int) -> float:
-        """Seconds for ``n`` training steps (ddkit.train.train_step)."""
+        """Seconds for ``n`` training steps (ddkit.runs.train.train_step)."""
         self.task.train()
         began = time.perf_counter()
         for _ in range(n):
@@ -149,7 +149,7 @@ class RunSlices:
         return time.perf_counter() - began
 
     def evaluate(self, n: int) -> float:
-        """Seconds for ``n`` test batches through ddkit.train.evaluate."""
+        """Seconds for ``n`` test batches through ddkit.runs.train.evaluate."""
         began = time.perf_counter()
         evaluate(self.task.student, self._eval_batches(n), self.device,
                  autocast=lambda: _autocast(self.cfg, self.device))
@@ -368,8 +368,8 @@ def end_to_end(profile, epochs: int, workers: int) -> str:
     (workers=1) then the pool; a Markdown table."""
     import tempfile
 
-    from ddkit import parallel
-    from ddkit.config import replace as replace_profile
+    from ddkit.core.config import replace as replace_profile
+    from ddkit.runs import parallel
     short = replace_profile(profile, **{"student.optim.epochs": epochs})
     rows, walls = [], {}
     for label, w in (("today: workers=1 (one process)", 1), (f"pool: workers={workers}", workers)):

@@ -34,8 +34,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from ddkit.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
-from ddkit.config import (
+from ddkit.core.config import (
     DEVICES,
     FEATURE_KINDS,
     KD_KINDS,
@@ -48,11 +47,12 @@ from ddkit.config import (
     replace,
     to_dict,
 )
-from ddkit.models import ModelInputError
-from ddkit.parallel import RunsFailed
-from ddkit.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
-from ddkit.store import RUNS_ENV, RunBusyError, RunDir, runs_root, write_text
-from ddkit.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
+from ddkit.core.models import ModelInputError
+from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
+from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
+from ddkit.runs.parallel import RunsFailed
+from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, runs_root, write_text
+from ddkit.runs.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 ANALYZE_HELP = """\
@@ -314,7 +314,7 @@ def _discard(cfg) -> None:
 
 
 def _teacher(profile: Profile, force: bool):
-    from ddkit.study import teacher_model  # lazy: keeps `ddkit --help` fast (study pulls pandas and scipy)
+    from ddkit.studies.study import teacher_model  # lazy: keeps `ddkit --help` fast (study pulls pandas and scipy)
     if force and profile.teacher_source == "train":
         _discard(profile.teacher_config())
     return teacher_model(profile)
@@ -410,7 +410,7 @@ def _profiles(_args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from ddkit.study import ship_teacher  # lazy: keeps `ddkit --help` fast (study pulls pandas and scipy)
+    from ddkit.studies.study import ship_teacher  # lazy: keeps `ddkit --help` fast (study pulls pandas and scipy)
     profile = _profile(args)
     run = load_run(args.run_dir) if args.run_dir else None
     if args.unfinished and run is None:
@@ -421,7 +421,7 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from ddkit import report  # lazy: keeps `ddkit --help` fast (report pulls pandas and scipy)
+    from ddkit.publish import report  # lazy: keeps `ddkit --help` fast (report pulls pandas and scipy)
     if args.model and (args.teacher or args.student):
         raise ConfigError("give one MODEL, or --teacher and --student, not both")
     if bool(args.teacher) != bool(args.student):
@@ -451,7 +451,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from ddkit import controls, grid, nb, phase_map  # lazy: `ddkit --help` stays fast (pandas)
+    from ddkit import nb  # lazy: `ddkit --help` stays fast (pandas)
+    from ddkit.studies import controls, grid, phase_map  # lazy: `ddkit --help` stays fast (pandas)
     profile = _profile(args)
     executor = _executor(args)       # a bad executor setting stops here, before any training
     if executor.kind == "slurm" and not (args.publish_only or args.teachers_only):

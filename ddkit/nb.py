@@ -14,14 +14,14 @@ import torch
 from IPython import get_ipython
 from IPython.display import Image, display
 
-from ddkit import readme
-from ddkit.claims import VERDICTS
-from ddkit.config import ConfigError, Profile, load_profile, profile_names
-from ddkit.data import find_fashion_mnist
-from ddkit.mosaic import MOSAICS
-from ddkit.plots import SAVE_DPI, plt, save_figure  # plots sets the backend before pyplot
-from ddkit.store import figure_dir as store_figure_dir
-from ddkit.store import write_text
+from ddkit.core.config import ConfigError, Profile, load_profile, profile_names
+from ddkit.core.data import find_fashion_mnist
+from ddkit.core.mosaic import MOSAICS
+from ddkit.publish import readme
+from ddkit.publish.plots import SAVE_DPI, plt, save_figure  # plots sets the backend before pyplot
+from ddkit.runs.store import figure_dir as store_figure_dir
+from ddkit.runs.store import write_text
+from ddkit.verdicts.claims import VERDICTS
 
 _NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 

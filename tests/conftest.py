@@ -6,9 +6,9 @@ import contextlib
 import pytest
 import torch
 
-import ddkit.train as train_mod
-from ddkit.config import DataConfig, DistillConfig, ModelConfig, OptimConfig, RunConfig
-from ddkit.losses import DistillationLoss
+import ddkit.runs.train as train_mod
+from ddkit.core.config import DataConfig, DistillConfig, ModelConfig, OptimConfig, RunConfig
+from ddkit.core.losses import DistillationLoss
 
 TINY_STUDENT = ModelConfig(name="ddkit_vit_student_fmnist",
                            kwargs={"embed_dim": 16, "depth": 2, "num_heads": 2})

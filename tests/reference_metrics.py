@@ -1,4 +1,4 @@
-"""Loop-form numpy references for ddkit.metrics, written straight from docs/design.md §2.
+"""Loop-form numpy references for ddkit.signals.metrics, written straight from docs/design.md §2.
 
 Slow on purpose: one layer (and, where the definition is per token, one token) at a time,
 float64 wherever the definition allows. Token entropy histograms the data in its own dtype

@@ -9,8 +9,8 @@ from conftest import tiny_config
 from PIL import Image
 
 from ddkit import cli
-from ddkit.dynamics import COLUMNS
-from ddkit.train import train
+from ddkit.runs.train import train
+from ddkit.signals.dynamics import COLUMNS
 
 METRICS = {"token_entropy", "token_entropy_per_layer", "spectrum_intensity",
            "activation_magnitude", "intensity_over_magnitude", "gradient_magnitude",

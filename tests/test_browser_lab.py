@@ -20,10 +20,10 @@ import nbformat
 import pytest
 from lab_browser import Browser, Lab, missing_browser
 
-from ddkit import pipeline
-from ddkit.config import load_profile
+from ddkit.core.config import load_profile
 from ddkit.nb import figure_dir
-from ddkit.store import REPO_ROOT, runs_root
+from ddkit.publish import pipeline
+from ddkit.runs.store import REPO_ROOT, runs_root
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None,
                                 reason=f"browser test: {missing_browser()}")

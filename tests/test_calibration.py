@@ -14,8 +14,9 @@ import math
 import numpy as np
 import pytest
 
-from ddkit import evidence
-from ddkit.claims import (
+from ddkit.core.config import load_profile
+from ddkit.verdicts import evidence
+from ddkit.verdicts.claims import (
     ABSENT,
     DIRECTIONAL,
     EQUIVALENCE,
@@ -27,8 +28,7 @@ from ddkit.claims import (
     pvalues,
     u_depth,
 )
-from ddkit.config import load_profile
-from ddkit.stats import Replicates, TDist, holm, t_power, t_quantile, tost_power
+from ddkit.verdicts.stats import Replicates, TDist, holm, t_power, t_quantile, tost_power
 
 R = 20_000  # simulated studies per condition
 PROFILE = load_profile("default")

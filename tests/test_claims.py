@@ -1,4 +1,4 @@
-"""ddkit.claims: every rule reaches each of its verdicts from constructed numbers, Holm acts within
+"""ddkit.verdicts.claims: every rule reaches each of its verdicts from constructed numbers, Holm acts within
 a claim, the headline follows the primary variant(s), and the table says why."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ddkit import claims as claims_module
-from ddkit.claims import (
+from ddkit.verdicts import claims as claims_module
+from ddkit.verdicts.claims import (
     ABSENT,
     ALPHA_SESOI,
     ALPHA_SIGN,
@@ -33,7 +33,7 @@ from ddkit.claims import (
     pvalues,
     u_depth,
 )
-from ddkit.stats import Replicates, TDist, holm, t_quantile
+from ddkit.verdicts.stats import Replicates, TDist, holm, t_quantile
 
 DELTA = Sesoi(0.2, "test SESOI")
 BASE = np.array([76.99, 77.10, 76.85, 77.02, 76.91, 77.20, 76.80, 77.05, 76.95, 77.12])
@@ -288,7 +288,7 @@ def test_no_printed_interval_contradicts_its_verdict(path):
     say, and the verdict differs from it only where ``holm_changed`` says so."""
     from pathlib import Path
 
-    from ddkit.tables import read_table
+    from ddkit.core.tables import read_table
     table = read_table(Path(__file__).resolve().parent.parent / path)
     for row in table.to_dict("records"):
         where = f"{row.get('setting', '')} {row['claim']} {row['variant']}"
@@ -327,7 +327,7 @@ def test_paper_compatibility_by_hand(paper, expected):
 def test_the_sweeps_mark_every_setting_but_the_base_exploratory():
     from pathlib import Path
 
-    from ddkit.tables import read_table
+    from ddkit.core.tables import read_table
     root = Path(__file__).resolve().parent.parent / "figures"
     for path in (root / "scale_sweep.csv", root / "paper_shaped" / "scale_sweep.csv"):
         table = read_table(path)

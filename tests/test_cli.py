@@ -11,8 +11,8 @@ import torch
 from conftest import interrupted_at_epoch, nan_loss_after_steps
 
 from ddkit import cli
-from ddkit.config import ConfigError, load_profile, parse_override
-from ddkit.store import RunDir
+from ddkit.core.config import ConfigError, load_profile, parse_override
+from ddkit.runs.store import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PROFILE = (

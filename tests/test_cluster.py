@@ -1,4 +1,4 @@
-"""ddkit.cluster against a real Slurm: a one-node cluster on localhost (munged, slurmctld and
+"""ddkit.runs.cluster against a real Slurm: a one-node cluster on localhost (munged, slurmctld and
 slurmd from Debian's slurm-wlm and munge, a generated slurm.conf with 2 CPUs and a partition
 ``debug``) runs a job array of smoke-sized runs, requeues a task preempted with USR2 (submitit's
 signal) and the run resumes from its checkpoint, ending with the weights of an uninterrupted
@@ -33,14 +33,16 @@ from conftest import tiny_config
 from safetensors.torch import load_file
 from submitit.core.utils import pickle_load
 
-from ddkit import cli, cluster, grid, parallel, study
+from ddkit import cli
 from ddkit.cli import build_parser, main
-from ddkit.cluster import EXECUTOR_ENV, ClusterError, Executor, check_slurm, train_array
-from ddkit.config import load_profile, replace
-from ddkit.progress import ENV as PROGRESS_ENV
-from ddkit.store import RunDir
-from ddkit.study import student_config, teacher_model
-from ddkit.train import train
+from ddkit.core.config import load_profile, replace
+from ddkit.runs import cluster, parallel
+from ddkit.runs.cluster import EXECUTOR_ENV, ClusterError, Executor, check_slurm, train_array
+from ddkit.runs.progress import ENV as PROGRESS_ENV
+from ddkit.runs.store import RunDir
+from ddkit.runs.train import train
+from ddkit.studies import grid, study
+from ddkit.studies.study import student_config, teacher_model
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sinfo", "sbatch", "squeue", "scancel", "scontrol", "srun")

@@ -2,7 +2,7 @@
 import pytest
 from conftest import TINY_TEACHER, tiny_config
 
-from ddkit.config import (
+from ddkit.core.config import (
     ConfigError,
     DataConfig,
     ModelConfig,
@@ -117,7 +117,7 @@ def test_profile_overrides_are_validated():
 
 
 def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
-    from ddkit.sweep import settings
+    from ddkit.studies.sweep import settings
     p = load_profile("default")
     variants = settings(p)
     assert variants["base"] is p and len(variants) == 1 + len(p.sweep)

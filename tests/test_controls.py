@@ -9,12 +9,13 @@ import reference_metrics as ref
 import timm
 import torch
 
-from ddkit import control_verdicts as cv
-from ddkit import grid, mismatch
-from ddkit.claims import OPPOSITE, decide, pvalues
-from ddkit.hooks import block_features
-from ddkit.mae import MaskedAutoencoder, patchify
-from ddkit.stats import TDist
+from ddkit.core.hooks import block_features
+from ddkit.core.mae import MaskedAutoencoder, patchify
+from ddkit.signals import mismatch
+from ddkit.studies import control_verdicts as cv
+from ddkit.studies import grid
+from ddkit.verdicts.claims import OPPOSITE, decide, pvalues
+from ddkit.verdicts.stats import TDist
 
 PAIR_SD = 1.0   # pt, SD of a seed pair's gap in the simulated studies (the default pair's: 0.3-0.7)
 
@@ -143,7 +144,7 @@ def test_missing_tables_name_the_command(tmp_path):
 
 
 def test_every_control_setting_plans_distinct_runs():
-    from ddkit.config import load_profile
+    from ddkit.core.config import load_profile
     names = grid.names(load_profile("controls"))
     settings = {key[0] for key in names.values()}
     assert {cv.BASE, cv.PROBED, cv.LONG} <= settings

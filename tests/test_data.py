@@ -1,4 +1,4 @@
-"""Tests for ddkit.data: IDX reading, Fashion-MNIST lookup, balanced subsets, data sets."""
+"""Tests for ddkit.core.data: IDX reading, Fashion-MNIST lookup, balanced subsets, data sets."""
 import gzip
 import struct
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ddkit import data
-from ddkit.data import (
+from ddkit.core import data
+from ddkit.core.data import (
     DATASETS,
     DatasetNotFoundError,
     balanced_subset,
@@ -244,7 +244,7 @@ def test_official_recipe_augments_fashion_mnist_reproducibly():
     import numpy as np
     import torch
 
-    from ddkit.data import build_dataset
+    from ddkit.core.data import build_dataset
 
     def draw(seed):
         random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
@@ -261,6 +261,6 @@ def test_official_recipe_augments_fashion_mnist_reproducibly():
 def test_unknown_augment_recipe_is_refused():
     from conftest import tiny_config
 
-    from ddkit.config import ConfigError, replace, validate
+    from ddkit.core.config import ConfigError, replace, validate
     with pytest.raises(ConfigError, match="data.augment"):
         validate(replace(tiny_config(), **{"data.augment": "heavy"}))

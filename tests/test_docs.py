@@ -66,6 +66,6 @@ def test_no_reference_outside_the_repository():
 
 
 def test_runs_env_is_documented():
-    from ddkit.store import RUNS_ENV
+    from ddkit.runs.store import RUNS_ENV
     assert RUNS_ENV in (ROOT / "docs" / "design.md").read_text()
     assert RUNS_ENV in (ROOT / "README.md").read_text()

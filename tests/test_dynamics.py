@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from ddkit import dynamics, metrics
-from ddkit.data import build_dataset
-from ddkit.hooks import block_features
-from ddkit.models import create_model
-from ddkit.store import save_weights
+from ddkit.core.data import build_dataset
+from ddkit.core.hooks import block_features
+from ddkit.core.models import create_model
+from ddkit.runs.store import save_weights
+from ddkit.signals import dynamics, metrics
 
 METRICS = {"token_entropy", "token_entropy_per_layer", "spectrum_intensity",
            "activation_magnitude", "intensity_over_magnitude", "gradient_magnitude",

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from ddkit import evidence, metrics
-from ddkit.claims import OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS
-from ddkit.dynamics import layer_metrics
-from ddkit.models import create_model
+from ddkit.core.models import create_model
+from ddkit.signals import metrics
+from ddkit.signals.dynamics import layer_metrics
+from ddkit.verdicts import evidence
+from ddkit.verdicts.claims import OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS
 
 SEEDS10, SEEDS3 = list(range(10)), [0, 1, 2]
 U = np.array([2.0, 1.5, 1.4, 2.6])          # a U over 4 layers
@@ -261,7 +262,7 @@ def test_gaussian_intensity_over_magnitude_matches_simulation():
 
 
 def test_accuracy_summary_pairs_on_common_seeds():
-    from ddkit.study import accuracy_summary
+    from ddkit.studies.study import accuracy_summary
     acc = pd.DataFrame([{"run": run, "seed": s, "final_acc1": base + 0.1 * s}
                         for run, seeds, base in (("SoftKD", SEEDS10, 80.0), ("no-KD", SEEDS3, 78.0))
                         for s in seeds])
@@ -304,5 +305,5 @@ def test_pca_dims_are_fractional_so_a_c2_interval_cannot_collapse_on_an_integer(
     dims = evidence.layer_metrics_resampled(f, counts)["pca_dims"]            # [R, L]
     assert (np.abs(dims - np.round(dims)) > 1e-6).any() and np.ptp(dims[:, 0]) > 0.05
     full = evidence.layer_metrics_resampled(f, np.ones((1, 30)))["pca_dims"][0]
-    from ddkit import metrics
+    from ddkit.signals import metrics
     np.testing.assert_allclose(full, metrics.pca_dims(list(f), 0.9, fractional=True).numpy(), rtol=1e-6)

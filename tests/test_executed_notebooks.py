@@ -8,9 +8,9 @@ import base64
 import nbformat
 import pytest
 
-from ddkit import pipeline
 from ddkit.nb import FIGURE_KEY
-from ddkit.store import FIGURES
+from ddkit.publish import pipeline
+from ddkit.runs.store import FIGURES
 
 REGENERATE = "run ./run_all.sh to regenerate notebooks/executed/"
 

@@ -7,12 +7,12 @@ import timm
 import torch
 from conftest import tiny_config
 
-import ddkit.train as train_mod
-from ddkit.config import ConfigError, load_profile
-from ddkit.hooks import FeatureRecorder, block_features
-from ddkit.models import NotViTLikeError, WeightsFileError, create_model
-from ddkit.store import RunDir, RunFileError
-from ddkit.train import load_run, train
+import ddkit.runs.train as train_mod
+from ddkit.core.config import ConfigError, load_profile
+from ddkit.core.hooks import FeatureRecorder, block_features
+from ddkit.core.models import NotViTLikeError, WeightsFileError, create_model
+from ddkit.runs.store import RunDir, RunFileError
+from ddkit.runs.train import load_run, train
 
 # --------------------------------------------------------------------------- feature grids
 
@@ -124,7 +124,7 @@ def test_broken_summary_json_names_the_file(finished_run, runs_dir):
 
 
 def test_truncated_teacher_cache_names_the_file(tmp_path):
-    from ddkit.teacher_cache import load_or_compute
+    from ddkit.runs.teacher_cache import load_or_compute
     path = tmp_path / "teacher-cache" / "key.pt"
     path.parent.mkdir()
     torch.save({"logits": torch.zeros(8, 10), "feats": {"0": torch.zeros(8, 4, 2, 2)}}, path)
@@ -142,7 +142,7 @@ def test_truncated_teacher_cache_names_the_file(tmp_path):
 
 
 def test_truncated_weights_file_for_create_model(tmp_path):
-    from ddkit.store import save_weights
+    from ddkit.runs.store import save_weights
     path = tmp_path / "w.safetensors"
     save_weights(path, create_model("ddkit_vit_student_fmnist", depth=1).state_dict())
     with pytest.raises(WeightsFileError, match=rf"{path}: does not fit VisionTransformer"):

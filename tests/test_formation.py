@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit import formation
+from ddkit.studies import formation
 
 
 def _tidy(profiles: dict[tuple[str, int, int], list[float]]) -> pd.DataFrame:

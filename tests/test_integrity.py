@@ -17,12 +17,12 @@ from conftest import interrupted_at_epoch, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ddkit.train as train_mod
+import ddkit.runs.train as train_mod
 from ddkit import cli
-from ddkit.config import ConfigError, Profile, load_profile, replace
-from ddkit.models import create_model
-from ddkit.store import RunBusyError, RunDir, RunFileError, run_lock
-from ddkit.train import train
+from ddkit.core.config import ConfigError, Profile, load_profile, replace
+from ddkit.core.models import create_model
+from ddkit.runs.store import RunBusyError, RunDir, RunFileError, run_lock
+from ddkit.runs.train import train
 
 
 def _digests(folder):
@@ -46,7 +46,7 @@ def test_an_image_size_the_patch_does_not_divide_is_refused(kwargs):
 
 def test_analyze_refuses_a_grid_that_drops_pixels_before_any_compute(tmp_path, capsys,
                                                                       monkeypatch):
-    monkeypatch.setattr("ddkit.report.build_dataset",
+    monkeypatch.setattr("ddkit.publish.report.build_dataset",
                         lambda *a, **k: pytest.fail("data loaded for a bad grid"))
     code, err = _cli(["analyze", "vit_tiny_patch16_224", "--model-arg", "img_size=30",
                       "--model-arg", "depth=2", "--n", "4", "--no-figures",
@@ -231,7 +231,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(runs_dir):
     cfg = tiny_config(epochs=1)
     run_dir = RunDir.for_config(cfg)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from ddkit.store import RunDir, run_lock\n"
+        "import sys, time; from pathlib import Path; from ddkit.runs.store import RunDir, run_lock\n"
         f"with run_lock(RunDir(Path({str(run_dir.path)!r})), wait=False):\n"
         "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

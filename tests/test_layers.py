@@ -1,11 +1,15 @@
-"""The package's shape: three layers that only import downward, and no import cycle.
+"""The package's shape: six wings that only import downward, two faces on top, no import cycle.
 
-    core        config, data, models, hooks, losses, metrics, stats, store, ... (no study logic)
-    study       training, the ablation grid, sweeps, claims and their evidence, the controls
-    publishing  figures, the notebooks' helpers, the pipeline, generated documents, the CLI
+    core      config, data, mosaic, models, hooks, losses, mae, tables
+    signals   metrics, the C kernel, dynamics, the image bootstrap, the mismatch metric
+    runs      the run store, training, progress, the worker pool, Slurm
+    verdicts  statistics, SESOI, claims, evidence, the official release's numbers
+    studies   the teachers and the ablation, grids, sweeps, controls, remedies, the phase map
+    publish   figures, generated documents, the notebook pipeline, ``ddkit analyze``'s report
+    faces     cli, nb
 
-Every ``ddkit`` import counts, at module top or inside a function. A new module must be put in
-a layer here.
+Every ``ddkit`` import counts, at module top or inside a function. A module's wing is its folder;
+a folder that is not a wing, or a module outside the wings and faces, fails the test.
 """
 from __future__ import annotations
 
@@ -15,52 +19,53 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ddkit"
-LAYERS = {
-    "core": {"config", "data", "models", "hooks", "losses", "metrics", "stats", "store",
-             "progress", "native", "mae", "reference", "tables", "mosaic"},
-    "study": {"train", "task", "parallel", "teacher_cache", "study", "sweep", "regime", "claims",
-              "evidence", "dynamics", "formation", "controls", "control_verdicts", "mismatch",
-              "cluster", "sesoi", "image_bootstrap", "grid", "phase_map",
-              "remedy_verdicts"},
-    "publishing": {"plots", "control_plots", "map_plots", "map_docs", "nb", "pipeline", "readme",
-                   "report", "cli"},
-}
-LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
+WINGS = ("core", "signals", "runs", "verdicts", "studies", "publish")
+FACES = ("cli", "nb")
+LEVEL = {**{w: i for i, w in enumerate(WINGS)}, "faces": len(WINGS)}
 
 
 def modules() -> list[str]:
-    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    """Dotted names under ddkit of every module (``core.config``, ``cli``)."""
+    out = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        rel = p.relative_to(PACKAGE).with_suffix("")
+        if rel.name != "__init__":
+            out.append(".".join(rel.parts))
+    return out
+
+
+def wing(module: str) -> str:
+    head = module.split(".")[0]
+    return "faces" if module in FACES else head
 
 
 def imports(module: str) -> set[str]:
-    """The ddkit modules ``module`` imports anywhere in its source."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """The ddkit modules (dotted, as ``modules``) ``module`` imports anywhere in its source."""
+    tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
+    known = set(modules())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                found |= {node.module} if node.module else {a.name for a in node.names}
-            elif node.module == "ddkit":
-                found |= {a.name for a in node.names}
-            elif node.module and node.module.startswith("ddkit."):
-                found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ddkit"):
+            base = node.module.removeprefix("ddkit").removeprefix(".")
+            for a in node.names:
+                full = f"{base}.{a.name}" if base else a.name
+                found.add(full if full in known else base)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ddkit.")}
-    return found & set(modules())
+            found |= {a.name.removeprefix("ddkit.") for a in node.names if a.name.startswith("ddkit.")}
+    return {m for m in found if m in known}
 
 
-def test_every_module_has_a_layer():
-    assert not set(modules()) - set(LEVEL), "put the new module(s) in a layer of LAYERS"
+def test_every_module_is_in_a_wing_or_a_face():
+    stray = [m for m in modules() if wing(m) not in LEVEL]
+    assert not stray, f"put the module(s) in a wing {WINGS} or make them a face {FACES}: {stray}"
+    top = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert top == sorted(WINGS), f"the sub-packages of ddkit are the wings {WINGS}, found {top}"
 
 
 @pytest.mark.parametrize("module", modules())
 def test_no_module_imports_from_a_layer_above(module):
-    up = sorted(m for m in imports(module) if LEVEL[m] > LEVEL[module])
-    assert not up, f"{module} ({_layer(module)}) imports {up} from a layer above"
-
-
-def _layer(module: str) -> str:
-    return next(name for name, mods in LAYERS.items() if module in mods)
+    up = sorted(m for m in imports(module) if LEVEL[wing(m)] > LEVEL[wing(module)])
+    assert not up, f"{module} ({wing(module)}) imports {up} from a wing above"
 
 
 def test_the_import_graph_has_no_cycle():
@@ -84,12 +89,16 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
     """The checks above can fail: on a planted package they find what was planted."""
-    (tmp_path / "config.py").write_text("from ddkit import plots\n")
-    (tmp_path / "plots.py").write_text("def f():\n    from ddkit.config import x\n")
+    for w in ("core", "publish"):
+        (tmp_path / w).mkdir()
+        (tmp_path / w / "__init__.py").write_text("")
+    (tmp_path / "core" / "config.py").write_text("from ddkit.publish import plots\n")
+    (tmp_path / "publish" / "plots.py").write_text("def f():\n    from ddkit.core.config import x\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
-    assert imports("config") == {"plots"} and imports("plots") == {"config"}
-    with pytest.raises(AssertionError, match="layer above"):
-        test_no_module_imports_from_a_layer_above("config")
+    assert imports("core.config") == {"publish.plots"}
+    assert imports("publish.plots") == {"core.config"}
+    with pytest.raises(AssertionError, match="wing above"):
+        test_no_module_imports_from_a_layer_above("core.config")
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_the_import_graph_has_no_cycle()
 
@@ -98,7 +107,7 @@ def lazy_imports() -> list[tuple[str, int, str]]:
     """``(module, line, source line)`` of every import inside a function of a ddkit module."""
     found = []
     for module in modules():
-        source = (PACKAGE / f"{module}.py").read_text()
+        source = (PACKAGE / (module.replace(".", "/") + ".py")).read_text()
         lines = source.splitlines()
         seen: set[int] = set()
         for fn in ast.walk(ast.parse(source)):
@@ -125,7 +134,7 @@ def test_long_modules_say_why_they_are_long():
     kept whole."""
     long = []
     for module in modules():
-        source = (PACKAGE / f"{module}.py").read_text()
+        source = (PACKAGE / (module.replace(".", "/") + ".py")).read_text()
         doc = ast.get_docstring(ast.parse(source)) or ""
         if len(source.splitlines()) > 450 and "Over 450 lines on purpose" not in doc:
             long.append(module)

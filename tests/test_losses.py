@@ -1,4 +1,4 @@
-"""Tests for ddkit.losses: hand-computed values and independent loop/numpy references."""
+"""Tests for ddkit.core.losses: hand-computed values and independent loop/numpy references."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddkit.losses import (
+from ddkit.core.losses import (
     DistillationLoss,
     ProjectorKD,
     feature_loss_diagnostics,

@@ -1,4 +1,4 @@
-"""ddkit.metrics: batched metrics vs the loop-form numpy reference, hand-worked cases, bad input,
+"""ddkit.signals.metrics: batched metrics vs the loop-form numpy reference, hand-worked cases, bad input,
 chunking and memory."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import reference_metrics as ref
 import torch
 
-from ddkit import metrics as M
+from ddkit.signals import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -373,7 +373,7 @@ def test_strided_inputs_equal_contiguous():
 MEMORY_SCRIPT = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
-    from ddkit import metrics as M
+    from ddkit.signals import metrics as M
     torch.set_num_threads(1)
 
     def rss_kib(field):

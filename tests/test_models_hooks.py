@@ -3,8 +3,8 @@ import pytest
 import timm
 import torch
 
-from ddkit.hooks import FeatureRecorder, block_features, forward_with_features, tokens_to_map
-from ddkit.models import PAPER_STUDENT, PAPER_TEACHER, create_model, describe, model_depth
+from ddkit.core.hooks import FeatureRecorder, block_features, forward_with_features, tokens_to_map
+from ddkit.core.models import PAPER_STUDENT, PAPER_TEACHER, create_model, describe, model_depth
 
 
 def test_default_pair_shapes():

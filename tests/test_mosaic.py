@@ -1,13 +1,14 @@
-"""The phase map's task-complexity dial: Fashion-MNIST mosaics (ddkit.mosaic, data.build_dataset)."""
+"""The phase map's task-complexity dial: Fashion-MNIST mosaics (ddkit.core.mosaic, data.build_dataset)."""
 import hashlib
 
 import pytest
 import torch
 
-from ddkit import grid, mosaic, study
-from ddkit.config import ConfigError, load_profile, replace
-from ddkit.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, dataset_info, load_fashion_mnist
-from ddkit.train import train
+from ddkit.core import mosaic
+from ddkit.core.config import ConfigError, load_profile, replace
+from ddkit.core.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset, dataset_info, load_fashion_mnist
+from ddkit.runs.train import train
+from ddkit.studies import grid, study
 
 
 def _pixels(x: torch.Tensor) -> torch.Tensor:

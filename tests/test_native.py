@@ -1,4 +1,4 @@
-"""ddkit.native: the C histogram kernel of token_entropy against numpy, value by value, and the
+"""ddkit.signals.native: the C histogram kernel of token_entropy against numpy, value by value, and the
 torch path it replaces (still used on CUDA, for float64 and without a C compiler)."""
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import reference_metrics as ref
 import torch
 from test_metrics import SHAPES, TOL_BITS, close, make_feats
 
-from ddkit import metrics as M
-from ddkit import native
+from ddkit.signals import metrics as M
+from ddkit.signals import native
 
-needs_kernel = pytest.mark.skipif(not native.available(), reason="no C compiler for ddkit.native")
+needs_kernel = pytest.mark.skipif(not native.available(), reason="no C compiler for ddkit.signals.native")
 
 
 @pytest.fixture(params=["native", "torch"])
 def path(request, monkeypatch):
     """Run a test on the C kernel and on the torch passes (DDKIT_NATIVE=0)."""
     if request.param == "native" and not native.available():
-        pytest.skip("no C compiler for ddkit.native")
+        pytest.skip("no C compiler for ddkit.signals.native")
     monkeypatch.setenv(native.ENV, "1" if request.param == "native" else "0")
     return request.param
 

@@ -1,5 +1,5 @@
 """Every figure a notebook saves is also shown inline: each notebook is
-executed once at the smoke size through the pipeline (``ddkit.pipeline.run_notebooks``, as
+executed once at the smoke size through the pipeline (``ddkit.publish.pipeline.run_notebooks``, as
 ``./run_all.sh --profile smoke`` does), and its executed copy must hold one image output per PNG
 it wrote to ``figures/smoke/`` during that execution, each naming its file in its metadata and
 showing that file's bytes.
@@ -14,9 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ddkit import pipeline
-from ddkit.config import load_profile
+from ddkit.core.config import load_profile
 from ddkit.nb import FIGURE_KEY, figure_dir
+from ddkit.publish import pipeline
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000   # a drawn figure at 150 dpi; an empty canvas compresses to ~1-2 kB

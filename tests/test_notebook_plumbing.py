@@ -1,8 +1,10 @@
 """Notebook parameters are checked before compute; the pipeline refuses bad selections."""
 import pytest
 
-from ddkit import nb, pipeline, store
-from ddkit.config import load_profile
+from ddkit import nb
+from ddkit.core.config import load_profile
+from ddkit.publish import pipeline
+from ddkit.runs import store
 
 
 def test_unknown_and_mistyped_parameters_stop_the_notebook():
@@ -27,7 +29,7 @@ def test_unknown_profile_is_named():
 
 
 def test_missing_data_stops_before_compute(monkeypatch, tmp_path):
-    import ddkit.data as data
+    import ddkit.core.data as data
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     monkeypatch.setattr(data, "default_data_dir", lambda: tmp_path / "cache")
     import torchvision.datasets

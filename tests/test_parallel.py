@@ -1,4 +1,4 @@
-"""ddkit.parallel: runs trained by a pool of worker processes are the runs ddkit.train.train makes
+"""ddkit.runs.parallel: runs trained by a pool of worker processes are the runs ddkit.runs.train.train makes
 (same weights at the same thread count, cached, resumed), failures name their run and spare the
 others, and progress events come from the workers."""
 import json
@@ -9,12 +9,12 @@ import torch
 from conftest import interrupted_at_epoch, tiny_config
 from safetensors.torch import load_file
 
-import ddkit.train as train_mod
-from ddkit import parallel
-from ddkit.config import ConfigError, load_profile, replace
-from ddkit.progress import ENV as PROGRESS_ENV
-from ddkit.store import RunDir
-from ddkit.train import train
+import ddkit.runs.train as train_mod
+from ddkit.core.config import ConfigError, load_profile, replace
+from ddkit.runs import parallel
+from ddkit.runs.progress import ENV as PROGRESS_ENV
+from ddkit.runs.store import RunDir
+from ddkit.runs.train import train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -115,7 +115,7 @@ def test_a_worker_that_dies_fails_only_its_run(tmp_path, monkeypatch):
 
 
 def _die_on_seed_1(cfg, root, env):
-    """Runs in the worker, where ddkit.parallel is not patched."""
+    """Runs in the worker, where ddkit.runs.parallel is not patched."""
     if cfg.seed == 1:
         os._exit(9)
     return parallel._train_in_worker(cfg, root, env)

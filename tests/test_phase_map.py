@@ -1,4 +1,4 @@
-"""The phase map's analysis (ddkit.phase_map) and the remedies' verdicts (ddkit.remedy_verdicts),
+"""The phase map's analysis (ddkit.studies.phase_map) and the remedies' verdicts (ddkit.studies.remedy_verdicts),
 on planted results."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit import phase_map as pm
-from ddkit import remedy_verdicts as rv
-from ddkit.config import load_profile
+from ddkit.core.config import load_profile
+from ddkit.studies import phase_map as pm
+from ddkit.studies import remedy_verdicts as rv
 
 
 def _runs(setting: str, effects: dict[str, float], seeds: int, rng, sd: float = 0.5) -> list[dict]:
@@ -86,7 +86,7 @@ def test_prediction_counts_each_reading_on_each_side():
 
 
 def test_map_evidence_is_one_primary_slope_judged_like_a_claim():
-    from ddkit import claims
+    from ddkit.verdicts import claims
     ratios = [0.25, 0.5, 1.0, 2.0, 4.0]
     table = pm.points(*_map(lambda r: 3.0 * math.log2(r), ratios, seeds=5, sd=0.3))
     verdicts = claims.judge(pm.map_evidence(table))
@@ -146,7 +146,7 @@ def test_holm_runs_over_the_remedies_of_a_setting():
 def test_the_map_figures_say_which_interval_each_band_is():
     import matplotlib.pyplot as plt
 
-    from ddkit import map_plots
+    from ddkit.publish import map_plots
     ratios = [0.25, 0.5, 1.0, 2.0, 4.0, 0.7]
     results, settings, mism = _map(lambda r: 2.0 * math.log2(r), ratios, seeds=4, sd=0.3)
     settings["task"] = ["Fashion-MNIST"] * 3 + ["mosaic K=10"] * 3
@@ -175,7 +175,7 @@ def test_phases_read_when_late_alignment_falls_behind():
     at about one half; a point that trails from the first epoch crosses at 0."""
     import matplotlib.pyplot as plt
 
-    from ddkit import map_plots
+    from ddkit.publish import map_plots
     rng = np.random.default_rng(4)
     rows = []
     for setting, start in (("s0", -2.0), ("s1", 1.0)):

@@ -12,13 +12,13 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ddkit import pipeline
-from ddkit.progress import ENV, emit
+from ddkit.publish import pipeline
+from ddkit.runs.progress import ENV, emit
 
 
 def events_of_a_plan() -> list[dict]:
     """4 runs, 1 cached: run a trains 60 s (epoch lines at 10 s and 40 s), run b 120 s, run c
-    is cut short after its start; times are what ``ddkit.progress.emit`` writes."""
+    is cut short after its start; times are what ``ddkit.runs.progress.emit`` writes."""
     return [
         {"event": "plan", "label": "smoke: 3 cells", "total": 4, "cached": 1, "time": 99.0},
         {"event": "run_done", "run": "old", "acc1": 50.0, "wall_s": 9.0, "cached": True,
@@ -99,7 +99,7 @@ def test_tail_reads_complete_lines_only(tmp_path):
 
 
 def test_relay_while_relays_what_the_work_emits_and_reraises(tmp_path, monkeypatch):
-    """The work runs in a thread and appends events with ``ddkit.progress.emit`` (as the kernel
+    """The work runs in a thread and appends events with ``ddkit.runs.progress.emit`` (as the kernel
     does); the calling thread prints them while it runs."""
     path = tmp_path / "progress.jsonl"
     monkeypatch.setenv(ENV, str(path))
@@ -156,7 +156,7 @@ def test_only_a_succeeding_default_notebook_is_published(tmp_path, monkeypatch, 
     published = tmp_path / "executed"
     monkeypatch.setattr(pipeline, "EXECUTED", published)
     monkeypatch.setattr(pipeline, "TIMES_DIR", tmp_path / "figures")
-    ok = _notebook(tmp_path / "90_ok.ipynb", "from ddkit.progress import emit\n"
+    ok = _notebook(tmp_path / "90_ok.ipynb", "from ddkit.runs.progress import emit\n"
                    "emit('run_done', run='r', acc1=12.5, wall_s=1.0, cached=True)\n"
                    "print(profile)")
     bad = _notebook(tmp_path / "91_bad.ipynb", "raise ValueError('on purpose')")

@@ -1,4 +1,4 @@
-"""Tests for ddkit.plots: every figure holds the data it was given; save_figure writes atomically."""
+"""Tests for ddkit.publish.plots: every figure holds the data it was given; save_figure writes atomically."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ddkit import plots, reference
+from ddkit.publish import plots
+from ddkit.verdicts import reference
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit import readme
-from ddkit.claims import (
+from ddkit.publish import readme
+from ddkit.verdicts.claims import (
     ABSENT,
     DIRECTIONAL,
     EQUIVALENCE,
@@ -38,7 +38,7 @@ def test_generated_blocks_match_the_committed_csvs():
         for name in names:
             assert readme.current(text, name) == generated[name], (
                 f"{page.name} block {name!r} disagrees with figures/*.csv: run `python -m "
-                "ddkit.readme` (or the notebooks) to regenerate it")
+                "ddkit.publish.readme` (or the notebooks) to regenerate it")
 
 
 def test_the_readme_is_short_and_its_links_resolve():

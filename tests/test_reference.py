@@ -1,4 +1,4 @@
-"""Tests for ddkit.reference: shipped tables, regeneration from the raw release, paper numbers."""
+"""Tests for ddkit.verdicts.reference: shipped tables, regeneration from the raw release, paper numbers."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit import reference
+from ddkit.verdicts import reference
 
 # the raw official release (Distillation_Logs/, Analysis_Results/), when a user has it
 RAW = Path(os.environ.get("DDKIT_OFFICIAL_RELEASE", "/nonexistent"))

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit import readme, regime
-from ddkit.claims import DIRECTIONAL, REPRODUCED, Evidence, Sesoi, judge, paired
+from ddkit.publish import readme
+from ddkit.studies import regime
+from ddkit.verdicts.claims import DIRECTIONAL, REPRODUCED, Evidence, Sesoi, judge, paired
 
 SEEDS = np.array([80.1, 79.8, 80.3, 80.0, 79.9, 80.2])
 JITTER = np.array([0.02, -0.03, 0.01, 0.0, -0.01, 0.02])

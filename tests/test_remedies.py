@@ -1,4 +1,4 @@
-"""The phase map's remedies (ddkit.losses): each against a plain reference, and each trainable
+"""The phase map's remedies (ddkit.core.losses): each against a plain reference, and each trainable
 end to end from a cell name."""
 import math
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from conftest import interrupted_at_epoch, tiny_config
 
-from ddkit.config import CELLS, ConfigError, cell_parts, replace, validate
-from ddkit.losses import (
+from ddkit.core.config import CELLS, ConfigError, cell_parts, replace, validate
+from ddkit.core.losses import (
     DistillationLoss,
     GenerationKD,
     LiftKD,
@@ -17,8 +17,8 @@ from ddkit.losses import (
     phase_weight,
     spectral_kd_loss,
 )
-from ddkit.store import RunDir
-from ddkit.train import train
+from ddkit.runs.store import RunDir
+from ddkit.runs.train import train
 
 
 def _spectral_reference(s: np.ndarray, t: np.ndarray) -> float:
@@ -118,7 +118,7 @@ def test_the_feature_term_follows_the_phase_weight():
 def test_remedy_cells_name_their_method_and_old_hashes_stay():
     assert cell_parts("PhasedKD-Last") == {"method": "PhasedKD", "layers": "last"}
     assert cell_parts("TopPCKD-Last")["method"] == "TopPCKD"
-    from ddkit.config import config_hash
+    from ddkit.core.config import config_hash
     cfg = tiny_config(kd="soft", feature="spectral", layers="last")
     assert config_hash(cfg) == config_hash(replace(cfg, **{"distill.feature_until": None}))
     assert config_hash(cfg) != config_hash(replace(cfg, **{"distill.feature_until": 0.5}))

@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ddkit import store, study, sweep
-from ddkit.config import config_hash, load_profile
-from ddkit.data import build_dataset
-from ddkit.models import SHIPPED_TEACHERS, create_model, model_depth, shipped_teacher
-from ddkit.train import evaluate
+from ddkit.core.config import config_hash, load_profile
+from ddkit.core.data import build_dataset
+from ddkit.core.models import SHIPPED_TEACHERS, create_model, model_depth, shipped_teacher
+from ddkit.runs import store
+from ddkit.runs.train import evaluate
+from ddkit.studies import study, sweep
 
 SHIPPED = [name for name, t in SHIPPED_TEACHERS.items() if t.weights.exists()]
 # top-1 a shipped teacher must reach on its task (chance: 10 % / 1 %): Fashion-MNIST's ViTs reach
@@ -102,9 +103,9 @@ def test_unknown_shipped_teacher_is_named():
 
 
 def test_an_unfinished_teacher_run_ships_its_last_kept_epoch_and_says_so(tmp_path, monkeypatch):
-    from ddkit import models
-    from ddkit.config import replace
-    from ddkit.train import train
+    from ddkit.core import models
+    from ddkit.core.config import replace
+    from ddkit.runs.train import train
     monkeypatch.setattr(models, "SHIPPED_DIR", tmp_path / "shipped")
     profile = replace(load_profile("smoke"), **{"teacher.optim.epochs": 3})
     run = train(profile.teacher_config(), progress=False, root=tmp_path / "runs")

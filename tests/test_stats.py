@@ -1,4 +1,4 @@
-"""ddkit.stats: t quantiles against table values, intervals against hand-computed ones, input checks;
+"""ddkit.verdicts.stats: t quantiles against table values, intervals against hand-computed ones, input checks;
 the scipy-backed tails and powers against plain quadratures, Holm against statsmodels, and the
 committed claims table against its own numbers."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from scipy.special import ndtr
 from statsmodels.stats.multitest import multipletests
 
-from ddkit.stats import (
+from ddkit.verdicts.stats import (
     Estimate,
     MaxMin,
     Replicates,

@@ -1,15 +1,15 @@
-"""The in-memory data path of ddkit.train: the same batches as the DataLoader, bit for bit, so a
+"""The in-memory data path of ddkit.runs.train: the same batches as the DataLoader, bit for bit, so a
 run trained either way ends with the same weights and the same RNG state."""
 import pytest
 import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-import ddkit.train as train_mod
-from ddkit.config import replace
-from ddkit.data import build_dataset
-from ddkit.teacher_cache import IndexedDataset
-from ddkit.train import TensorBatches, train
+import ddkit.runs.train as train_mod
+from ddkit.core.config import replace
+from ddkit.core.data import build_dataset
+from ddkit.runs.teacher_cache import IndexedDataset
+from ddkit.runs.train import TensorBatches, train
 
 
 def _dataset(indexed: bool):

@@ -10,10 +10,10 @@ import torch
 from conftest import interrupted_at_epoch, nan_loss_after_steps, tiny_config
 from safetensors.torch import load_file
 
-import ddkit.train as train_mod
-from ddkit.config import ConfigError, replace
-from ddkit.store import RunDir
-from ddkit.train import LOG_KEYS, NonFiniteLossError, train
+import ddkit.runs.train as train_mod
+from ddkit.core.config import ConfigError, replace
+from ddkit.runs.store import RunDir
+from ddkit.runs.train import LOG_KEYS, NonFiniteLossError, train
 
 DISTILL = dict(kd="soft", feature="spectral", layers="first_last")
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_shared_teacher_pass_is_computed_once_and_matches_the_live_teacher(tmp_path, monkeypatch):
-    import ddkit.teacher_cache as cache_mod
+    import ddkit.runs.teacher_cache as cache_mod
     plain = replace(tiny_config(**DISTILL), **{"data.augment": False})
     shared = train(plain, progress=False)
     files = list((Path(os.environ["DDKIT_RUNS"]) / "teacher-cache").glob("*.pt"))

@@ -1,0 +1,213 @@
+"""A grid study: a profile's base and its ``sweep`` settings, each naming its own cells and seeds
+in ``cell_seeds``, trained into the run store and published as two tables that accumulate across
+sessions and machines. The controls (``ddkit.studies.controls``) and the phase map (``ddkit.studies.phase_map``)
+are grids.
+
+    settings(profile)            # {setting: Profile}, each with only its own cells
+    configs(profile) / runs(profile)   # {(setting, cell, seed): RunConfig / Run}
+    results(runs), curves(runs)  # one row per run / per run and epoch
+    publish(profile, runs, folder)     # runs.csv and curves.csv, merged with what is committed
+
+``merged`` keeps the committed rows of runs this machine does not hold (same run name = same
+config hash = the same run) and replaces the others; ``runs(published=...)`` leaves out the runs
+the committed tables already hold, so a new machine never trains them again.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from ddkit.core.config import ConfigError, Profile
+from ddkit.runs.cluster import Executor, train_array
+from ddkit.runs.parallel import resolve_workers
+from ddkit.runs.progress import emit
+from ddkit.runs.store import RunDir, write_text
+from ddkit.runs.train import Run
+from ddkit.studies import study, sweep
+
+BASE = sweep.BASE
+
+
+def settings(profile: Profile) -> dict[str, Profile]:
+    """The base profile and one profile per sweep setting, each with only its own cells in
+    ``cell_seeds`` (a base without cell_seeds trains nothing)."""
+    for name, overrides in profile.sweep.items():
+        if not overrides.get("cell_seeds"):
+            raise ConfigError(f"sweep setting {name!r} of profile {profile.name!r} names no "
+                              "cells: give it cell_seeds, e.g. {SoftKD: [0, 1, 2]}")
+    out = sweep.settings(profile)
+    for variant in out.values():
+        study.check_cells(variant.cell_seeds)
+    return out
+
+
+def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
+    """``{(setting, cell, seed): RunConfig}`` of the base and each setting (or of ``only``),
+    seed by seed within a setting."""
+    variants = settings(profile)
+    names = list(only) if only is not None else list(variants)
+    unknown = sorted(set(names) - set(variants))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; settings: {list(variants)}")
+    out = {}
+    for name in names:
+        variant = variants[name]
+        teacher, _ = study.teacher_model(variant, progress=False)
+        seeds = sorted({s for cell_seeds in variant.cell_seeds.values() for s in cell_seeds})
+        for seed in seeds:          # seed-major: a study stopped part-way holds whole pairs
+            for cell, cell_seeds in variant.cell_seeds.items():
+                if seed in cell_seeds:
+                    out[(name, cell, seed)] = study.student_config(variant, cell, seed, teacher)
+    return out
+
+
+def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = True,
+         workers: int | None = None, executor: Executor | None = None,
+         published: Iterable[str] = ()) -> dict[tuple[str, str, int], Run]:
+    """Train (or read from cache) every student of the base and the settings (or of ``only``):
+    ``workers`` at a time here, or as one Slurm job array with ``executor`` (ddkit.runs.cluster).
+    Runs named in ``published`` (run folder names of the committed tables, ``published_runs``)
+    are left out unless this machine's cache holds them: a run's name is its config hash, and
+    training is bit-identical on the CPU, so a new machine never trains them again. Without
+    ``executor``, ``$DDKIT_EXECUTOR`` (``cluster.Executor.from_env``) if set, else this machine."""
+    executor = executor if executor is not None else Executor.from_env()
+    published = set(published)
+    todo = {key: cfg for key, cfg in configs(profile, only).items()
+            if RunDir.for_config(cfg).path.name not in published
+            or RunDir.for_config(cfg).is_complete}
+    cached = sum(RunDir.for_config(cfg).is_complete for cfg in todo.values())
+    emit("plan", label=f"{profile.name}: grid", total=len(todo), cached=cached)
+    if executor is not None and executor.kind == "slurm":
+        return train_array(todo, executor, progress=progress,
+                           label=f"{profile.name} (Slurm array)")
+    workers = resolve_workers(workers, profile.workers)
+    return train_array(todo, Executor(workers=workers), progress=progress,
+                       label=f"{profile.name} ({workers} at a time)")
+
+
+RESULT_COLUMNS = ("setting", "cell", "seed", "teacher", "kd", "feature", "layers",
+                  "feature_weight", "epochs", "final_acc1", "best_acc1", "wall_time_s", "run")
+CURVE_COLUMNS = ("setting", "cell", "seed", "epoch", "epochs", "test_acc1", "run")
+
+
+def _run_name(run: Run) -> str:
+    return run.dir.path.name
+
+
+def finished(profile: Profile) -> dict[tuple[str, str, int], Run]:
+    """The planned runs already complete in the run cache (nothing is trained)."""
+    out = {}
+    for key, cfg in configs(profile).items():
+        run_dir = RunDir.for_config(cfg)
+        if run_dir.is_complete:
+            out[key] = Run(cfg, run_dir)
+    return out
+
+
+def results(done: Mapping[tuple[str, str, int], Run]) -> pd.DataFrame:
+    """One row per finished run (``RESULT_COLUMNS``; top-1 in %, wall time in s), read from
+    each run's summary.json."""
+    rows = []
+    for (setting, cell, seed), run in done.items():
+        s = run.summary
+        d = s["config"]["distill"]
+        rows.append({"setting": setting, "cell": cell, "seed": seed,
+                     "teacher": (d.get("teacher") or {}).get("name", ""), "kd": d["kd"],
+                     "feature": d["feature"], "layers": d["layers"],
+                     "feature_weight": d["feature_weight"], "epochs": s["epochs"],
+                     "final_acc1": s["final_acc1"], "best_acc1": s["best_acc1"],
+                     "wall_time_s": s["wall_time_s"], "run": _run_name(run)})
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def curves(done: Mapping[tuple[str, str, int], Run]) -> pd.DataFrame:
+    """One row per finished run and logged epoch (``CURVE_COLUMNS``; 0-based epochs, top-1 %)."""
+    rows = []
+    for (setting, cell, seed), run in done.items():
+        records = run.records
+        rows += [{"setting": setting, "cell": cell, "seed": seed, "epoch": r["epoch"],
+                  "epochs": len(records), "test_acc1": r["test_acc1"], "run": _run_name(run)}
+                 for r in records]
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+
+
+def merged(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
+    """``new`` plus the rows of ``old`` whose run is not in ``new``, sorted by setting, cell,
+    seed (and epoch). ``old`` rows keep the setting they were published under."""
+    if old is None or old.empty:
+        out = new
+    else:
+        out = pd.concat([new, old[~old["run"].isin(set(new["run"]))]], ignore_index=True)
+    keys = [k for k in ("setting", "cell", "seed", "epoch") if k in out.columns]
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+RESULTS_CSV, CURVES_CSV = "runs.csv", "curves.csv"
+
+
+def publish_study(runs: Mapping[tuple[str, int], Run], folder: Path) -> dict[str, pd.DataFrame]:
+    """A plain study's ``{(cell, seed): Run}`` (``study.student_runs``) as the grid's two tables
+    in ``folder`` (setting ``base``), replacing them: the per-run finals and per-epoch curves a
+    later session reads to re-judge the seed-paired claims without training."""
+    done = {(BASE, cell, seed): run for (cell, seed), run in runs.items()}
+    out = {RESULTS_CSV: results(done), CURVES_CSV: curves(done)}
+    for name, table in out.items():
+        write_text(folder / name, table.to_csv(index=False))
+    return out
+
+
+def names(profile: Profile) -> dict[str, tuple[str, str, int]]:
+    """``{run folder name: (setting, cell, seed)}`` of every run the profile plans."""
+    return {RunDir.for_config(cfg).path.name: key for key, cfg in configs(profile).items()}
+
+
+def publish(profile: Profile, done: Mapping[tuple[str, str, int], Run],
+            folder: Path) -> dict[str, pd.DataFrame]:
+    """Write ``runs.csv`` and ``curves.csv`` to ``folder``, merged with what is committed there
+    (``merged``); rows of runs the profile no longer plans are dropped. Returns both tables."""
+    planned = set(names(profile))
+    out = {}
+    for name, table in ((RESULTS_CSV, results(done)), (CURVES_CSV, curves(done))):
+        path = folder / name
+        old = pd.read_csv(path) if path.is_file() else None
+        table = merged(table, old)
+        table = table[table["run"].isin(planned)].reset_index(drop=True)
+        write_text(path, table.to_csv(index=False))
+        out[name] = table
+    return out
+
+
+def published_runs(folder: Path) -> set[str]:
+    """Run folder names with a row in both committed tables of ``folder`` (empty when the
+    tables are not there yet)."""
+    tables = [folder / name for name in (RESULTS_CSV, CURVES_CSV)]
+    if not all(path.is_file() for path in tables):
+        return set()
+    results, curves = (set(pd.read_csv(path)["run"]) for path in tables)
+    return results & curves
+
+
+def load(folder: Path, command: str) -> dict[str, pd.DataFrame]:
+    """The committed ``runs.csv`` and ``curves.csv`` of ``folder`` (FileNotFoundError naming
+    ``command``, which writes them)."""
+    out = {}
+    for name in (RESULTS_CSV, CURVES_CSV):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `{command}` to train the runs "
+                                    "and write their tables")
+        out[name] = pd.read_csv(path)
+    return out
+
+
+def tables(profile: Profile, folder: Path, recompute: bool, workers: int | None = None,
+           progress: bool = True) -> dict[str, pd.DataFrame]:
+    """A grid's tables: trained (or read from the run cache or the committed tables) and
+    published to ``folder`` when ``recompute``, else read from the committed tables there."""
+    if recompute:
+        done = runs(profile, workers=workers, progress=progress,
+                    published=published_runs(folder))
+        publish(profile, done, folder)
+    return load(folder, profile.command.split("#")[0].strip() or f"ddkit grid --profile {profile.name}")
