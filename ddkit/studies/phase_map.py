@@ -87,9 +87,12 @@ def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the map's points
 
 ALIGNED = ("SpectralKD-Last", "ProjectorKD-Last")   # the cells the map sets against SoftKD
-POINT_COLUMNS = ("setting", "task", "classes", "width", "cell", "n", "estimate", "lo95", "hi95",
-                 "interval", "soft_acc1", "cell_acc1", "teacher_dim", "ratio", "side", "reading",
+POINT_COLUMNS = ("setting", "task", "classes", "width", "cell", "n", "estimate", "se", "lo95",
+                 "hi95", "interval", "soft_acc1", "cell_acc1", "teacher_dim", "ratio",
+                 "teacher_dim_centred", "ratio_centred", "target_dim", "side", "reading",
                  "more_seeds")
+# the target's dimension as each aligned cell's loss sees it (``mismatch.pair_rows``)
+TARGET_DIM = {"SpectralKD-Last": "target_dim_spectralkd", "ProjectorKD-Last": "target_dim_projectorkd"}
 HURTS, HELPS, UNCLEAR = "hurts", "helps", "no clear effect"
 MIN_SEEDS_STRADDLING = 5     # a point whose interval straddles 0 wants this many seed pairs
 
@@ -123,10 +126,11 @@ def reading(lo: float, hi: float) -> str:
 def points(results: pd.DataFrame, settings: pd.DataFrame, mism: pd.DataFrame,
            cells: Iterable[str] = ALIGNED) -> pd.DataFrame:
     """One row per (setting, aligned cell) with at least 2 seed pairs (``POINT_COLUMNS``):
-    SoftKD - cell final top-1 (pt; positive = late alignment hurts), its 95 % t interval over
-    seed pairs, the mean accuracies, and the setting's encoding mismatch at the last pair
-    (``mismatch``: the teacher's PCA dimension at 95 % energy over the student's width).
-    ``more_seeds``: the interval straddles 0 with fewer than 5 pairs."""
+    SoftKD - cell final top-1 (pt; positive = late alignment hurts), its standard error and 95 %
+    t interval over seed pairs, the mean accuracies, and the setting's encoding mismatch at the
+    last pair (``mismatch``: ``ratio`` is the follow-up's, ``teacher_dim_followup / width``; the
+    centred one beside it; ``target_dim``: the target's follow-up dimension as the cell's loss
+    sees it). ``more_seeds``: the interval straddles 0 with fewer than 5 pairs."""
     last = mism[mism["layers"] == "last"].set_index("setting")
     rows = []
     for _, s in settings.iterrows():
@@ -137,10 +141,14 @@ def points(results: pd.DataFrame, settings: pd.DataFrame, mism: pd.DataFrame,
             ci = mean_ci(pair["SoftKD"] - pair[cell])
             m = last.loc[s["setting"]]
             rows.append({**s[["setting", "task", "classes", "width"]].to_dict(), "cell": cell,
-                         "n": ci.n, "estimate": ci.mean, "lo95": ci.lo, "hi95": ci.hi,
+                         "n": ci.n, "estimate": ci.mean, "se": ci.sd / math.sqrt(ci.n),
+                         "lo95": ci.lo, "hi95": ci.hi,
                          "interval": "t over seed pairs", "soft_acc1": pair["SoftKD"].mean(),
-                         "cell_acc1": pair[cell].mean(), "teacher_dim": m["teacher_dim"],
-                         "ratio": m["ratio"], "side": "above 1" if m["ratio"] > 1 else "below 1",
+                         "cell_acc1": pair[cell].mean(), "teacher_dim": m["teacher_dim_followup"],
+                         "ratio": m["ratio"], "teacher_dim_centred": m["teacher_dim_centred"],
+                         "ratio_centred": m["ratio_centred"],
+                         "target_dim": m.get(TARGET_DIM.get(cell, ""), math.nan),
+                         "side": "above 1" if m["ratio"] > 1 else "below 1",
                          "reading": reading(ci.lo, ci.hi),
                          "more_seeds": bool(ci.lo <= 0 <= ci.hi and ci.n < MIN_SEEDS_STRADDLING)})
     return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
