@@ -133,7 +133,7 @@ def test_bad_remedy_settings_fail_before_compute():
         validate(wide)
 
 
-@pytest.mark.parametrize("cell", ["LiftKD-Last", "GenKD-Last", "PhasedKD-Last"])
+@pytest.mark.parametrize("cell", ["LossLift-Last", "GenKD-Last", "PhasedKD-Last"])
 def test_each_remedy_trains_from_its_cell(cell):
     """(TopPCKD-Last trains end to end in the resume test below.)"""
     phased = cell == "PhasedKD-Last"

@@ -26,8 +26,17 @@ import torch
 import yaml
 
 from ddkit.core.data import AUGMENT_RECIPES, DATASETS
-from ddkit.core.losses import FEATURE_KINDS, KD_KINDS, LAYER_SPECS, PROJECTOR_MODES, resolve_layer_pairs
-from ddkit.core.models import check_model_name, model_depth, model_width
+from ddkit.core.losses import (
+    DIRECT_KINDS,
+    FEATURE_KINDS,
+    FEATURE_NORMS,
+    KD_KINDS,
+    LAYER_SPECS,
+    PROJECTOR_MODES,
+    resolve_layer_pairs,
+)
+from ddkit.core.models import block_widths, check_model_name, model_depth, model_width
+from ddkit.core.students import STUDENTS, student_kwargs
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -38,7 +47,8 @@ TRAINABLE = ("all", "head")
 # Fields added after runs were cached: left out of a run's identity while they hold their
 # default, so every run hashed before they existed keeps its hash (and its cache folder).
 IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all",
-                     ("distill", "feature_until"): None, ("distill", "target_rank"): None}
+                     ("distill", "feature_until"): None, ("distill", "target_rank"): None,
+                     ("distill", "feature_norm"): "none"}
 
 # The cells of the negative-transfer ablation (names as in the official release's tables):
 # no-KD, SoftKD, SpectralKD-{First, Last, First+Last}, ProjectorKD-{First, Last, First+Last};
@@ -52,24 +62,48 @@ CELLS: dict[str, dict] = {
     "SoftKD": dict(kd="soft"),
     **{f"{m}KD-{name}": dict(kd="soft", feature=m.lower(), layers=layers)
        for m in ("Spectral", "Projector") for layers, name in LAYER_NAMES.items()},
-    # the remedies of the phase map (docs/design.md §11), each at the last pair
-    "LiftKD-Last": dict(kd="soft", feature="lift", layers="last"),
+    # the remedies of the phase map (docs/design.md §11), each at the last pair. LossLift is an
+    # ablation, not the follow-up's Lift: its Linear + LayerNorm lift lives in the loss only and
+    # the student keeps its own head (feature kind "lift", the name it was trained under)
+    "LossLift-Last": dict(kd="soft", feature="lift", layers="last"),
     "GenKD-Last": dict(kd="soft", feature="generate", layers="last"),
     "TopPCKD-Last": dict(kd="soft", feature="top_pc", layers="last"),
     "PhasedKD-Last": dict(kd="soft", feature="spectral", layers="last", feature_until=PHASE_UNTIL),
+    # the follow-up's remedies as its release builds them: the student itself changes
+    # (``student``, ddkit.core.models): Lift (a lift and a new head on its last block, SpectralKD
+    # on the lifted tokens) and WideLast (its last block as wide as the teacher's, plain MSE)
+    "Lift-Last": dict(kd="soft", feature="spectral", layers="last", student="lift"),
+    "WideLast-Last": dict(kd="soft", feature="mse", layers="last", student="widelast"),
+    # controls of the remedies: extra width alone (UniformWide, the release's reviewer control:
+    # every block wider, WideLast's parameters, SpectralKD-Last) and GenKD's generator trained
+    # against another image's teacher tokens (GenKD-Shuffled)
+    "UniformWide": dict(kd="soft", feature="spectral", layers="last", student="uniformwide"),
+    "GenKD-Shuffled-Last": dict(kd="soft", feature="generate_shuffled", layers="last"),
 }
-REMEDIES = ("LiftKD-Last", "GenKD-Last", "PhasedKD-Last", "TopPCKD-Last")
+REMEDIES = ("Lift-Last", "WideLast-Last", "LossLift-Last", "GenKD-Last", "PhasedKD-Last",
+            "TopPCKD-Last")
+REMEDY_CONTROLS = ("UniformWide", "GenKD-Shuffled-Last")
+# remedy -> the control that keeps everything but the remedy's own ingredient
+CONTROL_OF = {"Lift-Last": "UniformWide", "WideLast-Last": "UniformWide",
+              "GenKD-Last": "GenKD-Shuffled-Last"}
+# cells that are ablations of a remedy, not the remedy its source defines
+ABLATIONS = {"LossLift-Last": "ablation: the follow-up's lift applied inside the loss only, "
+                              "the student's own head kept (not the follow-up's Lift)"}
 # the paper's ablation grid: what a study trains when it names no cells
-ABLATION = tuple(c for c in CELLS if c not in REMEDIES)
-METHODS = {"spectral": "SpectralKD", "projector": "ProjectorKD", "lift": "LiftKD",
-           "generate": "GenKD", "top_pc": "TopPCKD"}
+ABLATION = tuple(c for c in CELLS if c not in REMEDIES + REMEDY_CONTROLS)
+METHODS = {"spectral": "SpectralKD", "projector": "ProjectorKD", "lift": "LossLift",
+           "generate": "GenKD", "top_pc": "TopPCKD", "mse": "MSE",
+           "generate_shuffled": "GenKD-Shuffled"}
+STUDENT_METHODS = {"lift": "Lift", "widelast": "WideLast", "uniformwide": "UniformWide"}
 
 
 def cell_parts(cell: str) -> dict:
     """``{"method", "layers"}`` of a cell name, for grouping tables."""
     spec = CELLS[cell]
     feature = spec.get("feature", "none")
-    if feature == "none":
+    if spec.get("student", "plain") != "plain":
+        method = STUDENT_METHODS[spec["student"]]
+    elif feature == "none":
         method = "SoftKD" if spec["kd"] == "soft" else "no-KD"
     else:
         method = "PhasedKD" if spec.get("feature_until") else METHODS[feature]
@@ -139,6 +173,8 @@ class DistillConfig:
                                         # fraction of the schedule (half cosine); None = constant
     target_rank: int | None = None    # the teacher's tokens projected on their top-k shared
                                       # directions before the feature loss; None = all of them
+    feature_norm: str = "none"        # none | target_energy: each pair loss divided by that of an
+                                      # all-zero prediction (spectral and mse)
 
 
 @dataclass(frozen=True)
@@ -371,6 +407,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice(d.kd, KD_KINDS, "distill.kd")
     _choice(d.feature, FEATURE_KINDS, "distill.feature")
     _choice(d.projector_mode, PROJECTOR_MODES, "distill.projector_mode")
+    _choice(d.feature_norm, FEATURE_NORMS, "distill.feature_norm")
+    if d.feature_norm != "none" and d.feature not in DIRECT_KINDS:
+        raise ConfigError(f"distill.feature_norm={d.feature_norm!r} needs distill.feature in "
+                          f"{list(DIRECT_KINDS)}, got {d.feature!r}")
     if not 0 <= d.alpha <= 1:
         raise ConfigError(f"distill.alpha={d.alpha} must be in [0, 1]")
     _positive(d.tau, "distill.tau")
@@ -397,16 +437,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         n_s = model_depth(cfg.model.name, **cfg.model.kwargs)
         n_t = model_depth(d.teacher.name, **d.teacher.kwargs)
         try:
-            resolve_layer_pairs(d.layers, n_s, n_t)
+            pairs = resolve_layer_pairs(d.layers, n_s, n_t)
         except ValueError as err:
             raise ConfigError(f"distill.layers: {err}") from None
-        if d.feature in ("spectral", "top_pc"):
-            w_s = model_width(cfg.model.name, **cfg.model.kwargs)
-            w_t = model_width(d.teacher.name, **d.teacher.kwargs)
-            if w_s and w_t and w_s > w_t:
-                raise ConfigError(f"distill.feature={d.feature!r} needs a student no wider than "
-                                  f"its teacher (student {w_s}, teacher {w_t} channels); use "
-                                  "feature: projector or lift for a wider student")
+        if d.feature in ("spectral", "top_pc", "mse"):
+            w_s = block_widths(cfg.model.name, **cfg.model.kwargs)
+            w_t = block_widths(d.teacher.name, **d.teacher.kwargs)
+            for s, t in pairs:
+                if w_s and w_t and w_s[s] > w_t[t]:
+                    raise ConfigError(
+                        f"distill.feature={d.feature!r} needs a student no wider than its teacher "
+                        f"at each aligned pair (student block {s}: {w_s[s]}, teacher block {t}: "
+                        f"{w_t[t]} channels); use feature: projector or lift for a wider student")
     elif d.layers not in ("none", None, []):
         raise ConfigError(f"distill.layers={d.layers!r} needs distill.feature set to one of "
                           f"{list(FEATURE_KINDS[1:])}")
@@ -535,21 +577,39 @@ class Profile:
 
     def student_config(self, kd: str = "none", feature: str = "none", layers: Any = "none",
                        seed: int | None = None, teacher: ModelConfig | None = None,
-                       **distill: Any) -> RunConfig:
-        """A student run: ``kd``/``feature``/``layers`` pick the ablation cell."""
+                       student: str = "plain", **distill: Any) -> RunConfig:
+        """A student run: ``kd``/``feature``/``layers`` pick the ablation cell; ``student`` the
+        follow-up's architecture built on the profile's student (``core.models.student_kwargs``:
+        plain, lift, widelast, uniformwide), sized by the teacher's width."""
         feature_part = "" if feature == "none" else f"-{feature}-{_layers_tag(layers)}"
         if distill.get("feature_until") is not None:
             feature_part += f"-until{distill['feature_until']:g}"
         name = f"{self.name}-student-{kd}{feature_part}"
         recipe = dataclasses.replace(self.distill, kd=kd, feature=feature, layers=layers,
                                      teacher=teacher or self.distill.teacher, **distill)
-        if feature == "none":          # a rank-k target shapes a feature loss only
-            recipe = dataclasses.replace(recipe, target_rank=None)
-        elif recipe.target_rank is not None:
-            name += f"-rank{recipe.target_rank}"
+        if feature == "none":          # a rank-k target and a normalisation shape a feature loss
+            recipe = dataclasses.replace(recipe, target_rank=None, feature_norm="none")
+        else:
+            if recipe.target_rank is not None:
+                name += f"-rank{recipe.target_rank}"
+            if recipe.feature_norm != "none":
+                name += "-tnorm"
+        model = self.student.model
+        if student != "plain":
+            _choice(student, STUDENTS, "student")
+            if recipe.teacher is None:
+                raise ConfigError(f"student={student!r} is sized by the teacher's width: give "
+                                  "the student config a teacher")
+            width = model_width(recipe.teacher.name, **recipe.teacher.kwargs)
+            try:
+                kwargs = student_kwargs(student, model.name, model.kwargs, width)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"student={student!r} on {model.name}: {err}") from None
+            model = dataclasses.replace(model, kwargs=kwargs)
+            name += f"-{student}"
         if kd == "none" and feature == "none":
             recipe = dataclasses.replace(recipe, teacher=None)
-        return RunConfig(name=name, model=self.student.model, data=self._data(self.student),
+        return RunConfig(name=name, model=model, data=self._data(self.student),
                          optim=self.student.optim, distill=recipe,
                          seed=self.seeds[0] if seed is None else seed,
                          save_every=self.save_every, device=self.device)

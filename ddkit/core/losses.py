@@ -1,10 +1,15 @@
-"""Distillation losses: SoftKD, hard KD, SpectralKD, ProjectorKD, layer maps, the total loss, and
-the remedies of the phase map (LiftKD, GenerationKD, TopPCKD, a phase-aware feature weight).
+"""Distillation losses: SoftKD, hard KD, SpectralKD, ProjectorKD, a plain MSE, layer maps, the
+total loss, and the remedies of the phase map (the loss-only lift LiftKD, GenerationKD and its
+shuffled-target control, TopPCKD, a phase-aware feature weight). The follow-up's Lift and
+WideLast change the student instead (``ddkit.core.models``) and use SpectralKD or the MSE.
 
 Definitions follow docs/design.md §2 (as the official Distillation Dynamics code computes them);
 the remedies follow docs/design.md §11.
 Feature maps are `[B, C, H, W]` over the token grid (prefix tokens dropped). Teacher tensors are
 targets: they are detached before any loss is taken.
+
+Over 450 lines on purpose: every pair loss the total loss composes, and the total loss itself,
+whose parts (the ``loss_*`` keys the logs and the official release share) change together.
 """
 from __future__ import annotations
 
@@ -19,10 +24,16 @@ from timm.loss import LabelSmoothingCrossEntropy
 from ddkit.core.subspace import shared_basis
 
 KD_KINDS = ("none", "soft", "hard")
-FEATURE_KINDS = ("none", "spectral", "projector", "lift", "generate", "top_pc")
+FEATURE_KINDS = ("none", "spectral", "projector", "lift", "generate", "top_pc", "mse",
+                 "generate_shuffled")
 # feature kinds whose pair loss has a module of its own (``DistillationLoss.projectors``)
-MODULE_KINDS = ("projector", "lift", "generate", "top_pc")
+MODULE_KINDS = ("projector", "lift", "generate", "top_pc", "generate_shuffled")
+# feature kinds that compare the student's map with the (channel-pooled) teacher's directly
+DIRECT_KINDS = ("spectral", "mse")
 PROJECTOR_MODES = ("faithful", "learnable")
+# none: the raw pair loss; target_energy: divided by the loss of an all-zero prediction (the
+# target's energy per element as the loss sees it), so the term is free of the target's scale
+FEATURE_NORMS = ("none", "target_energy")
 LAYER_SPECS = ("none", "first", "last", "first_last")
 
 LayerSpec = Union[str, Sequence[Sequence[int]]]
@@ -121,6 +132,21 @@ def _half_spectrum_energy(d: torch.Tensor) -> torch.Tensor:
     return energy / 2
 
 
+def mse_feature_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """A plain MSE between the student's map and the channel-pooled teacher's (the follow-up's
+    ``--use-mse-loss``): f_s ``[B, C_s, H, W]``, f_t ``[B, C_t, H, W]`` with C_s <= C_t, the
+    teacher pooled to C_s channels (``pool_channels``), mean over B·C_s·H·W; half precision is
+    upcast to float32."""
+    _check_feature_pair(f_s, f_t, allow_wider_student=False)
+    diff = f_s - pool_channels(f_t.detach(), f_s.shape[1])
+    if diff.dtype in (torch.float16, torch.bfloat16):
+        diff = diff.float()
+    return diff.square().mean()
+
+
+DIRECT_LOSSES = {"spectral": spectral_kd_loss, "mse": mse_feature_loss}
+
+
 def feature_loss_diagnostics(f_s: torch.Tensor, f_t: torch.Tensor) -> dict[str, float]:
     """Scale-controlled views of the SpectralKD loss for one (student, teacher) feature pair.
 
@@ -205,13 +231,18 @@ class GenerationKD(nn.Module):
     tokens are mapped to C_t channels (Linear), a random ``mask_ratio`` of the token positions is
     replaced by a learned mask token (drawn per image from torch's global RNG), and a generator
     (Conv3×3 → ReLU → Conv3×3 over the token grid) predicts the teacher's whole map from what is
-    left. Loss: MSE against the teacher map, mean over B·C_t·H·W."""
+    left. Loss: MSE against the teacher map, mean over B·C_t·H·W.
 
-    def __init__(self, student_dim: int, teacher_dim: int, mask_ratio: float = 0.5):
+    ``shuffle``: the control for knowledge in the generated features: the same generator
+    trained against another image's teacher map, the batch's targets rolled by one (image i
+    is asked for image i-1's tokens), so everything but the image-to-target pairing stays."""
+
+    def __init__(self, student_dim: int, teacher_dim: int, mask_ratio: float = 0.5,
+                 shuffle: bool = False):
         super().__init__()
         if not 0 <= mask_ratio < 1:
             raise ValueError(f"GenerationKD: mask_ratio must be in [0, 1), got {mask_ratio}")
-        self.mask_ratio = mask_ratio
+        self.mask_ratio, self.shuffle = mask_ratio, shuffle
         self.align = nn.Linear(student_dim, teacher_dim)
         self.mask_token = nn.Parameter(torch.zeros(teacher_dim))
         self.generator = nn.Sequential(nn.Conv2d(teacher_dim, teacher_dim, 3, padding=1),
@@ -224,7 +255,8 @@ class GenerationKD(nn.Module):
         B, H, W, _ = tokens.shape
         masked = torch.rand(B, H, W, 1, device=tokens.device) < self.mask_ratio
         tokens = torch.where(masked, self.mask_token.to(tokens.dtype), tokens)
-        return F.mse_loss(self.generator(_grid(tokens)), f_t.detach())
+        target = f_t.detach().roll(1, dims=0) if self.shuffle else f_t.detach()
+        return F.mse_loss(self.generator(_grid(tokens)), target)
 
 
 class TopPCKD(nn.Module):
@@ -364,10 +396,13 @@ class DistillationLoss(nn.Module):
     loss_base = (1-α)·CE_ls(s, y) when kd != "none", else CE_ls(s, y)
     loss_dist = α·(soft: tau²·KL batchmean | hard: CE vs teacher argmax); 0 when kd="none"
     loss_fft  = feature_weight · phase_weight(progress, feature_until) · mean over layer pairs
-                of the pair loss (SpectralKD, ProjectorKD or a remedy; the official logs call it
-                `fft` for both); 0 when feature="none". ``progress`` (0 → 1 through the
+                of the pair loss (SpectralKD, ProjectorKD, MSE or a remedy; the official logs
+                call it `fft` for all); 0 when feature="none". ``progress`` (0 → 1 through the
                 schedule) is set by the training loop before each step.
-    loss_feat/{s}-{t} = raw, unweighted loss of each pair.
+    loss_feat/{s}-{t} = unweighted loss of each pair; with ``feature_norm="target_energy"``
+                (SpectralKD and MSE) the pair loss divided by that of an all-zero prediction
+                (the target's energy per element as the loss sees it, no gradient), so a
+                target of any scale starts the term at 1.
     CE_ls is timm's LabelSmoothingCrossEntropy (mean over batch) when label_smoothing > 0.
     feature_weight is β·w of the paper (1 · 0.2).
     """
@@ -377,7 +412,7 @@ class DistillationLoss(nn.Module):
                  feature_weight: float = 0.2, label_smoothing: float = 0.1,
                  student_dims: Dims = None, teacher_dims: Dims = None,
                  projector_mode: str = "faithful", feature_until: float | None = None,
-                 target_rank: int | None = None):
+                 target_rank: int | None = None, feature_norm: str = "none"):
         super().__init__()
         if kd not in KD_KINDS:
             raise ValueError(f"unknown kd {kd!r}; valid choices: {KD_KINDS}")
@@ -394,6 +429,13 @@ class DistillationLoss(nn.Module):
         if projector_mode not in PROJECTOR_MODES:
             raise ValueError(f"unknown projector_mode {projector_mode!r}; "
                              f"valid choices: {PROJECTOR_MODES}")
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"unknown feature_norm {feature_norm!r}; valid choices: "
+                             f"{FEATURE_NORMS}")
+        if feature_norm != "none" and feature not in DIRECT_KINDS:
+            raise ValueError(f"feature_norm={feature_norm!r} needs feature in {DIRECT_KINDS}, "
+                             f"got {feature!r}")
+        self.feature_norm = feature_norm
         self.layer_pairs = [(int(s), int(t)) for s, t in layer_pairs]
         if feature != "none" and not self.layer_pairs:
             raise ValueError(f"feature={feature!r} needs at least one layer pair in layer_pairs")
@@ -413,6 +455,8 @@ class DistillationLoss(nn.Module):
                         _dim_for(teacher_dims, t, "teacher_dims"))
                 self.projectors.append(ProjectorKD(*dims, mode=projector_mode)
                                        if feature == "projector" else
+                                       GenerationKD(*dims, shuffle=True)
+                                       if feature == "generate_shuffled" else
                                        {"lift": LiftKD, "generate": GenerationKD,
                                         "top_pc": TopPCKD}[feature](*dims))
         self.targets = nn.ModuleList()      # RankTarget per pair when target_rank is set
@@ -443,9 +487,14 @@ class DistillationLoss(nn.Module):
     def _pair_loss(self, index: int, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
         if len(self.targets):
             f_t = self.targets[index](f_t)
-        if self.feature == "spectral":
-            return spectral_kd_loss(f_s, f_t)
-        return self.projectors[index](f_s, f_t)
+        if self.feature not in DIRECT_LOSSES:
+            return self.projectors[index](f_s, f_t)
+        loss = DIRECT_LOSSES[self.feature](f_s, f_t)
+        if self.feature_norm == "target_energy":
+            with torch.no_grad():
+                energy = DIRECT_LOSSES[self.feature](torch.zeros_like(f_s), f_t)
+            loss = loss / energy.clamp_min(torch.finfo(energy.dtype).tiny)
+        return loss
 
     def _logit_terms(self, student_logits: torch.Tensor, targets: torch.Tensor,
                      teacher_logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

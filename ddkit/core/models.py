@@ -19,6 +19,8 @@ from timm.models.cait import Cait
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ddkit.core.students import REMEDY_ARGS
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = PACKAGE_DIR / "shipped"
 
@@ -129,6 +131,13 @@ default_cfgs = generate_default_cfgs({
 def _create(variant: str, pretrained: bool, **kwargs) -> nn.Module:
     args = {**PRESET_ARGS[variant], **kwargs}
     model_cls = PRESET_CLASSES.get(variant, VisionTransformer)
+    chosen = [key for key in REMEDY_ARGS if key in args]
+    if len(chosen) > 1:
+        raise TypeError(f"{variant}: {chosen} each build another student; give one of them")
+    if chosen:
+        if model_cls is not VisionTransformer:
+            raise TypeError(f"{variant}: {chosen[0]} builds a ViT student, not a {model_cls.__name__}")
+        model_cls = REMEDY_ARGS[chosen[0]]
     return build_model_with_cfg(model_cls, variant, pretrained, **args)
 
 
@@ -372,6 +381,23 @@ def model_width(name: str, **kwargs) -> int | None:
     with torch.device("meta"):
         return getattr(timm.create_model(name.split(".")[0], pretrained=False, **kwargs),
                        "embed_dim", None)
+
+
+def widths_of(model: nn.Module) -> tuple[int, ...] | None:
+    """Each residual block's output channels: ``block_widths`` of the follow-up's students, else
+    ``embed_dim`` for every block; None for a model without ``embed_dim``."""
+    widths = getattr(model, "block_widths", None)
+    if widths is not None:
+        return tuple(widths)
+    width = getattr(model, "embed_dim", None)
+    return None if width is None else (int(width),) * num_blocks(model)
+
+
+def block_widths(name: str, **kwargs) -> tuple[int, ...] | None:
+    """``widths_of`` a timm model, built on the meta device."""
+    check_model_name(name)
+    with torch.device("meta"):
+        return widths_of(timm.create_model(name.split(".")[0], pretrained=False, **kwargs))
 
 
 def describe(model: nn.Module) -> dict:
