@@ -21,6 +21,7 @@ import torch
 from timm.models.vision_transformer import Block, VisionTransformer, init_weights_vit_timm
 from torch import nn
 
+
 class LiftBlock(Block):
     """A timm ``Block`` followed by the follow-up's lift: a bias-free ``Linear(C -> lift_dim)``
     and a ``LayerNorm(lift_dim)`` on every token. Placed as the student's last block, its

@@ -12,9 +12,9 @@ import pandas as pd
 from ddkit.core.config import load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.core.tables import fmt_minutes
+from ddkit.publish import remedy_docs
 from ddkit.studies import grid
 from ddkit.studies import phase_map as pm
-from ddkit.studies import remedy_verdicts as rv
 from ddkit.verdicts import claims
 from ddkit.verdicts.claims import fmt
 
@@ -46,25 +46,17 @@ def load(figures: Path, controls: pd.DataFrame | None) -> dict | None:
 
 def remedies(controls: pd.DataFrame | None, results: pd.DataFrame | None = None,
              points: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The remedies' verdicts in every setting where late alignment hurts and remedies ran: the
-    controls' MAE teacher (``controls``: its runs table) and the map's hurting points."""
-    parts = []
-    if controls is not None:
-        parts.append(rv.verdicts(controls, {"R-MAE": grid.BASE}))
-    if results is not None and points is not None:
-        parts.append(rv.verdicts(results, pm.remedy_settings(points, results)))
-    parts = [p for p in parts if len(p)]
-    return pd.concat(parts, ignore_index=True) if parts else rv.verdicts(pd.DataFrame(
-        columns=["setting", "cell", "seed", "final_acc1"]), {})
+    """The remedies' verdicts in every setting where they ran (``remedy_docs.tables``): the
+    controls' MAE teacher and default pair (``controls``: their runs table) and the map's
+    hurting points."""
+    return remedy_docs.tables(controls, results, points)["remedies"]
 
 
-def _setting_name(setting: str) -> str:
-    return "MAE teacher, head untrained" if setting == grid.BASE else setting
-
-
-def verdict_rows(data: dict | None, remedy_table: pd.DataFrame) -> list[str]:
+def verdict_rows(data: dict | None, remedy_table: pd.DataFrame,
+                 missing: pd.DataFrame | None = None) -> list[str]:
     """The README verdict table's rows of the map (its primary slope and boundary; none while
-    the map has no table) and of the remedies (per setting, the remedies that count)."""
+    the map has no table) and of the remedies (``remedy_docs.verdict_rows``; ``missing``: the
+    planned remedy runs not published yet)."""
     rows = []
     for r in ([] if data is None else
               data["verdicts"][data["verdicts"]["primary"].astype(bool)].to_dict("records")):
@@ -74,16 +66,7 @@ def verdict_rows(data: dict | None, remedy_table: pd.DataFrame) -> list[str]:
         rows.append(f"| MAP | late alignment hurts above a mismatch of 1, helps below (the "
                     f"follow-up's prediction) | {r['verdict']}: slope {_interval(r)} pt per "
                     f"doubling, {r['n']} points; {where} |")
-    for setting, g in (remedy_table.groupby("setting", sort=False) if len(remedy_table) else []):
-        won = [f"{r['remedy']} ({r['reading']}, {_interval(r)} pt)"
-               for r in g.to_dict("records") if r["counts"]]
-        best = g.loc[g["estimate"].idxmin()]
-        rows.append(f"| {g['claim'].iloc[0]} | a remedy removes the penalty "
-                    f"({_setting_name(setting)}) | "
-                    + ("; ".join(won) if won else
-                       f"none of {len(g)} counts; the closest, {best['remedy']}, is "
-                       f"{_interval(best)} pt behind SoftKD") + " |")
-    return rows
+    return rows + remedy_docs.verdict_rows(remedy_table, missing)
 
 
 def _teachers_markdown(teachers: pd.DataFrame) -> list[str]:

@@ -41,9 +41,9 @@ from ddkit.core.tables import (
     fmt_minutes,
     read_table,
 )
-from ddkit.publish import map_docs
+from ddkit.publish import map_docs, remedy_docs
 from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
-from ddkit.studies import control_verdicts
+from ddkit.studies import control_verdicts, grid
 from ddkit.studies.study import ABLATION, shipped_teacher_record
 from ddkit.verdicts.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
 
@@ -51,7 +51,8 @@ README = REPO_ROOT / "README.md"
 RESULTS = REPO_ROOT / "docs" / "results.md"
 # which generated blocks each page holds
 PAGES = {README: ("costs", "verdicts"),
-         RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls", "phase_map")}
+         RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls", "phase_map",
+                   "remedies", "mechanism")}
 BLOCKS = tuple(name for names in PAGES.values() for name in names)
 CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
 TITLES = {
@@ -417,7 +418,8 @@ def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None,
                       more: list[str] = ()) -> str:
     """The README's one table: each claim's headline on the default pair, then each control's
     reading with its interval (``controls``: ``control_verdicts.verdicts`` of the runs), then
-    the rows ``more`` (the phase map's and the remedies', ``map_docs.verdict_rows``)."""
+    the rows ``more`` (the phase map's and the remedies', ``map_docs.verdict_rows``, and the
+    planned claims not trained yet, ``remedy_docs.pending_rows``)."""
     lines = ["| claim | the paper says | the kit finds |", "|---|---|---|"]
     if table is not None:
         heads = headlines(table)
@@ -426,7 +428,7 @@ def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None,
     if controls is not None:
         for r in controls[controls["primary"]].to_dict("records"):
             setting = _control_setting(r, "MAE teacher, head untrained")
-            lines.append(f"| {r['claim']} | late alignment is negative transfer ({setting}) | "
+            lines.append(f"| {r['claim']} | {control_verdicts.question(r['claim'], setting)} | "
                          f"{r['reading']}: {fmt(r['estimate'])} {_ci(r)} pt, n = {r['n']} |")
     note = ("\nEach row is the headline of a claim's pre-declared primary variant(s), Holm within "
             "the claim; none is exploratory. The exploratory results (the scale sweep's settings "
@@ -455,6 +457,12 @@ def controls_markdown(results: pd.DataFrame, table: pd.DataFrame,
         lines += ["", "Dose-response (MAE teacher, SoftKD − SpectralKD-Last by feature weight w): " +
                   "; ".join(f"w = {d['feature_weight']:g}: {fmt(d['estimate'])} {_ci(d)} pt "
                             f"(n = {d['n']})" for d in dose.to_dict("records")) + "."]
+    probed = control_verdicts.dose(results, control_verdicts.PROBED, control_verdicts.PROBED_DOSE)
+    if len(probed) > 1:
+        lines += ["", "Dose-response at the probed head (SoftKD − SpectralKD-Last by feature "
+                  "weight w): " + "; ".join(f"w = {d['feature_weight']:g}: {fmt(d['estimate'])} "
+                                            f"{_ci(d)} pt (n = {d['n']})"
+                                            for d in probed.to_dict("records")) + "."]
     lines += ["", f"Cost measured on this machine's runs: {controls_cost(results, teacher_s)}."]
     return "\n".join(lines) + "\n"
 
@@ -522,12 +530,29 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
                                f"writes this from `figures/{STUDY_DIR}/` (notebooks 06–07)._\n")
     runs_csv = Path(figures) / CONTROLS_DIR / "runs.csv"
     control_runs = pd.read_csv(runs_csv) if runs_csv.is_file() else None
+    curves_csv = Path(figures) / CONTROLS_DIR / "curves.csv"
+    control_curves = (grid.load(Path(figures) / CONTROLS_DIR, "ddkit controls")[grid.CURVES_CSV]
+                      if control_runs is not None and curves_csv.is_file() else None)
     control_table = control_verdicts.verdicts(control_runs) if control_runs is not None else None
     phase_map = map_docs.load(figures, control_runs)
-    remedy_table = phase_map["remedies"] if phase_map else map_docs.remedies(control_runs)
+    remedy_data = remedy_docs.tables(control_runs, *((phase_map["results"], phase_map["points"])
+                                                     if phase_map else ()))
+    remedy_table = remedy_data["remedies"]
+    profiles = {name: load_profile(name) for name in (CONTROLS_DIR, map_docs.PROFILE)}
+    missing = remedy_docs.missing_runs(profiles[CONTROLS_DIR], control_runs,
+                                       profiles[map_docs.PROFILE],
+                                       phase_map["results"] if phase_map else None)
+    more = (map_docs.verdict_rows(phase_map, remedy_table, missing)
+            + remedy_docs.pending_rows(profiles[CONTROLS_DIR], control_table, remedy_table,
+                                       missing))
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
-                                        control_table, map_docs.verdict_rows(phase_map, remedy_table))
+                                        control_table, more)
     out["phase_map"] = map_docs.map_markdown(phase_map)
+    out["remedies"] = remedy_docs.remedies_markdown(
+        remedy_data, remedy_docs.student_sizes(list(profiles.values())), missing)
+    out["mechanism"] = remedy_docs.mechanism_markdown(
+        control_runs, control_curves, control_table,
+        remedy_docs.mechanism_missing(profiles[CONTROLS_DIR], control_runs))
     out["costs"] = costs_markdown(pd.read_csv(times_csv) if times_csv.is_file() else None,
                                   control_runs, phase_map["results"] if phase_map else None)
     out["controls"] = (controls_markdown(control_runs, control_table,

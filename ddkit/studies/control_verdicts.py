@@ -12,16 +12,30 @@ primary variant, so Holm runs within it; effects are oriented so that late align
                    SoftKD - SpectralKD-First)
     C3-MAE-long    the MAE teacher (head untrained) over a schedule 4x the default: does the
                    penalty last once the students have converged?
+    C3-MAE-mechanism  the MAE teacher at α = 0 (labels and features, no KD term): does the
+                   penalty need the flat soft target? "reproduced" = a penalty remains without
+                   it (it does not need it), "absent" = none of the paper's size (it does);
+                   secondary: the penalty at α = 0.9 minus that at α = 0 (paired by seed:
+                   what the soft target adds) and SoftKD - SpectralKD-Last with the feature
+                   loss divided by the target's energy (is it the loss's scale?)
+    C3-MAE-dose-probed  the probed head at the largest feature weight (w = 2): does a strong
+                   feature loss cost even when the logits carry the labels? (secondary: w = 0.8)
 
 SESOI: the official runs' own final gap of the same comparison (``ddkit.verdicts.reference``), as for C3
 on the default pair: "absent" then excludes a penalty as large as the paper's.
 
 Descriptive (intervals, no verdict):
 
-    dose       SoftKD - SpectralKD-Last at each feature weight (MAE teacher), paired by seed
+    dose       SoftKD - SpectralKD-Last at each feature weight (MAE teacher, head untrained or
+               probed), paired by seed
+    loss terms per epoch, each loss term's mean over seeds (``ddkit.studies.mechanism``): which
+               term dominates when, beside the release's MAE log
     gap curve  per epoch, the mean SoftKD - SpectralKD-Last gap with a t interval over seeds
     crossover  the fraction of the schedule after which the gap's running mean stays >= 0
                (late alignment no longer ahead), with a percentile bootstrap over seed pairs
+
+Over 450 lines on purpose: every control claim with the settings it reads, its readings and the
+descriptive tables drawn beside it, which change together when a control is added.
 """
 from __future__ import annotations
 
@@ -38,20 +52,69 @@ BASE = "base"
 PROBED = "MAE teacher, head probed"
 LONG = "supervised teacher, 48 epochs"
 MAE_LONG = "MAE teacher, 48 epochs"
+DEFAULT_PAIR = "supervised teacher, 12 epochs"   # the default pair: where the remedies must not cost
+ALPHA0 = "MAE teacher, alpha 0"
+NORMED = "MAE teacher, normalised feature loss"
+DOSE = "feature weight"                           # prefix of the MAE teacher's dose settings
+PROBED_DOSE = f"{PROBED}, feature weight"         # prefix of the probed head's dose settings
+PROBED_W2 = f"{PROBED_DOSE} 2.0"
+PROBED_W08 = f"{PROBED_DOSE} 0.8"
+MAE_PAIR = ("SoftKD-MAE", "SpectralKD-Last-MAE")
+MECHANISM_PLANNED = (ALPHA0, NORMED, PROBED_W08, PROBED_W2)   # the mechanism's settings
 SUPPORT = (claims.REPRODUCED, claims.SMALLER)   # verdicts that say "negative transfer"
 OFFICIAL_WINDOW = 9     # epochs of the running mean the official curves are read with (of 300)
 N_BOOT = 2000
 
-# claim -> (setting, [(primary, cell that aligns late), ...], official pair (soft, aligned))
+# claim -> (setting, [(primary, cell that aligns late[, its own setting]), ...], official pair
+# (soft, aligned)); a variant's SoftKD comes from SOFT_FROM's setting when its own has none
 CONTROLS = {
-    "C3-MAE": (BASE, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")],
-               ("SoftKD-MAE", "SpectralKD-Last-MAE")),
-    "C3-MAE-probed": (PROBED, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")],
-                      ("SoftKD-MAE", "SpectralKD-Last-MAE")),
+    "C3-MAE": (BASE, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")], MAE_PAIR),
+    "C3-MAE-probed": (PROBED, [(True, "SpectralKD-Last"), (False, "ProjectorKD-Last")], MAE_PAIR),
     "C3-long": (LONG, [(True, "SpectralKD-Last"), (False, "SpectralKD-First")],
                 ("SoftKD", "SpectralKD-Last")),
-    "C3-MAE-long": (MAE_LONG, [(True, "SpectralKD-Last")], ("SoftKD-MAE", "SpectralKD-Last-MAE")),
+    "C3-MAE-long": (MAE_LONG, [(True, "SpectralKD-Last")], MAE_PAIR),
+    "C3-MAE-mechanism": (ALPHA0, [(True, "SpectralKD-Last"), (False, "SpectralKD-Last", NORMED)],
+                         MAE_PAIR),
+    "C3-MAE-dose-probed": (PROBED_W2, [(True, "SpectralKD-Last"),
+                                       (False, "SpectralKD-Last", PROBED_W08)], MAE_PAIR),
 }
+# settings whose runs change the feature loss only: their SoftKD runs are another setting's
+SOFT_FROM = {NORMED: BASE, PROBED_W2: PROBED, PROBED_W08: PROBED}
+# what each claim asks, for the verdict tables (default: late alignment is negative transfer)
+QUESTIONS = {
+    "C3-MAE-mechanism": "the MAE penalty persists without the flat soft target (α = 0: labels "
+                        "and features only)",
+    "C3-MAE-dose-probed": "a strong feature loss (w = 2) costs even with a probed head (the "
+                          "logits carry the labels)",
+}
+# claim -> reading of its primary verdict, where the generic one would not say the answer
+READINGS = {
+    "C3-MAE-mechanism": {claims.REPRODUCED: "a penalty remains at α = 0: it does not need the "
+                                            "flat soft target",
+                         claims.SMALLER: "a penalty below the paper's remains at α = 0: it "
+                                         "does not need the flat soft target",
+                         claims.ABSENT: "no penalty of the paper's size at α = 0: it needs the "
+                                        "flat soft target",
+                         claims.OPPOSITE: "late alignment helps at α = 0: the penalty needs the "
+                                          "flat soft target"},
+    "C3-MAE-dose-probed": {claims.REPRODUCED: "negative transfer at w = 2 with the probed head: "
+                                              "the feature weight alone makes a penalty",
+                           claims.SMALLER: "a penalty below the paper's at w = 2 with the "
+                                           "probed head",
+                           claims.ABSENT: "no penalty of the paper's size even at w = 2: "
+                                          "labelled logits protect the student",
+                           claims.OPPOSITE: "late alignment helps at w = 2 with the probed head"},
+}
+
+
+def soft_setting(setting: str) -> str:
+    """The setting whose SoftKD runs ``setting``'s aligned runs are paired with."""
+    return SOFT_FROM.get(setting, setting)
+
+
+def question(claim: str, setting: str) -> str:
+    """What a control claim asks, in words (for the README's "the paper says" column)."""
+    return QUESTIONS.get(claim, f"late alignment is negative transfer ({setting})")
 
 
 def _official_acc(logs: pd.DataFrame | None) -> pd.DataFrame:
@@ -84,25 +147,51 @@ def paired_by_seed(results: pd.DataFrame, setting: str, a: str, b: str,
 
 
 def evidence(results: pd.DataFrame, logs: pd.DataFrame | None = None) -> list[Evidence]:
-    """One :class:`claims.Evidence` per control variant with at least 2 seed pairs."""
+    """One :class:`claims.Evidence` per control variant with at least 2 seed pairs (and the
+    mechanism claim's α 0.9 - α 0 difference of penalties, ``soft_target_share``)."""
     gaps = official_final_gaps(logs)
     out = []
-    for claim, (setting, variants, official) in CONTROLS.items():
+    for claim, (claim_setting, variants, official) in CONTROLS.items():
         paper = gaps[official]
         sesoi = Sesoi(abs(paper), f"the official {official[0]} - {official[1]} gap at the final "
                                   f"epoch ({paper:.3g} pt): 'absent' excludes a penalty as large "
                                   "as the paper's")
-        for primary, cell in variants:
-            pair = paired_by_seed(results, setting, "SoftKD", cell)
+        for primary, cell, *own in variants:
+            setting = own[0] if own else claim_setting
+            soft = soft_setting(setting)
+            pair = paired_by_seed(results, setting, "SoftKD", cell, a_setting=soft)
             if len(pair) < 2:
                 continue
+            where = setting if soft == setting else f"{setting}; SoftKD of {soft}"
             out.append(Evidence(
-                claim=claim, variant=f"SoftKD - {cell}, final top-1 ({setting})",
+                claim=claim, variant=f"SoftKD - {cell}, final top-1 ({where})",
                 kind=DIRECTIONAL, dist=claims.paired(pair["SoftKD"], pair[cell]), sesoi=sesoi,
                 unit="pt", statistic=f"SoftKD - {cell} top-1 at the final epoch, paired by seed",
-                primary=primary, paper=paper if cell == "SpectralKD-Last" else math.nan,
+                primary=primary, paper=paper if cell == "SpectralKD-Last" and primary else math.nan,
                 note=f"setting {setting!r} of the controls profile"))
+        if claim == "C3-MAE-mechanism":
+            share = soft_target_share(results)
+            if len(share) >= 2:
+                out.append(Evidence(
+                    claim=claim, variant=f"penalty at α 0.9 - penalty at α 0 ({BASE} vs "
+                                         f"{ALPHA0})",
+                    kind=DIRECTIONAL, dist=claims.paired(share["alpha 0.9"], share["alpha 0"]),
+                    sesoi=sesoi, unit="pt", primary=False,
+                    statistic="(SoftKD - SpectralKD-Last) at α 0.9 minus the same at α 0, "
+                              "final top-1, paired by seed: what the flat soft target adds to "
+                              "the penalty (positive = it makes the penalty larger)",
+                    note="the base's seeds paired with the α = 0 setting's"))
     return out
+
+
+def soft_target_share(results: pd.DataFrame) -> pd.DataFrame:
+    """Per seed: the MAE teacher's penalty (SoftKD - SpectralKD-Last, final top-1) at α 0.9
+    (the base) and at α 0 (``ALPHA0``), on the seeds both settings hold."""
+    gaps = {}
+    for name, setting in (("alpha 0.9", BASE), ("alpha 0", ALPHA0)):
+        pair = paired_by_seed(results, setting, "SoftKD", "SpectralKD-Last")
+        gaps[name] = pair["SoftKD"] - pair["SpectralKD-Last"]
+    return pd.concat(gaps, axis=1).dropna().sort_index()
 
 
 def verdicts(results: pd.DataFrame, logs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -110,22 +199,33 @@ def verdicts(results: pd.DataFrame, logs: pd.DataFrame | None = None) -> pd.Data
     (support), late alignment helps (opposite), no penalty of the paper's size (absent), or the
     verdict itself; "; underpowered" where the design is."""
     table = claims.judge(evidence(results, logs))
-    table["reading"] = [("negative transfer" if v in SUPPORT else
-                         "late alignment helps" if v == claims.OPPOSITE else
-                         "no penalty of the paper's size" if v == claims.ABSENT else v)
-                        + ("; underpowered" if d.startswith("underpowered") else "")
-                        for v, d in zip(table["verdict"], table["design"])]
+    if table.empty:
+        return table.assign(reading=[])
+    table["reading"] = [_reading(c, v, p) + ("; underpowered" if d.startswith("underpowered")
+                                              else "")
+                        for c, v, p, d in zip(table["claim"], table["verdict"], table["primary"],
+                                              table["design"])]
     return table
 
 
-def dose(results: pd.DataFrame) -> pd.DataFrame:
-    """SoftKD (base) - SpectralKD-Last at each feature weight of the MAE teacher's settings
-    (the base's weight and every ``feature weight`` setting): estimate with its t interval
-    over seed pairs (pt)."""
+def _reading(claim: str, verdict: str, primary: bool) -> str:
+    special = READINGS.get(claim, {}).get(verdict) if primary else None
+    if special:
+        return special
+    return ("negative transfer" if verdict in SUPPORT else
+            "late alignment helps" if verdict == claims.OPPOSITE else
+            "no penalty of the paper's size" if verdict == claims.ABSENT else verdict)
+
+
+def dose(results: pd.DataFrame, base: str = BASE, prefix: str = DOSE) -> pd.DataFrame:
+    """SoftKD (``base``) - SpectralKD-Last at each feature weight of one head's settings (the
+    base's weight and every setting named ``prefix`` + its weight; default the MAE teacher
+    with its head untrained, ``dose(results, PROBED, PROBED_DOSE)`` the probed head): estimate
+    with its t interval over seed pairs (pt)."""
     rows = []
-    settings = [BASE] + sorted({s for s in results["setting"] if s.startswith("feature weight")})
+    settings = [base] + sorted({s for s in results["setting"] if s.startswith(prefix + " ")})
     for setting in settings:
-        pair = paired_by_seed(results, setting, "SoftKD", "SpectralKD-Last", a_setting=BASE)
+        pair = paired_by_seed(results, setting, "SoftKD", "SpectralKD-Last", a_setting=base)
         if len(pair) < 2:
             continue
         weight = results.loc[(results["setting"] == setting)
@@ -135,7 +235,11 @@ def dose(results: pd.DataFrame) -> pd.DataFrame:
                      "lo95": ci.lo, "hi95": ci.hi, "n": len(pair), "interval": "t over seeds",
                      "soft_acc1": pair["SoftKD"].mean(),
                      "aligned_acc1": pair["SpectralKD-Last"].mean()})
-    return pd.DataFrame(rows).sort_values("feature_weight").reset_index(drop=True)
+    columns = ["setting", "feature_weight", "estimate", "lo95", "hi95", "n", "interval",
+               "soft_acc1", "aligned_acc1"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows, columns=columns).sort_values("feature_weight").reset_index(drop=True)
 
 
 def curve_settings(curves: pd.DataFrame, cell: str = "SpectralKD-Last") -> list[str]:

@@ -14,6 +14,7 @@ the committed tables already hold, so a new machine never trains them again.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -89,7 +90,11 @@ def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = T
 
 RESULT_COLUMNS = ("setting", "cell", "seed", "teacher", "kd", "feature", "layers",
                   "feature_weight", "epochs", "final_acc1", "best_acc1", "wall_time_s", "run")
-CURVE_COLUMNS = ("setting", "cell", "seed", "epoch", "epochs", "test_acc1", "run")
+CURVE_COLUMNS = ("setting", "cell", "seed", "epoch", "epochs", "test_acc1", "run", "test_loss",
+                 "train_loss", "train_loss_base", "train_loss_dist", "train_loss_fft")
+# and one column per raw pair loss a run logs, ``train_loss_feat/<s>-<t>`` (``feat_columns``);
+# rows published before these columns existed hold NaN there
+FEAT_PREFIX = "train_loss_feat/"
 
 
 def _run_name(run: Run) -> str:
@@ -123,14 +128,35 @@ def results(done: Mapping[tuple[str, str, int], Run]) -> pd.DataFrame:
 
 
 def curves(done: Mapping[tuple[str, str, int], Run]) -> pd.DataFrame:
-    """One row per finished run and logged epoch (``CURVE_COLUMNS``; 0-based epochs, top-1 %)."""
+    """One row per finished run and logged epoch (``CURVE_COLUMNS``; 0-based epochs, top-1 %),
+    with each loss term as the run's log holds it (the official keys: the epoch's mean of
+    ``train_loss_base`` (1-α)·CE, ``train_loss_dist`` α·KD, ``train_loss_fft`` the weighted
+    feature term, and each pair's raw loss ``train_loss_feat/<s>-<t>``; NaN where a run has
+    none)."""
     rows = []
     for (setting, cell, seed), run in done.items():
         records = run.records
         rows += [{"setting": setting, "cell": cell, "seed": seed, "epoch": r["epoch"],
-                  "epochs": len(records), "test_acc1": r["test_acc1"], "run": _run_name(run)}
+                  "epochs": len(records), "test_acc1": r["test_acc1"], "run": _run_name(run),
+                  **{k: r.get(k, math.nan) for k in CURVE_COLUMNS[7:]},
+                  **{k: v for k, v in r.items() if k.startswith(FEAT_PREFIX)}}
                  for r in records]
-    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+    return _curve_columns(pd.DataFrame(rows, columns=list(CURVE_COLUMNS)) if not rows
+                          else pd.DataFrame(rows))
+
+
+def feat_columns(table: pd.DataFrame) -> list[str]:
+    """The raw pair-loss columns of a curves table, sorted."""
+    return sorted(c for c in table.columns if c.startswith(FEAT_PREFIX))
+
+
+def _curve_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """``CURVE_COLUMNS`` (added as NaN where missing: a table published before them), then the
+    pair-loss columns."""
+    for column in CURVE_COLUMNS:
+        if column not in table.columns:
+            table[column] = math.nan
+    return table[[*CURVE_COLUMNS, *feat_columns(table)]]
 
 
 def merged(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
@@ -139,9 +165,11 @@ def merged(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
     if old is None or old.empty:
         out = new
     else:
-        out = pd.concat([new, old[~old["run"].isin(set(new["run"]))]], ignore_index=True)
+        kept = old[~old["run"].isin(set(new["run"]))]
+        out = pd.concat([new, kept], ignore_index=True) if len(new) else kept.copy()
     keys = [k for k in ("setting", "cell", "seed", "epoch") if k in out.columns]
-    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+    out = out.sort_values(keys, kind="stable").reset_index(drop=True)
+    return _curve_columns(out) if "epoch" in out.columns else out
 
 
 RESULTS_CSV, CURVES_CSV = "runs.csv", "curves.csv"
@@ -198,7 +226,8 @@ def load(folder: Path, command: str) -> dict[str, pd.DataFrame]:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: run `{command}` to train the runs "
                                     "and write their tables")
-        out[name] = pd.read_csv(path)
+        table = pd.read_csv(path)
+        out[name] = _curve_columns(table) if name == CURVES_CSV else table
     return out
 
 
