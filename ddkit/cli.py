@@ -258,13 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         ctl = sub.add_parser(command, help=summary, description=(
             f"Train the {profile} profile's teachers ({teachers}; shipped under ddkit/shipped/, "
             "trained only when the shipped record lacks their recipe), then every student of "
-            "its base and settings (or take them from the run cache), and write runs.csv and "
-            "curves.csv to figures/<profile>/, keeping the committed rows of runs this machine "
-            "lacks; a run the committed tables already hold is not trained again."))
+            "its own setting and its sweep settings (or take them from the run cache), and write "
+            "runs.csv and curves.csv to figures/<profile>/, keeping the committed rows of runs "
+            "this machine lacks; a run the committed tables already hold is not trained again."))
         _profile_options(ctl, default=profile)
         ctl.add_argument("--only", action="append", default=None, metavar="SETTING",
-                         help="train only this setting (repeatable; 'base' or a sweep setting's "
-                              "name, see `ddkit profiles`)")
+                         help="train only this setting (repeatable; the profile's own "
+                              "setting, named by its base_name, or a sweep setting; `ddkit "
+                              "profiles` lists them)")
         ctl.add_argument("--workers", type=int, default=None,
                          help="runs trained side by side (default: the profile's workers)")
         ctl.add_argument("--teachers-only", action="store_true",
@@ -406,6 +407,8 @@ def _profiles(_args: argparse.Namespace) -> int:
               f"    data {p.data.name}; teacher {p.teacher.model.name} ({p.teacher_source}); "
               f"student {p.student.model.name}; seeds {p.seeds}; device {p.device}\n"
               f"    run: {p.command}")
+        if p.sweep:
+            print(f"    settings: {'; '.join([p.own_setting, *p.sweep])}")
     return 0
 
 

@@ -212,3 +212,17 @@ def test_convergence_calls_a_plateau_flat_and_a_climb_not():
     assert flat["flat"] and flat["tail_from"] == 16 and abs(flat["drift"]) < 0.2
     climbing = cv.convergence(_curves(0.5), cv.LONG).iloc[0]   # +2 pt over the last 4 epochs
     assert not climbing["flat"] and climbing["drift"] == pytest.approx(2.0, abs=0.2)
+
+
+def test_the_committed_runs_are_planned_under_the_settings_they_are_published_under():
+    """Renaming a setting (here the profiles' own, from "base" to their ``base_name``) changes no
+    run: a run's name is its config's hash, and each committed row's run is the run its profile
+    plans for that row's (setting, cell, seed)."""
+    from ddkit.core.config import load_profile
+    from ddkit.runs.store import FIGURES
+    assert cv.BASE == load_profile("controls").own_setting
+    for profile in ("controls", "phase_map"):
+        planned = grid.names(load_profile(profile))
+        table = pd.read_csv(FIGURES / profile / grid.RESULTS_CSV)
+        keys = [planned.get(run) for run in table["run"]]
+        assert keys == list(zip(table["setting"], table["cell"], table["seed"])), profile

@@ -12,6 +12,7 @@ import pandas as pd
 from ddkit.core.config import load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.core.tables import fmt_minutes
+from ddkit.studies import control_verdicts as cv
 from ddkit.studies import grid
 from ddkit.studies import phase_map as pm
 from ddkit.studies import remedy_verdicts as rv
@@ -50,16 +51,12 @@ def remedies(controls: pd.DataFrame | None, results: pd.DataFrame | None = None,
     controls' MAE teacher (``controls``: its runs table) and the map's hurting points."""
     parts = []
     if controls is not None:
-        parts.append(rv.verdicts(controls, {"R-MAE": grid.BASE}))
+        parts.append(rv.verdicts(controls, {"R-MAE": cv.BASE}))
     if results is not None and points is not None:
         parts.append(rv.verdicts(results, pm.remedy_settings(points, results)))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else rv.verdicts(pd.DataFrame(
         columns=["setting", "cell", "seed", "final_acc1"]), {})
-
-
-def _setting_name(setting: str) -> str:
-    return "MAE teacher, head untrained" if setting == grid.BASE else setting
 
 
 def verdict_rows(data: dict | None, remedy_table: pd.DataFrame) -> list[str]:
@@ -79,7 +76,7 @@ def verdict_rows(data: dict | None, remedy_table: pd.DataFrame) -> list[str]:
                for r in g.to_dict("records") if r["counts"]]
         best = g.loc[g["estimate"].idxmin()]
         rows.append(f"| {g['claim'].iloc[0]} | a remedy removes the penalty "
-                    f"({_setting_name(setting)}) | "
+                    f"({setting}) | "
                     + ("; ".join(won) if won else
                        f"none of {len(g)} counts; the closest, {best['remedy']}, is "
                        f"{_interval(best)} pt behind SoftKD") + " |")

@@ -34,7 +34,7 @@ from ddkit.verdicts import claims, reference
 from ddkit.verdicts.claims import DIRECTIONAL, Evidence, Sesoi
 from ddkit.verdicts.stats import mean_ci
 
-BASE = "base"
+BASE = "MAE teacher, head untrained"   # the profile itself (its base_name)
 PROBED = "MAE teacher, head probed"
 LONG = "supervised teacher, 48 epochs"
 MAE_LONG = "MAE teacher, 48 epochs"
@@ -119,8 +119,8 @@ def verdicts(results: pd.DataFrame, logs: pd.DataFrame | None = None) -> pd.Data
 
 
 def dose(results: pd.DataFrame) -> pd.DataFrame:
-    """SoftKD (base) - SpectralKD-Last at each feature weight of the MAE teacher's settings
-    (the base's weight and every ``feature weight`` setting): estimate with its t interval
+    """SoftKD (MAE teacher, head untrained) - SpectralKD-Last at each feature weight of the MAE
+    teacher's settings (the profile's own weight and every ``feature weight`` setting): estimate with its t interval
     over seed pairs (pt)."""
     rows = []
     settings = [BASE] + sorted({s for s in results["setting"] if s.startswith("feature weight")})

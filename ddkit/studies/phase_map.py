@@ -67,7 +67,7 @@ def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
     seen, frames = set(), []
     for name, variant in grid.settings(profile).items():
         teacher_cfg, _ = study.teacher_model(variant, progress=False)
-        if name == grid.BASE or teacher_cfg.name in seen:
+        if name == grid.base_name(profile) or teacher_cfg.name in seen:
             continue
         seen.add(teacher_cfg.name)
         record = study.shipped_teacher_record(teacher_cfg.name)
@@ -105,7 +105,7 @@ def setting_table(profile: Profile) -> pd.DataFrame:
     """One row per sweep setting: task, classes K, student width, student and teacher preset."""
     rows = []
     for name, variant in grid.settings(profile).items():
-        if name == grid.BASE:
+        if name == grid.base_name(profile):
             continue
         student = variant.student.model
         rows.append({"setting": name, "task": task_label(variant.data.name),
