@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from ddkit.publish.labels import legend_below, place_labels
 from ddkit.publish.plots import PALETTE, style
 
 T_BAND = "95 % t interval over seed pairs"
@@ -64,9 +65,6 @@ def plot_effect_vs_mismatch(points: pd.DataFrame, fits: dict, title: str | None 
                             yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
                             fmt=marker, capsize=3, color=color, mfc="white" if "K=" not in task
                             else color, label=task)
-                for r in g.itertuples():
-                    ax.annotate(f"{r.width}", (r.ratio, r.estimate), fontsize=6,
-                                xytext=(4, -8), textcoords="offset points")
             fit = fits.get(cell)
             if fit is not None:
                 grid_x = np.geomspace(rows["ratio"].min() / 1.2, rows["ratio"].max() * 1.2, 100)
@@ -85,12 +83,16 @@ def plot_effect_vs_mismatch(points: pd.DataFrame, fits: dict, title: str | None 
             ax.set_xlim(rows["ratio"].min() / 1.4, rows["ratio"].max() * 1.4)
             ax.set_xlabel("mismatch: teacher dim (95 %) / student width")
             ax.set_title(f"SoftKD - {cell}", fontsize=9)
-            ax.legend(fontsize=6, title=f"points: {T_BAND};\nnumbers: student width",
-                      title_fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.18), ncols=2,
-                      frameon=False)
+            legend_below(ax, fontsize=6, title=f"points: {T_BAND};\nnumbers: student width",
+                         title_fontsize=6, ncols=2, frameon=False)
         axes[0][0].set_ylabel("final top-1 gap (pt)\n> 0: alignment hurts")
         fig.suptitle(title or "phase map: where late alignment helps and hurts", fontsize=10)
         fig.tight_layout()
+        for ax, cell in zip(axes[0], cells):   # after the layout, which moves the points
+            rows = points[points["cell"] == cell]
+            place_labels(ax, list(rows["ratio"]), list(rows["estimate"]),
+                         [str(w) for w in rows["width"]], key_title="widths",
+                         spans=list(zip(rows["lo95"], rows["hi95"])))
     return fig
 
 
@@ -162,7 +164,8 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
     """One panel per task: each point's SoftKD - SpectralKD-Last gap per fraction of the schedule
     (mean over seed pairs; ``control_verdicts.gap_curve`` rows with ``setting``), coloured by
     the point's mismatch (log scale); above 0 = late alignment behind at that epoch."""
-    ratio = points.drop_duplicates("setting").set_index("setting")[["task", "ratio", "width"]]
+    ratio = (points.drop_duplicates("setting").set_index("setting")[["task", "ratio", "width"]]
+             .sort_values("width", kind="stable"))    # the legends read width 8, 16, ..., 96
     tasks = list(dict.fromkeys(ratio["task"]))
     norm = plt.matplotlib.colors.LogNorm(ratio["ratio"].min(), ratio["ratio"].max())
     cmap = plt.get_cmap("coolwarm")
@@ -170,17 +173,17 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.6), sharey=True,
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            for setting, g in gap_curves.groupby("setting", sort=False):
-                if setting not in ratio.index or ratio.loc[setting, "task"] != task:
+            for setting, r in ratio[ratio["task"] == task].iterrows():
+                g = gap_curves[gap_curves["setting"] == setting]
+                if g.empty:
                     continue
-                r = ratio.loc[setting]
                 ax.plot(g["fraction"], g["gap"], marker=".", color=cmap(norm(r["ratio"])),
                         label=f"width {r['width']} (mismatch {r['ratio']:.2f})")
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("fraction of the schedule")
-            ax.legend(fontsize=6, title="mean over seed pairs", title_fontsize=6,
-                      loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)
+            legend_below(ax, fontsize=6, title="mean over seed pairs", title_fontsize=6,
+                         frameon=False)
         axes[0][0].set_ylabel("SoftKD - SpectralKD-Last (pt)\n> 0: alignment behind")
         fig.suptitle(title or "when in training late alignment helps or hurts", fontsize=10)
         fig.tight_layout()
