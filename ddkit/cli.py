@@ -452,7 +452,13 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _grid(args: argparse.Namespace) -> int:
     from ddkit import nb  # lazy: `ddkit --help` stays fast (pandas)
-    from ddkit.studies import controls, grid, phase_map  # lazy: `ddkit --help` stays fast (pandas)
+    from ddkit.studies import (  # lazy: `ddkit --help` stays fast (pandas)
+        controls,
+        grid,
+        map_study,
+        phase_map,
+        settings_mismatch,
+    )
     profile = _profile(args)
     executor = _executor(args)       # a bad executor setting stops here, before any training
     if executor.kind == "slurm" and not (args.publish_only or args.teachers_only):
@@ -473,6 +479,11 @@ def _grid(args: argparse.Namespace) -> int:
     tables = grid.publish(profile, done, folder)
     print(f"{len(done)} run(s) of this machine; {len(tables[grid.RESULTS_CSV])} in "
           f"{folder / grid.RESULTS_CSV}")
+    if args.command == "phase-map":      # a map is judged once, here, for its notebook and docs
+        mism = settings_mismatch.cached([profile], folder / "mismatch.csv", recompute=True)
+        study = map_study.compute(profile, tables[grid.RESULTS_CSV], mism)
+        map_study.write(study, folder)
+        print(f"{study.claim}: {study.headline} (derived tables in {folder})")
     return 0
 
 
