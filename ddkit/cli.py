@@ -500,6 +500,7 @@ def _refresh(_args: argparse.Namespace) -> int:
 
 COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
             "profiles": _profiles, "ship-teacher": _ship, "controls": _grid, "phase-map": _grid,
+            "u-formation": _grid,
             "refresh-notebooks": _refresh}
 
 
