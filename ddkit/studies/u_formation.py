@@ -37,6 +37,8 @@ from ddkit.signals.dynamics import sample_batch
 from ddkit.signals.image_bootstrap import per_image_entropy
 from ddkit.studies import formation, grid
 from ddkit.verdicts import claims
+from ddkit.verdicts.claims import DIRECTIONAL, Evidence
+from ddkit.verdicts.sesoi import Paper, sesoi_c1, sesoi_c6
 
 COLUMNS = ("source", "model", "setting", "cell", "depth", "epoch", "epochs", "progress",
            "statistic", "estimate", "lo95", "hi95", "n", "interval", "min_block",
@@ -185,3 +187,130 @@ def write_table(profile, folder: Path) -> pd.DataFrame:
     if len(entropy):
         write_text(Path(folder) / "entropy.csv", entropy.to_csv(index=False))
     return out
+
+
+# --------------------------------------------------------------------------- verdicts
+
+def _final_profiles(entropy: pd.DataFrame, setting: str, cell: str) -> pd.DataFrame:
+    """[seeds, L] token-entropy profiles of one setting and cell at its last checkpoint."""
+    g = entropy[(entropy["setting"] == setting) & (entropy["cell"] == cell)]
+    last = g[g["epoch"] == g["epochs"] - 1]
+    return last.pivot_table(index="seed", columns="layer", values="value")
+
+
+def c1_depth_evidence(entropy: pd.DataFrame, paper: Paper | None = None) -> list[Evidence]:
+    """One claim per depth (``C1-depth <L>``): the U depth of the SoftKD students' global-range
+    entropy profile at the final checkpoint, over seeds (primary), and the no-KD students'
+    (secondary), with C1's SESOI."""
+    paper = paper or Paper()
+    delta = sesoi_c1(paper)
+    out = []
+    for setting in sorted(entropy["setting"].unique(), key=lambda s: int(s.split()[-1])):
+        for cell in ("SoftKD", "no-KD"):
+            P = _final_profiles(entropy, setting, cell)
+            if len(P) < 2:
+                continue
+            depth = P.shape[1]
+            out.append(Evidence(
+                f"C1-depth {depth}", f"{cell} students, {depth} blocks: U depth at the end",
+                DIRECTIONAL, claims.u_depth(P.to_numpy()), delta, "bits",
+                f"min(first, last) - interior min of the {cell} students' raw entropy profile at "
+                "the final checkpoint", primary=cell == "SoftKD",
+                note="the depth design (profile u_formation): all 60k images, 10 epochs"))
+    return out
+
+
+def c6_deep_evidence(entropy: pd.DataFrame, setting: str, cell: str = "SpectralKD-Last",
+                     paper: Paper | None = None) -> list[Evidence]:
+    """``C6-deep`` at ``setting``: SoftKD - ``cell`` in the last block's entropy and at the
+    interior minimum, paired by seed (C6's two parts and SESOIs), at the final checkpoint."""
+    paper = paper or Paper()
+    soft, aligned = _final_profiles(entropy, setting, "SoftKD"), _final_profiles(entropy, setting, cell)
+    seeds = sorted(set(soft.index) & set(aligned.index))
+    if len(seeds) < 2:
+        return []
+    S, A = soft.loc[seeds].to_numpy(), aligned.loc[seeds].to_numpy()
+    note = f"the depth design's {setting} students (profile u_formation)"
+    return [Evidence("C6-deep", f"SoftKD - {cell}, last layer ({setting})", DIRECTIONAL,
+                     claims.paired(S[:, -1], A[:, -1]), sesoi_c6(paper, "last layer"), "bits",
+                     f"SoftKD - {cell} entropy of the last block", primary=True, note=note),
+            Evidence("C6-deep", f"SoftKD - {cell}, interior minimum ({setting})", DIRECTIONAL,
+                     claims.paired(claims.interior_min(S), claims.interior_min(A)),
+                     sesoi_c6(paper, "interior minimum"), "bits",
+                     f"SoftKD - {cell} of the lowest interior block's entropy", primary=True,
+                     note=note)]
+
+
+def located(formation_table: pd.DataFrame, delta: float, cell: str = "SoftKD") -> dict:
+    """Where the U forms in the depth design (docs/design.md §13): the smallest depth whose
+    ``cell`` students' final U depth has its 95 % lower bound above ``delta``, and the first
+    fraction of training from which the lower bound stays above it. ``{"depth": None}`` when no
+    depth qualifies."""
+    rows = formation_table[(formation_table["source"] == "depth design")
+                           & (formation_table["cell"] == cell)
+                           & (formation_table["statistic"] == "U depth")]
+    for depth, g in sorted(rows.groupby("depth"), key=lambda kv: kv[0]):
+        g = g.sort_values("progress")
+        above = (g["lo95"] > delta).to_numpy()
+        if len(g) and above[-1]:
+            first = len(above) - int(np.argmin(above[::-1])) if not above.all() else 0
+            return {"depth": int(depth), "setting": g["setting"].iloc[0],
+                    "from_progress": float(g["progress"].iloc[first]),
+                    "final": float(g["estimate"].iloc[-1]), "lo95": float(g["lo95"].iloc[-1])}
+    return {"depth": None}
+
+
+def run(profile, folder: Path, recompute: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The U-formation table and the depth design's per-checkpoint entropy, as notebook 11 needs
+    them. ``recompute`` (the notebook runs under the study's own profile): train the depth design
+    (or take it from the run cache), publish its runs and write both tables; otherwise the
+    committed tables (None while they are missing)."""
+    folder = Path(folder)
+    if recompute:
+        grid.tables(profile, folder, recompute=True)
+        write_table(profile, folder)
+    table = pd.read_csv(folder / TABLE) if (folder / TABLE).is_file() else None
+    entropy = pd.read_csv(folder / "entropy.csv") if (folder / "entropy.csv").is_file() else None
+    return table, entropy
+
+
+def _bits(r) -> str:
+    if np.isnan(r["lo95"]):
+        return f"{r['estimate']:+.3f} bits (one run, no interval)"
+    return f"{r['estimate']:+.3f} [{r['lo95']:+.3f}, {r['hi95']:+.3f}] bits"
+
+
+def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float) -> list[str]:
+    """Sentences about where the U forms, each built from the tables."""
+    u = table[table["statistic"] == "U depth"]
+    lines = []
+    final = u[(u["source"] == "shipped teacher") & (u["interval"] == "images")]
+    for r in final.to_dict("records"):
+        shape = "a U" if r["lo95"] > 0 else "monotone" if r["hi95"] < 0 else "no clear shape"
+        lines.append(f"shipped teacher {r['model']} ({r['depth']} blocks), final weights: U depth "
+                     f"{_bits(r)} over {r['n']} test images: {shape}"
+                     + (f", its minimum at block {int(r['min_block']) + 1} of {r['depth']}"
+                        if r["lo95"] > 0 else ""))
+    release = u[(u["source"] == "release") & (u["cell"] == "SoftKD")].sort_values("progress")
+    if len(release):
+        above = release[release["estimate"] > delta]
+        lines.append("release SoftKD student (12 blocks, one run): U depth "
+                     f"{release['estimate'].iloc[-1]:+.3f} bits at the end of 300 epochs; "
+                     + (f"above the SESOI from {above['progress'].iloc[0]:.0%} of training"
+                        if len(above) else "never above the SESOI"))
+    design = u[u["source"] == "depth design"]
+    if design.empty:
+        lines.append("the depth design (profile u_formation) is not published yet")
+        return lines
+    for (depth, cell), g in design.groupby(["depth", "cell"]):
+        r = g.sort_values("progress").iloc[-1].to_dict()
+        lines.append(f"depth design, {cell} students with {depth} blocks, end of training: U depth "
+                     f"{_bits(r)} over {int(r['n'])} seeds")
+    where = located(table, delta)
+    if where["depth"] is None:
+        lines.append(f"no depth forms a U whose 95 % lower bound exceeds the SESOI ({delta:.3f} "
+                     "bits) by the end of training")
+    else:
+        lines.append(f"the U is located at depth {where['depth']}: its lower bound exceeds the "
+                     f"SESOI ({delta:.3f} bits) from {where['from_progress']:.0%} of training on")
+    return lines
