@@ -12,8 +12,10 @@ one config tree, which change together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -426,7 +428,14 @@ def _checked_model(model: ModelConfig, key: str, check_name) -> None:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 (hex) of a file's bytes (read in 1 MiB blocks)."""
+    """sha256 (hex) of a file's bytes (read in 1 MiB blocks); remembered per (path, size,
+    modification time), so planning a grid of hundreds of runs reads each teacher once."""
+    stat = os.stat(path)
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
