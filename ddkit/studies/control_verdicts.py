@@ -275,7 +275,8 @@ def effect_vs_mismatch(sweeps: dict[str, pd.DataFrame], controls: pd.DataFrame,
                                "hi95": doses["hi95"], "n": doses["n"]}))
     effects = pd.concat(parts, ignore_index=True)
     last = mismatch[mismatch["layers"] == "last"][["profile", "setting", "teacher",
-                                                   "teacher_dim", "student_width", "ratio"]]
+                                                   "teacher_dim_followup", "student_width", "ratio",
+                                                   "ratio_centred"]]
     return effects.merge(last, on=["profile", "setting"], how="left")
 
 
