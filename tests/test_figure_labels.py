@@ -16,7 +16,9 @@ import pytest  # noqa: E402
 from ddkit.publish import control_plots, map_plots  # noqa: E402
 from ddkit.publish.labels import drawn_texts, overlapping_texts, place_labels  # noqa: E402
 from ddkit.studies import control_verdicts as cv  # noqa: E402
+from ddkit.studies import map_rule  # noqa: E402
 from ddkit.studies import phase_map as pm  # noqa: E402
+from ddkit.verdicts import reference  # noqa: E402
 
 WIDTHS = (96, 8, 48, 16, 32, 24)          # out of order on purpose
 TASKS = ("Fashion-MNIST", "mosaic K=10", "mosaic K=100")
@@ -70,7 +72,25 @@ def _points() -> pd.DataFrame:
                 estimate = 1.5 * np.log2(ratio) + rng.normal(0, 0.5)
                 rows.append({"setting": f"{task}, width {width}", "task": task, "width": width,
                              "cell": cell, "ratio": ratio, "estimate": estimate,
-                             "lo95": estimate - 2, "hi95": estimate + 2, "n": 5})
+                             "lo95": estimate - 2, "hi95": estimate + 2, "n": 5, "se": 0.7,
+                             "teacher_dim": ratio * width, "target_rank": width // 2,
+                             "side": "above 1" if ratio > 1 else "below 1"})
+    return pd.DataFrame(rows)
+
+
+def _ranks() -> pd.DataFrame:
+    """The controlled-dimension design's points: widths 8 and 16 on two tasks, k = width/4 .. 4
+    width, the ratio saturating (as the committed teachers' do) so that ranks crowd."""
+    rows = []
+    for task, dim in (("mosaic K=10", 14.0), ("mosaic K=100", 33.0)):
+        for width in (8, 16):
+            for k in (width // 4, width // 2, width, 2 * width, 4 * width):
+                ratio = min(k, dim) / width
+                for cell in pm.ALIGNED:
+                    estimate = np.log2(ratio) + (0.3 if cell == pm.ALIGNED[1] else 0.0)
+                    rows.append({"task": task, "width": width, "cell": cell, "ratio": ratio,
+                                 "target_rank": k, "estimate": estimate, "lo95": estimate - 1.5,
+                                 "hi95": estimate + 1.5})
     return pd.DataFrame(rows)
 
 
@@ -102,7 +122,7 @@ def _figures() -> dict:
     dose = pd.DataFrame({"feature_weight": [0.02, 0.2, 2.0], "estimate": [1.0, 5.0, 16.0],
                          "lo95": [-2.0, 3.0, 11.0], "hi95": [5.0, 7.0, 21.0]})
     teachers = pd.DataFrame([{"task": task, "acc1": 90.0, "energy": energy, "layer": layer,
-                              "dim": (10 + 3 * layer) * (1 + t) * energy}
+                              "dim_followup": (10 + 3 * layer) * (1 + t) * energy}
                              for t, task in enumerate(TASKS) for energy in (0.9, 0.95)
                              for layer in range(8)])
     remedies = pd.DataFrame([{"setting": s, "remedy": r, "estimate": e, "lo95": e - 2,
@@ -117,7 +137,11 @@ def _figures() -> dict:
         "08_dose_response": lambda: control_plots.plot_dose(dose),
         "08_effect_vs_mismatch": lambda: control_plots.plot_effect_vs_mismatch(_effects()),
         "09_teacher_dims": lambda: map_plots.plot_teacher_dims(teachers, sorted(WIDTHS)),
-        "09_effect_vs_mismatch": lambda: map_plots.plot_effect_vs_mismatch(points, fits),
+        "09_effect_vs_mismatch": lambda: map_plots.plot_sign_test(
+            points, map_rule.judge(points), reference.official_mismatch_points(),
+            map_rule.sesoi().value),
+        "09_slope": lambda: map_plots.plot_effect_vs_mismatch(points, fits),
+        "09_map_k": lambda: map_plots.plot_map_k(_ranks()),
         "09_map": lambda: map_plots.plot_map_grid(points),
         "09_gap_by_phase": lambda: map_plots.plot_gap_by_phase(_gap_curves(points), points),
         "09_remedies": lambda: map_plots.plot_remedies(remedies, plain),
@@ -211,12 +235,13 @@ def test_labels_with_no_free_place_go_to_a_lettered_key_under_the_axes():
 
 
 def test_the_figures_drawn_from_the_committed_tables_have_no_overlapping_text():
-    """Notebook 08's effect-vs-mismatch and notebook 09's effect-vs-mismatch and gap-by-phase
-    figures, from figures/controls/ and figures/phase_map/ as the notebooks draw them."""
+    """Notebook 08's effect-vs-mismatch and notebook 09's sign test (09_effect_vs_mismatch),
+    slope (the labelled points) and gap-by-phase figures, from figures/controls/ and
+    figures/phase_map/ as the notebooks draw them."""
     from ddkit.core.config import load_profile
     from ddkit.core.tables import SWEEP_CSV, read_table
     from ddkit.runs.store import FIGURES
-    from ddkit.studies import grid
+    from ddkit.studies import grid, map_study
 
     controls = grid.load(FIGURES / "controls", "ddkit controls")[grid.RESULTS_CSV]
     mism = pd.read_csv(FIGURES / "controls" / "mismatch.csv")
@@ -224,11 +249,12 @@ def test_the_figures_drawn_from_the_committed_tables_have_no_overlapping_text():
               "paper_shaped": read_table(FIGURES / "paper_shaped" / SWEEP_CSV)}
     effects = cv.effect_vs_mismatch(sweeps, cv.verdicts(controls), cv.dose(controls), mism)
     _no_overlap_and_no_bare_base(control_plots.plot_effect_vs_mismatch(effects))
-    tables = grid.load(FIGURES / "phase_map", "ddkit phase-map")
-    points = pm.points(tables[grid.RESULTS_CSV], pm.setting_table(load_profile("phase_map")),
-                       pd.read_csv(FIGURES / "phase_map" / "mismatch.csv"))
-    fits = {cell: pm.boundary(points, cell) for cell in pm.ALIGNED}
-    _no_overlap_and_no_bare_base(map_plots.plot_effect_vs_mismatch(points, fits))
-    gaps = pd.concat([cv.gap_curve(tables[grid.CURVES_CSV], s) for s in points["setting"].unique()],
+    phase = map_study.run(load_profile("phase_map"), FIGURES / "phase_map", recompute=False)
+    _no_overlap_and_no_bare_base(map_plots.plot_sign_test(
+        phase.points, phase.rule, reference.official_mismatch_points(), map_rule.sesoi().value))
+    fits = phase.fits or {cell: pm.boundary(phase.points, cell) for cell in phase.cells}
+    _no_overlap_and_no_bare_base(map_plots.plot_effect_vs_mismatch(phase.points, fits))
+    curves = grid.load(FIGURES / "phase_map", "ddkit phase-map")[grid.CURVES_CSV]
+    gaps = pd.concat([cv.gap_curve(curves, s) for s in phase.points["setting"].unique()],
                      ignore_index=True)
-    _no_overlap_and_no_bare_base(map_plots.plot_gap_by_phase(gaps, points))
+    _no_overlap_and_no_bare_base(map_plots.plot_gap_by_phase(gaps, phase.points))

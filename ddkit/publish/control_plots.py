@@ -94,7 +94,7 @@ def plot_dose(dose: pd.DataFrame, title: str | None = None) -> Figure:
 
 def plot_effect_vs_mismatch(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Each setting's SoftKD - SpectralKD-Last effect (with its t interval) against its
-    last-layer mismatch ratio (teacher dimension at 95 % / student width); rows of
+    last-layer mismatch ratio (the follow-up dimension at 95 % / student width); rows of
     ``control_verdicts.effect_vs_mismatch``. Each point is labelled with its setting, in its
     profile's colour, where the label overlaps nothing (``labels.place_labels``)."""
     with style():
@@ -107,7 +107,7 @@ def plot_effect_vs_mismatch(table: pd.DataFrame, title: str | None = None) -> Fi
             colors[profile] = bars.lines[0].get_color()
         ax.axhline(0, color="k", lw=0.8)
         ax.axvline(1, color="k", lw=0.8, ls=":")
-        ax.set_xlabel("last-layer mismatch: teacher PCA dim (95 %) / student width")
+        ax.set_xlabel("last-layer mismatch: follow-up dim (p99, 95 %) / student width")
         ax.set_ylabel("SoftKD - SpectralKD-Last (pt)")
         legend_below(ax, fontsize=7, title=f"profile ({T_BAND}); labels: setting",
                      title_fontsize=7, ncols=len(colors))
