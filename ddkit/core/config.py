@@ -12,8 +12,10 @@ one config tree, which change together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -468,7 +470,14 @@ def _checked_model(model: ModelConfig, key: str, check_name) -> None:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 (hex) of a file's bytes (read in 1 MiB blocks)."""
+    """sha256 (hex) of a file's bytes (read in 1 MiB blocks); remembered per (path, size,
+    modification time), so planning a grid of hundreds of runs reads each teacher once."""
+    stat = os.stat(path)
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -550,7 +559,15 @@ class Profile:
     workers: int | None = None      # runs trained at once (ddkit.runs.parallel); None = the CPU cores
     analysis: dict = field(default_factory=dict)    # AnalysisConfig keys, for the notebooks
     sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
+    # the name of the profile itself as a setting beside its sweep's (tables, figures, documents):
+    # what it is, e.g. "MAE teacher, head untrained"; "" = "<name> profile"
+    base_name: str = ""
     probe: RoleConfig | None = None # a linear probe of the teacher's head (the controls profile)
+
+    @property
+    def own_setting(self) -> str:
+        """The profile itself as a setting beside its sweep's: ``base_name``, else "<name> profile"."""
+        return self.base_name or f"{self.name} profile"
 
     def seeds_for(self, cell: str) -> list[int]:
         """The seeds of one ablation cell: ``cell_seeds[cell]`` when given, else ``seeds``."""
@@ -660,6 +677,9 @@ def check_profile(profile: Profile) -> Profile:
     from_dict(AnalysisConfig, profile.analysis, "analysis")
     if profile.workers is not None and profile.workers < 1:
         raise ConfigError(f"workers={profile.workers} must be >= 1 (or null: one per CPU core)")
+    if profile.own_setting in profile.sweep:
+        raise ConfigError(f"base_name={profile.own_setting!r} is also a sweep setting's name: "
+                          "the profile's own setting needs a name of its own")
     for setting, changes in profile.sweep.items():
         if not isinstance(changes, dict):
             raise ConfigError(f"sweep.{setting}: expected a mapping of dotted keys to values")

@@ -104,8 +104,10 @@ def models(points: pd.DataFrame, cell: str = "SpectralKD-Last") -> pd.DataFrame:
     intervals), one row per model and term: ``slope`` (on log2 ratio, the kit's former rule),
     ``hinge`` (separate slopes below and above a ratio of 1), ``width`` (log2 student width
     alone), ``dimension`` (log2 teacher dimension alone), ``both`` (width and dimension side by
-    side; the follow-up predicts a positive dimension and a negative width term of equal size).
-    Rows (model, term, coef, lo95, hi95, r2, aic, n)."""
+    side; the follow-up predicts a positive dimension and a negative width term of equal size),
+    and, where a (task, width) holds several points (the controlled-dimension design),
+    ``within width`` (log2 ratio with one intercept per task and width: does harm grow with the
+    target's dimension at a fixed width?). Rows (model, term, coef, lo95, hi95, r2, aic, n)."""
     rows = points[points["cell"] == cell]
     if len(rows) < 4:
         return pd.DataFrame(columns=["model", "term", "coef", "lo95", "hi95", "r2", "aic", "n"])
@@ -119,6 +121,11 @@ def models(points: pd.DataFrame, cell: str = "SpectralKD-Last") -> pd.DataFrame:
             "width": _ols(y, {"log2 width": width}),
             "dimension": _ols(y, {"log2 teacher dim": dim}),
             "both": _ols(y, {"log2 teacher dim": dim, "log2 width": width})}
+    groups = rows["task"].astype(str) + ", width " + rows["width"].astype(str)
+    if groups.nunique() < len(rows):
+        dummies = {f"intercept {g}": (groups == g).to_numpy(np.float64)
+                   for g in sorted(groups.unique())[1:]}
+        fits["within width"] = _ols(y, {"log2 ratio": x, **dummies})
     out = []
     for model, fit in fits.items():
         for term, value in fit.items():
