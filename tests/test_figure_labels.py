@@ -128,7 +128,7 @@ def _figures() -> dict:
     remedies = pd.DataFrame([{"setting": s, "remedy": r, "estimate": e, "lo95": e - 2,
                               "hi95": e + 2, "reading": "still behind SoftKD", "sesoi": 1.06}
                              for s in (cv.BASE, "mosaic K=10, width 8")
-                             for r, e in (("LiftKD-Last", 10.0), ("GenKD-Last", -2.0))])
+                             for r, e in (("LossLift-Last", 10.0), ("GenKD-Last", -2.0))])
     plain = pd.DataFrame([{"setting": s, "estimate": 5.0, "lo95": 3.0, "hi95": 7.0, "n": 5}
                           for s in (cv.BASE, "mosaic K=10, width 8")])
     return {

@@ -12,7 +12,7 @@ from ddkit.core.config import CELLS, ConfigError, cell_parts, replace, validate
 from ddkit.core.losses import (
     DistillationLoss,
     GenerationKD,
-    LiftKD,
+    LossLift,
     TopPCKD,
     phase_weight,
     spectral_kd_loss,
@@ -30,7 +30,7 @@ def _spectral_reference(s: np.ndarray, t: np.ndarray) -> float:
 
 def test_lift_is_spectral_kd_of_the_layer_normed_linear_lift():
     torch.manual_seed(1)
-    lift = LiftKD(4, 6)
+    lift = LossLift(4, 6)
     with torch.no_grad():
         lift.norm.weight.uniform_(0.5, 2)
         lift.norm.bias.uniform_(-1, 1)

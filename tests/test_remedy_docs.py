@@ -184,3 +184,22 @@ def test_the_forest_and_the_loss_terms_draw_with_and_without_runs():
                                        mechanism.official_loss_terms())
     assert "not published yet" in fig.axes[0].texts[0].get_text()
     plt.close("all")
+
+
+def test_the_figures_from_the_committed_tables_have_no_overlapping_text():
+    import matplotlib.pyplot as plt
+
+    from ddkit.publish import labels
+    from ddkit.studies import map_study
+    figures = Path(grid.__file__).parents[2] / "figures"
+    C, M = grid.load(figures / "controls", "x"), grid.load(figures / "phase_map", "x")
+    study = map_study.load(figures / "phase_map", "phase_map")
+    data = remedy_docs.tables(C[grid.RESULTS_CSV], M[grid.RESULTS_CSV],
+                              study.points if study is not None else None)
+    missing = remedy_docs.missing_runs(load_profile("controls"), C[grid.RESULTS_CSV],
+                                       load_profile("phase_map"), M[grid.RESULTS_CSV])
+    for fig in (remedy_plots.plot_remedy_forest(data, missing),
+                remedy_plots.plot_loss_terms(mechanism.loss_terms(C[grid.CURVES_CSV]),
+                                             mechanism.official_loss_terms())):
+        assert labels.overlapping_texts(fig) == []
+    plt.close("all")

@@ -1,5 +1,5 @@
 """Distillation losses: SoftKD, hard KD, SpectralKD, ProjectorKD, a plain MSE, layer maps, the
-total loss, and the remedies of the phase map (the loss-only lift LiftKD, GenerationKD and its
+total loss, and the remedies of the phase map (the loss-only lift LossLift, GenerationKD and its
 shuffled-target control, TopPCKD, a phase-aware feature weight). The follow-up's Lift and
 WideLast change the student instead (``ddkit.core.models``) and use SpectralKD or the MSE.
 
@@ -210,11 +210,13 @@ def _grid(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.permute(0, 3, 1, 2)
 
 
-class LiftKD(nn.Module):
-    """A lift before the feature loss (the remedy the encoding-mismatch follow-up proposes): the
-    student's tokens go through a learned Linear(C_s→C_t) and LayerNorm(C_t), then SpectralKD
-    against the un-pooled teacher map, so the student keeps its own width and the lift carries
-    the teacher's extra directions. Loss as ``spectral_kd_loss`` (mean over B·C_t·H·(W//2+1)·2)."""
+class LossLift(nn.Module):
+    """An ablation of the follow-up's Lift (formerly LiftKD; cell ``LossLift-Last``): its lift
+    applied inside the loss only. The student's tokens go through a learned Linear(C_s→C_t)
+    and LayerNorm(C_t), then SpectralKD against the un-pooled teacher map; the student keeps
+    its own width and its own head. The follow-up's Lift puts the lift in the student and a new
+    head on it (``ddkit.core.students.LiftViT``). Loss as ``spectral_kd_loss`` (mean over
+    B·C_t·H·(W//2+1)·2)."""
 
     def __init__(self, student_dim: int, teacher_dim: int):
         super().__init__()
@@ -457,7 +459,7 @@ class DistillationLoss(nn.Module):
                                        if feature == "projector" else
                                        GenerationKD(*dims, shuffle=True)
                                        if feature == "generate_shuffled" else
-                                       {"lift": LiftKD, "generate": GenerationKD,
+                                       {"lift": LossLift, "generate": GenerationKD,
                                         "top_pc": TopPCKD}[feature](*dims))
         self.targets = nn.ModuleList()      # RankTarget per pair when target_rank is set
         if target_rank is not None:
