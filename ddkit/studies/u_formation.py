@@ -7,7 +7,7 @@ block over training, for every run whose checkpoints the kit holds, one table.
 The U statistics are claim C1's (``verdicts.claims.u_depth``): the U depth max_k min(x_first -
 x_k, x_last - x_k) over the interior blocks, positive for a U, and its two arms. Each row says
 what its interval is over: ``seeds`` (several runs of one recipe, t per arm, Bonferroni over
-the interior blocks: the intersection-union bound of §8), ``images`` (one run's analysis images,
+the interior blocks: the intersection-union bound of docs/design.md §8), ``images`` (one run's analysis images,
 the same bound with images as the independent units), or ``none`` (one run, no interval). The
 position of the interior minimum is given as a fraction of the depth, (block + 1) / L.
 
