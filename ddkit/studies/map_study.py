@@ -1,6 +1,7 @@
 """A map of late alignment's effect against the encoding mismatch, computed once
 (docs/design.md §11, docs/design.md §12): the phase map (claim ``MAP``), the
-controlled-dimension design (``MAP-k``) and the pre-registered replication (``MAP-replication``) are three profiles of one kind of study.
+controlled-dimension design (``MAP-k``) and the pre-registered replication
+(``MAP-replication``) are three profiles of one kind of study.
 
     study = compute(profile, results, curves, mism)   # the points, the rule, the secondary fits
     write(study, folder)                             # points.csv, rule.csv, models.csv
