@@ -8,6 +8,8 @@ name. The paper pair is timm's own ``cait_s24_224`` (teacher) and ``deit_tiny_pa
 from __future__ import annotations
 
 import difflib
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +205,38 @@ def check_model_name(name: str) -> None:
     close = difflib.get_close_matches(arch, timm.list_models(), n=8, cutoff=0.6)
     raise ModelInputError(f"unknown model name {name!r}; ddkit presets: {sorted(PRESET_ARGS)}; "
                           f"close timm names: {close}")
+
+
+def check_builds(name: str, **kwargs) -> None:
+    """Raise ModelInputError, naming the arguments, unless timm builds ``name`` with ``kwargs``
+    (on the meta device: no compute, no weights). A width the heads do not divide, a zero or
+    negative size and an argument the model does not take all fail here, before any compute."""
+    problem = build_problem(name, **kwargs)
+    if problem:
+        raise ModelInputError(f"model {name!r} cannot be built with {kwargs!r}: {problem}")
+
+
+def build_problem(name: str, **kwargs) -> str | None:
+    """Why timm cannot build the model ``name`` with ``kwargs`` (None when it can); an unknown
+    name raises ModelInputError."""
+    check_model_name(name)
+    return _build_problem(name.split(".")[0], json.dumps(kwargs, sort_keys=True, default=repr))
+
+
+@functools.lru_cache(maxsize=256)
+def _build_problem(arch: str, kwargs_json: str) -> str | None:
+    """Why timm cannot build ``arch`` with the JSON ``kwargs_json`` (None when it can); cached,
+    since a grid profile checks the same few models once per setting."""
+    try:
+        with torch.device("meta"):
+            timm.create_model(arch, pretrained=False, **json.loads(kwargs_json))
+    except TypeError as err:   # an argument the model class does not take
+        return f"{err}; model arguments go to timm.create_model (check their names)"
+    except Exception as err:  # AssertionError, ZeroDivisionError, RuntimeError: a bad size
+        said = str(err) or "no message"
+        return (f"{type(err).__name__}: {said}; widths, depths and head counts must be positive "
+                "and embed_dim a multiple of num_heads")
+    return None
 
 
 def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
