@@ -51,7 +51,7 @@ from ddkit.core.models import ModelInputError
 from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
 from ddkit.runs.parallel import RunsFailed
-from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, runs_root, write_text
+from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, RunStoreError, runs_root, write_text
 from ddkit.runs.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -492,7 +492,7 @@ COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: printed as one line, not a traceback."""
     return (ConfigError, ValueError, FileNotFoundError, NonFiniteLossError,
-            DeviceUnavailableError, NotebookFailed, RunBusyError, RunsFailed,
+            DeviceUnavailableError, NotebookFailed, RunBusyError, RunsFailed, RunStoreError,
             torch.OutOfMemoryError)
 
 

@@ -250,6 +250,106 @@ def test_an_edited_config_json_is_no_cache_hit(two_runs, runs_dir, edit):
     assert _digests(target.path) == before
 
 
+DIGESTS = ("config_sha256", "weights_sha256", "log_sha256", "kept_sha256", "summary_sha256")
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _refused_unchanged(cfg, target, pattern, monkeypatch=None):
+    """A cache hit on ``target`` is refused with ``pattern``, before any compute, and nothing in
+    the run folder is changed."""
+    before = _digests(target.path)
+    if monkeypatch is not None:
+        monkeypatch.setattr(train_mod, "build_dataset",
+                            lambda *a, **k: pytest.fail("data loaded for a damaged run"))
+    with pytest.raises(RunFileError, match=pattern):
+        train(cfg, progress=False)
+    assert _digests(target.path) == before
+
+
+def _as_legacy(target):
+    """The run's summary.json as a run from before the digests wrote it (no digests at all)."""
+    summary = json.loads(target.summary.read_text())
+    target.summary.write_text(json.dumps({k: v for k, v in summary.items() if k not in DIGESTS}))
+
+
+def test_a_run_records_the_digests_of_its_log_and_every_kept_weights_file(two_runs):
+    _, source, _ = two_runs
+    summary = json.loads((source / "summary.json").read_text())
+    assert summary["log_sha256"] == _sha(source / "metrics.jsonl")
+    kept = sorted((source / "weights").glob("epoch_*.safetensors"))
+    assert kept and summary["kept_sha256"] == {p.name: _sha(p) for p in kept}
+
+
+def test_a_foreign_log_is_no_cache_hit(two_runs, runs_dir, monkeypatch):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    shutil.copyfile(other / "metrics.jsonl", target.log)
+    _refused_unchanged(cfg, target, r"metrics.jsonl: its digest .* differs .* Remove the run "
+                                    r"folder", monkeypatch)
+
+
+def test_foreign_kept_weights_are_no_cache_hit(two_runs, runs_dir, monkeypatch):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    shutil.copyfile(other / "weights" / "epoch_0000.safetensors", target.epoch_weights(0))
+    _refused_unchanged(cfg, target, r"epoch_0000.safetensors: its digest .* differs",
+                       monkeypatch)
+
+
+def test_an_added_epoch_weights_file_is_no_cache_hit(two_runs, runs_dir, monkeypatch):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    shutil.copyfile(other / "weights" / "epoch_0000.safetensors", target.epoch_weights(3))
+    _refused_unchanged(cfg, target, r"epoch_0003.safetensors: not in the run's record",
+                       monkeypatch)
+
+
+def test_a_missing_epoch_weights_file_is_no_cache_hit(two_runs, runs_dir):
+    cfg, target, _ = _copied(two_runs, runs_dir)
+    target.epoch_weights(0).unlink()
+    _refused_unchanged(cfg, target, r"epoch_0000.safetensors: missing")
+
+
+@pytest.mark.parametrize("cut", ["drop", "add"])
+def test_a_log_whose_records_are_not_the_runs_epochs_is_no_cache_hit(two_runs, runs_dir, cut):
+    """Even for a run from before the log digest (the count is checked on its own): the log
+    holds exactly one record per epoch, 0 .. epochs-1."""
+    cfg, target, _ = _copied(two_runs, runs_dir)
+    _as_legacy(target)
+    lines = target.log.read_text().splitlines(keepends=True)
+    extra = json.dumps({**json.loads(lines[-1]), "epoch": 1}) + "\n"
+    target.log.write_text("" if cut == "drop" else "".join(lines) + extra)
+    _refused_unchanged(cfg, target, r"metrics.jsonl: holds epochs \[.*\] for a run of 1 "
+                                    r"epoch")
+
+
+def test_an_interrupted_run_whose_log_was_deleted_is_refused_before_compute(runs_dir,
+                                                                            monkeypatch):
+    cfg = tiny_config(epochs=3)
+    with interrupted_at_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    target = RunDir.for_config(cfg)
+    target.log.unlink()
+    _refused_unchanged(cfg, target, r"metrics.jsonl: .*epochs 0..1 .* checkpoint.*Remove the "
+                                    r"run folder", monkeypatch)
+
+
+def test_an_edited_final_acc1_in_summary_json_is_no_cache_hit(two_runs, runs_dir):
+    cfg, target, _ = _copied(two_runs, runs_dir)
+    summary = json.loads(target.summary.read_text())
+    target.summary.write_text(json.dumps({**summary, "final_acc1": 99.9}))
+    _refused_unchanged(cfg, target, r"summary.json: .*(edited|differs)")
+    _as_legacy(target)               # without its digests: the log still says otherwise
+    _refused_unchanged(cfg, target, r"summary.json: final_acc1 99.9 .* metrics.jsonl")
+
+
+def test_removed_digests_and_swapped_weights_are_no_cache_hit(two_runs, runs_dir):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    _as_legacy(target)
+    shutil.copyfile(other / "model.safetensors", target.final_weights)
+    _refused_unchanged(cfg, target, r"model.safetensors: the final weights differ from epoch_0000")
+
+
 # --------------------------------------------------------------------------- 5. one trainer
 
 

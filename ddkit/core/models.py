@@ -299,6 +299,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    resume_file = (f"{path} is a run's resume file (optimizer and RNG state, not a model's "
+                   f"weights): pass the run folder {path.parent} instead (or its "
+                   "model.safetensors)")
+    if path.name == "checkpoint.pt" and (path.parent / "config.json").is_file():
+        raise WeightsFileError(resume_file)
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
@@ -309,6 +314,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                "again") from None
     if not isinstance(state, dict):
         raise WeightsFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    if {"trainable", "optimizer", "scheduler", "rng"} <= set(state):   # renamed or moved
+        raise WeightsFileError(resume_file)
     return state.get("model", state.get("state_dict", state))
 
 
