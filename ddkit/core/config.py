@@ -576,6 +576,34 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+# Profile keys that change no result: a profile differing from the kit's only in these is still
+# that profile (its runs hash the same, it publishes where the kit's does).
+NOT_RESULTS = ("device", "workers")
+
+
+def override_digest(profile: Profile) -> str:
+    """6 hex digits of a profile's values (the device aside): what ``<name>-set-<digest>``
+    names an overridden profile by (``ddkit notebooks``, the grid commands)."""
+    data = json.loads(json.dumps(to_dict(profile)))
+    text = json.dumps({k: v for k, v in data.items() if k != "device"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def published_name(profile: Profile) -> str:
+    """The name a profile's results are published under (``figures/<name>/``): its own when it
+    is the kit's profile of that name unchanged (``NOT_RESULTS`` aside) or the kit has no profile
+    of that name; else ``<name>-set-<digest>``, so the committed results of the kit's profile
+    are only ever written by that profile."""
+    if profile.name not in profile_names():
+        return profile.name
+    def results(p: Profile) -> dict:
+        data = json.loads(json.dumps(to_dict(p)))
+        return {k: v for k, v in data.items() if k not in NOT_RESULTS}
+    if results(profile) == results(load_profile(profile.name)):
+        return profile.name
+    return f"{profile.name}-set-{override_digest(profile)}"
+
+
 def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
     """Load a profile by name (``smoke``, ``default``, ``paper``) or from a YAML path.
 

@@ -48,11 +48,13 @@ SHIPPED_TEACHERS = {t.model: t for t in (
     ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped",
                    "ddkit ship-teacher --profile paper_shaped"),
     ShippedTeacher("ddkit_vit_mae_teacher_fmnist", "mae_teacher_fmnist", "controls",
-                   "ddkit controls --teachers-only"),
+                   "ddkit ship-teacher --profile controls"),
     ShippedTeacher("ddkit_vit_mae_probed_teacher_fmnist", "mae_probed_teacher_fmnist", "controls",
-                   "ddkit controls --teachers-only"),
+                   "ddkit ship-teacher --profile controls --teacher "
+                   "ddkit_vit_mae_probed_teacher_fmnist"),
     *(ShippedTeacher(f"ddkit_vit_teacher_mosaic{k}", f"teacher_mosaic{k}", "phase_map",
-                     "ddkit phase-map --teachers-only") for k in (10, 100, 1000)),
+                     f"ddkit ship-teacher --profile phase_map --teacher ddkit_vit_teacher_mosaic{k}")
+      for k in (10, 100, 1000)),
 )}
 SHIPPED_TEACHER = SHIPPED_TEACHERS["ddkit_vit_teacher_fmnist"].weights  # the default teacher
 
