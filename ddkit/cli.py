@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         "phase-map": ("train the phase map (profile phase_map): where late alignment helps "
                       "or hurts over task complexity x student width, and the remedies",
                       "one mosaic teacher per task complexity"),
+        "u-formation": ("train the depth x training-length design (profile u_formation): where "
+                        "the entropy U forms", "none: the CaiT-shaped teacher is shipped"),
     }
     for command, (summary, teachers) in grids.items():
         profile = command.replace("-", "_")
@@ -264,15 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
             f"Take the {profile} profile's teachers ({teachers}) from ddkit/shipped/, or, when "
             "an override changed a teacher's recipe, from the run store (trained there if "
             "missing, said in one line; `ddkit ship-teacher` alone writes ddkit/shipped/), "
-            "then train every student of its base and settings (or take them from the run "
-            "cache), and write runs.csv and curves.csv to figures/<profile>/, keeping the "
-            "committed rows of runs this machine lacks; a run the committed tables already "
-            "hold is not trained again. With --set overrides the tables go to "
+            "then train every student of its own setting and its sweep settings (or take "
+            "them from the run cache), and write runs.csv and curves.csv to "
+            "figures/<profile>/, keeping the committed rows of runs this machine lacks; a run "
+            "the committed tables already hold is not trained again. With --set overrides "
+            "the tables go to "
             "figures/<profile>-set-<digest>/, never over the committed ones."))
         _profile_options(ctl, default=profile)
         ctl.add_argument("--only", action="append", default=None, metavar="SETTING",
-                         help="train only this setting (repeatable; 'base' or a sweep setting's "
-                              "name, see `ddkit profiles`)")
+                         help="train only this setting (repeatable; the profile's own "
+                              "setting, named by its base_name, or a sweep setting; `ddkit "
+                              "profiles` lists them)")
         ctl.add_argument("--workers", type=int, default=None,
                          help="runs trained side by side (default: the profile's workers)")
         ctl.add_argument("--teachers-only", action="store_true",
@@ -417,6 +421,8 @@ def _profiles(_args: argparse.Namespace) -> int:
               f"    data {p.data.name}; teacher {p.teacher.model.name} ({p.teacher_source}); "
               f"student {p.student.model.name}; seeds {p.seeds}; device {p.device}\n"
               f"    run: {p.command}")
+        if p.sweep:
+            print(f"    settings: {'; '.join([p.own_setting, *p.sweep])}")
     return 0
 
 
@@ -487,7 +493,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _grid(args: argparse.Namespace) -> int:
     from ddkit import nb  # lazy: `ddkit --help` stays fast (pandas)
-    from ddkit.studies import controls, grid, phase_map  # lazy: `ddkit --help` stays fast (pandas)
+    from ddkit.studies import (  # lazy: `ddkit --help` stays fast (pandas)
+        controls,
+        grid,
+        map_study,
+        phase_map,
+        settings_mismatch,
+        u_formation,
+    )
     profile = _profile(args)
     executor = _executor(args)       # a bad executor setting stops here, before any training
     if executor.kind == "slurm" and not args.publish_only:
@@ -507,6 +520,14 @@ def _grid(args: argparse.Namespace) -> int:
     tables = grid.publish(profile, done, folder, teachers=teachers)
     print(f"{len(done)} run(s) of this machine; {len(tables[grid.RESULTS_CSV])} in "
           f"{folder / grid.RESULTS_CSV}")
+    if args.command == "u-formation":    # the U over training, computed once for notebook 11
+        u_formation.write_table(profile, folder)
+        print(f"U formation table in {folder / u_formation.TABLE}")
+    if args.command == "phase-map":      # a map is judged once, here, for its notebook and docs
+        mism = settings_mismatch.cached([profile], folder / "mismatch.csv", recompute=True)
+        study = map_study.compute(profile, tables[grid.RESULTS_CSV], mism)
+        map_study.write(study, folder)
+        print(f"{study.claim}: {study.headline} (derived tables in {folder})")
     if args.publish_only:            # the collect command: say which runs are still missing
         grid.check_collected(profile, tables[grid.RESULTS_CSV], folder, teachers)
     return 0
@@ -519,6 +540,7 @@ def _refresh(_args: argparse.Namespace) -> int:
 
 COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
             "profiles": _profiles, "ship-teacher": _ship, "controls": _grid, "phase-map": _grid,
+            "u-formation": _grid,
             "refresh-notebooks": _refresh}
 
 

@@ -214,12 +214,12 @@ def test_an_overridden_grid_publishes_to_its_own_folder_not_the_committed_one(
 
 
 def test_the_unchanged_grid_still_publishes_to_figures_profile(capsys, figures, tmp_path):
-    committed = _tree(figures / "phase_map")
-    code, out, err = _run(capsys, "phase-map", "--publish-only", "--device", "cpu",
+    committed = _tree(figures / "controls")
+    code, out, err = _run(capsys, "controls", "--publish-only", "--device", "cpu",
                           "--runs-dir", str(tmp_path / "runs"))
     assert code == 0 or "planned run(s) collected into" in _error_line(err), err  # runs to come
-    assert f"in {figures / 'phase_map' / 'runs.csv'}" in out
-    assert _tree(figures / "phase_map") == committed      # every committed row kept as it was
+    assert f"in {figures / 'controls' / 'runs.csv'}" in out
+    assert _tree(figures / "controls") == committed       # every committed row kept as it was
     assert sorted(p.name for p in figures.iterdir()) == ["controls", "phase_map"]
 
 

@@ -387,9 +387,10 @@ def test_an_unreachable_slurm_is_named(tmp_path, shared, monkeypatch):
 def test_the_cli_says_why_in_one_line(tmp_path, shared, monkeypatch, capsys):
     _fake_sinfo(tmp_path / "bin", monkeypatch, "echo debug")
     _no_submitting(monkeypatch)
-    # --retrain-published: the committed tables hold the base's runs, which are else skipped
-    code = main(["controls", "--only", "base", "--retrain-published", "--executor", "slurm",
-                 "--partition", "nope", "--timeout-min", "5", "--runs-dir", str(shared)])
+    # --retrain-published: the committed tables hold this setting's runs, else skipped
+    code = main(["controls", "--only", "MAE teacher, head untrained", "--retrain-published",
+                 "--executor", "slurm", "--partition", "nope", "--timeout-min", "5",
+                 "--runs-dir", str(shared)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: cannot submit to Slurm (nothing was "
                                             "submitted): unknown Slurm partition 'nope'"), err
@@ -430,8 +431,8 @@ def test_no_wait_prints_the_array_and_the_command_that_collects_it(tmp_path, sha
     published = []
     monkeypatch.setattr(grid, "publish", lambda profile, done, folder, **kw: published.append(
         dict(done)) or {grid.RESULTS_CSV: []})     # the committed tables stay as they are
-    code = main(["controls", "--only", "base", "--retrain-published", "--executor", "slurm",
-                 "--no-wait", "--partition", "debug", "--set", "seeds=[0]",
+    code = main(["controls", "--only", "MAE teacher, head untrained", "--retrain-published",
+                 "--executor", "slurm", "--no-wait", "--partition", "debug", "--set", "seeds=[0]",
                  "--runs-dir", str(shared)])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and published == [{}], (code, published)

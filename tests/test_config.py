@@ -120,12 +120,27 @@ def test_profile_overrides_are_validated():
 def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
     p = load_profile("default")
     variants = settings(p)
-    assert variants["base"] is p and len(variants) == 1 + len(p.sweep)
+    assert variants["default pair"] is p and len(variants) == 1 + len(p.sweep)
     assert variants["wider gap (student 32-dim)"].student.model.kwargs["embed_dim"] == 32
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep:\n  typo: {student.optim.epoch: 3}\n")
     with pytest.raises(ConfigError, match=r"sweep\.typo: unknown key 'student\.optim\.epoch'"):
         load_profile(bad)
+
+
+def test_each_profile_names_its_own_setting_by_what_it_is(tmp_path):
+    """``base_name``: the profile itself as a setting in tables and figures, never a bare "base";
+    not part of any run's hash, and never a sweep setting's name."""
+    for name in profile_names():
+        p = load_profile(name)
+        assert p.base_name and p.own_setting == p.base_name, name
+        assert p.own_setting.lower() != "base" and p.own_setting not in p.sweep, name
+    p = load_profile("controls")
+    assert p.own_setting == "MAE teacher, head untrained"
+    assert load_profile("controls", base_name="x").student_config() == p.student_config()
+    assert load_profile("smoke", base_name="").own_setting == "smoke profile"
+    with pytest.raises(ConfigError, match="base_name='longer \\(3 epochs\\)' is also a sweep"):
+        load_profile("smoke", base_name="longer (3 epochs)")
 
 
 def test_cell_seeds_override_the_profile_seeds_for_their_cell():

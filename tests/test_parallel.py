@@ -3,7 +3,11 @@
 others, and progress events come from the workers."""
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 from conftest import interrupted_at_epoch, tiny_config
@@ -157,3 +161,62 @@ def test_profile_workers_is_checked_and_kept_out_of_run_hashes():
         load_profile("default", workers=0)
     one, two = load_profile("default", workers=1), load_profile("default", workers=2)
     assert one.student_config() == two.student_config()
+
+
+# --------------------------------------------------------------------------- under papermill
+
+TESTS = Path(__file__).resolve().parent
+TRAIN_CELL = f"""
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+from conftest import tiny_config
+from ddkit.core.config import replace
+from ddkit.runs import parallel
+small = {{"data.train_subset": 64, "data.eval_subset": 64, "data.augment": False}}
+configs = {{("ok", s): replace(tiny_config(epochs=1), seed=s, **small) for s in (0, 1)}}
+"""
+FAILING = """
+configs[("bad", 2)] = replace(tiny_config(epochs=1), seed=2,
+                              **{**small, "data.root": "/no-data-here"})
+"""
+RUN_CELL = "runs = parallel.train_many(configs, workers=2, progress=False)\nprint(len(runs), 'runs')"
+# the pipeline of ./run_all.sh (its generated documents are not this test's to rewrite)
+RUNNER = """
+import sys
+from pathlib import Path
+from ddkit.publish import pipeline, readme
+readme.update = lambda: False
+try:
+    pipeline.run_notebooks([Path(sys.argv[1])], "smoke")
+except pipeline.NotebookFailed as err:
+    print(f"NotebookFailed: {err}")
+"""
+
+
+def _run_in_pipeline(path: Path, *code: str) -> subprocess.CompletedProcess:
+    cells = [nbformat.v4.new_code_cell('profile = "smoke"')]
+    cells[0].metadata["tags"] = ["parameters"]
+    cells += [nbformat.v4.new_code_cell(c) for c in code]
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernel}), path)
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    return subprocess.run([sys.executable, "-c", RUNNER, str(path)], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_a_notebook_training_through_the_pool_ends_without_a_traceback(tmp_path):
+    """papermill interrupts its kernel's process group when it shuts the kernel down: the idle
+    workers ignore that interrupt and stop with the kernel, printing nothing. A run that fails in
+    a worker is still named, with its error, in one line."""
+    done = _run_in_pipeline(tmp_path / "90_pool.ipynb", TRAIN_CELL, RUN_CELL)
+    assert done.returncode == 0 and "NotebookFailed" not in done.stdout, done.stdout + done.stderr
+    assert "90_pool done in" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "SpawnProcess" not in done.stderr, done.stderr
+    failed = _run_in_pipeline(tmp_path / "91_pool_fails.ipynb", TRAIN_CELL + FAILING, RUN_CELL)
+    assert "Traceback" not in failed.stderr and "SpawnProcess" not in failed.stderr, failed.stderr
+    lines = failed.stdout.splitlines()
+    assert lines and lines[0].startswith("NotebookFailed: 91_pool_fails.ipynb failed in cell"), \
+        failed.stdout + failed.stderr
+    assert "RunsFailed: 1 run(s) failed" in lines[0], failed.stdout
+    bad = [line for line in lines if "('bad', 2)" in line]
+    assert len(bad) == 1 and "DatasetNotFoundError" in bad[0], failed.stdout

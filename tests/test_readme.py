@@ -157,3 +157,22 @@ def test_setup_block_states_each_notebooks_time_from_the_recorded_table():
     assert "| `00_setup_and_data` | 7 s | 0 | 0 |" in text
     assert "| `03_negative_transfer` | 25.0 min | 39 | 13 |" in text
     assert readme.setup_markdown().endswith(").\n")                    # no table: one line
+
+
+BARE_BASE = re.compile(r"(?<![\w-])base(?![\w-])", re.IGNORECASE)
+
+
+def test_no_setting_a_reader_sees_is_a_bare_base():
+    """Every setting is named by what it is: no cell of a committed table under figures/ is the
+    word "base", and neither generated page uses it (a profile names its own setting in
+    ``base_name``, e.g. "MAE teacher, head untrained")."""
+    tables = sorted(p for p in readme.FIGURES.rglob("*.csv")     # figures/smoke/: not committed
+                    if p.relative_to(readme.FIGURES).parts[0] != "smoke")
+    assert len(tables) >= 8
+    for path in tables:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        bare = [column for column in table if table[column].str.strip().str.lower().eq("base").any()]
+        assert not bare, f"{path.relative_to(readme.REPO_ROOT)}: a bare 'base' in {bare}"
+    for page in readme.PAGES:
+        found = [line for line in page.read_text().splitlines() if BARE_BASE.search(line)]
+        assert not found, f"{page.name} calls a setting 'base': {found}"

@@ -30,9 +30,11 @@ def _claims(c1_gain: float, c3_gain: float) -> pd.DataFrame:
 
 @pytest.fixture
 def sweep() -> pd.DataFrame:
-    return pd.concat([_claims(0.0, 0.0).assign(setting="base", train_wall_s=2520.0, session_s=1.0),
-                      _claims(0.6, 0.0).assign(setting="4-block student", train_wall_s=900.0,
-                                               session_s=1.0)], ignore_index=True)
+    return pd.concat([_claims(0.0, 0.0).assign(setting="paper-shaped pair", exploratory=False,
+                                               train_wall_s=2520.0, session_s=1.0),
+                      _claims(0.6, 0.0).assign(setting="4-block student", exploratory=True,
+                                               train_wall_s=900.0, session_s=1.0)],
+                     ignore_index=True)
 
 
 def _formation() -> pd.DataFrame:
@@ -47,7 +49,7 @@ def _formation() -> pd.DataFrame:
 
 def test_search_table_has_one_row_per_setting_with_each_followed_claim(sweep):
     table = regime.search_table(sweep)
-    assert list(table["setting"]) == ["base", "4-block student"]
+    assert list(table["setting"]) == ["paper-shaped pair", "4-block student"]
     assert list(table["train_wall_s"]) == [2520.0, 900.0]
     assert table.loc[1, "C1"].endswith(f": {REPRODUCED}")
     assert not table.loc[0, "C1"].endswith(f": {REPRODUCED}")
@@ -61,13 +63,14 @@ def test_where_claims_appear_names_the_settings_or_says_none(sweep):
     assert "opposite: 2" in text["C6"]
 
 
-def test_pair_claims_prefers_the_full_table_and_falls_back_to_the_base_setting(sweep):
+def test_pair_claims_prefers_the_full_table_and_falls_back_to_the_pairs_own_setting(sweep):
     full = _claims(0.6, 0.6)
     assert readme.pair_claims(full, sweep) is full
-    base = readme.pair_claims(None, sweep)
-    assert len(base) == 3 and "setting" not in base
+    own = readme.pair_claims(None, sweep)     # the one setting not exploratory, wherever it is
+    assert len(own) == 3 and "setting" not in own and not own["exploratory"].any()
+    assert readme.pair_claims(None, sweep.iloc[::-1]).equals(own.iloc[::-1])
     assert readme.pair_claims(None, None) is None
-    both = readme.compare(_claims(0.6, 0.6), base)
+    both = readme.compare(_claims(0.6, 0.6), own)
     assert list(both.index) == ["C1", "C3", "C6"]
     assert both.loc["C1", "default pair"] == REPRODUCED
     assert both.loc["C1", "paper-shaped pair"] != REPRODUCED
@@ -75,8 +78,8 @@ def test_pair_claims_prefers_the_full_table_and_falls_back_to_the_base_setting(s
 
 def test_paper_shaped_block_reports_the_last_checkpoint_and_the_settings(sweep):
     text = readme.paper_shaped_markdown(_claims(0.6, 0.6), None, sweep, _formation())
-    assert "paper-shaped pair (regime search, base setting)" in text
-    assert "`base` 42 min, `4-block student` 15 min" in text
+    assert "paper-shaped pair (regime search, the pair's own setting)" in text
+    assert "`paper-shaped pair` 42 min, `4-block student` 15 min" in text
     assert "- SoftKD students at the last checkpoint (after 30 epochs): U depth +0.02 bits" in text
     assert "over 3 seeds" in text and "after 2 epochs" not in text
     end = readme.formation_end(_formation())

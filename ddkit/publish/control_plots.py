@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ddkit.publish.labels import legend_below, place_labels
 from ddkit.publish.plots import PALETTE, style
 from ddkit.verdicts.stats import mean_ci
 
@@ -57,7 +58,7 @@ def plot_gap_curves(curves: pd.DataFrame, official: pd.DataFrame | None = None,
     t band over seed pairs (``control_verdicts.gap_curve`` rows); the official one-seed curves
     (``official``: run, fraction, gap) dashed. Above 0 = late alignment behind."""
     with style():
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        fig, ax = plt.subplots(figsize=(6.4, 5.2))
         for (setting, cell), g in curves.groupby(["setting", "cell"], sort=False):
             line, = ax.plot(g["fraction"], g["gap"], marker=".", label=f"{setting}: {cell}")
             ax.fill_between(g["fraction"], g["lo95"], g["hi95"], alpha=0.2,
@@ -68,7 +69,8 @@ def plot_gap_curves(curves: pd.DataFrame, official: pd.DataFrame | None = None,
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("fraction of the schedule")
         ax.set_ylabel("SoftKD - aligned, top-1 (pt)")
-        ax.legend(fontsize=7, title=f"bands: {T_BAND}", title_fontsize=7)
+        legend_below(ax, fontsize=7, title=f"setting: aligned cell (bands: {T_BAND})",
+                     title_fontsize=7, ncols=2)
         ax.set_title(title or "when late alignment falls behind")
         fig.tight_layout()
     return fig
@@ -92,22 +94,26 @@ def plot_dose(dose: pd.DataFrame, title: str | None = None) -> Figure:
 
 def plot_effect_vs_mismatch(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Each setting's SoftKD - SpectralKD-Last effect (with its t interval) against its
-    last-layer mismatch ratio (teacher dimension at 95 % / student width); rows of
-    ``control_verdicts.effect_vs_mismatch``."""
+    last-layer mismatch ratio (the follow-up dimension at 95 % / student width); rows of
+    ``control_verdicts.effect_vs_mismatch``. Each point is labelled with its setting, in its
+    profile's colour, where the label overlaps nothing (``labels.place_labels``)."""
     with style():
-        fig, ax = plt.subplots(figsize=(6.0, 4.0))
+        fig, ax = plt.subplots(figsize=(7.0, 5.0))
+        colors = {}
         for profile, g in table.groupby("profile", sort=False):
-            ax.errorbar(g["ratio"], g["estimate"],
-                        yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
-                        fmt="o", capsize=3, label=profile)
-            for r in g.itertuples():
-                ax.annotate(r.setting, (r.ratio, r.estimate), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
+            bars = ax.errorbar(g["ratio"], g["estimate"],
+                               yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
+                               fmt="o", capsize=3, label=profile)
+            colors[profile] = bars.lines[0].get_color()
         ax.axhline(0, color="k", lw=0.8)
         ax.axvline(1, color="k", lw=0.8, ls=":")
-        ax.set_xlabel("last-layer mismatch: teacher PCA dim (95 %) / student width")
+        ax.set_xlabel("last-layer mismatch: follow-up dim (p99, 95 %) / student width")
         ax.set_ylabel("SoftKD - SpectralKD-Last (pt)")
-        ax.legend(fontsize=7, title=f"profile ({T_BAND})", title_fontsize=7)
+        legend_below(ax, fontsize=7, title=f"profile ({T_BAND}); labels: setting",
+                     title_fontsize=7, ncols=len(colors))
         ax.set_title(title or "does the mismatch separate help from harm?")
         fig.tight_layout()
+        place_labels(ax, list(table["ratio"]), list(table["estimate"]), list(table["setting"]),
+                     color=[colors[p] for p in table["profile"]], key_title="settings",
+                     spans=list(zip(table["lo95"], table["hi95"])))
     return fig

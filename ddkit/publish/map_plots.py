@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from ddkit.publish.labels import legend_below, place_labels
 from ddkit.publish.plots import PALETTE, style
 
 T_BAND = "95 % t interval over seed pairs"
@@ -20,8 +21,10 @@ READING_COLORS = {"beats SoftKD": "#009E73", "non-inferior to SoftKD": "#56B4E9"
 
 def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
                       title: str | None = None) -> Figure:
-    """Each teacher's data-set-level dimension per block (``phase_map.teacher_table``): solid at
-    95 % energy, dashed at 90 %, one colour per task; the students' ``widths`` as grey lines."""
+    """Each teacher's data-set-level dimension per block (``phase_map.teacher_table``): the
+    follow-up's (the 99th percentile of the per-image dimension in the shared uncentred basis)
+    solid at 95 % energy, dashed at 90 %, one colour per task; the students' ``widths`` as grey
+    lines."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     with style():
         fig, ax = plt.subplots(figsize=(5.6, 3.8))
@@ -29,7 +32,7 @@ def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
             acc = g["acc1"].iloc[0]
             for energy, ls in ((0.95, "-"), (0.9, "--")):
                 e = g[g["energy"] == energy].sort_values("layer")
-                ax.plot(e["layer"], e["dim"], ls=ls, marker=".", color=color,
+                ax.plot(e["layer"], e["dim_followup"], ls=ls, marker=".", color=color,
                         label=f"{task} (top-1 {acc:.1f} %), {energy:.0%}")
         for width in widths:
             ax.axhline(width, color="#888888", lw=0.8, ls=":", zorder=0)
@@ -37,7 +40,7 @@ def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
                         xytext=(2, 0), textcoords="offset points", fontsize=6, va="center",
                         color="#666666")
         ax.set_xlabel("teacher block")
-        ax.set_ylabel("PCA dimension of the block's tokens")
+        ax.set_ylabel("follow-up dimension of the block's tokens (p99 over images)")
         ax.legend(fontsize=6, title="teacher, energy (dotted: student widths)", title_fontsize=6)
         ax.set_title(title or "how many dimensions each teacher's code needs", fontsize=10)
         fig.tight_layout()
@@ -64,9 +67,6 @@ def plot_effect_vs_mismatch(points: pd.DataFrame, fits: dict, title: str | None 
                             yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
                             fmt=marker, capsize=3, color=color, mfc="white" if "K=" not in task
                             else color, label=task)
-                for r in g.itertuples():
-                    ax.annotate(f"{r.width}", (r.ratio, r.estimate), fontsize=6,
-                                xytext=(4, -8), textcoords="offset points")
             fit = fits.get(cell)
             if fit is not None:
                 grid_x = np.geomspace(rows["ratio"].min() / 1.2, rows["ratio"].max() * 1.2, 100)
@@ -85,12 +85,16 @@ def plot_effect_vs_mismatch(points: pd.DataFrame, fits: dict, title: str | None 
             ax.set_xlim(rows["ratio"].min() / 1.4, rows["ratio"].max() * 1.4)
             ax.set_xlabel("mismatch: teacher dim (95 %) / student width")
             ax.set_title(f"SoftKD - {cell}", fontsize=9)
-            ax.legend(fontsize=6, title=f"points: {T_BAND};\nnumbers: student width",
-                      title_fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.18), ncols=2,
-                      frameon=False)
+            legend_below(ax, fontsize=6, title=f"points: {T_BAND};\nnumbers: student width",
+                         title_fontsize=6, ncols=2, frameon=False)
         axes[0][0].set_ylabel("final top-1 gap (pt)\n> 0: alignment hurts")
         fig.suptitle(title or "phase map: where late alignment helps and hurts", fontsize=10)
         fig.tight_layout()
+        for ax, cell in zip(axes[0], cells):   # after the layout, which moves the points
+            rows = points[points["cell"] == cell]
+            place_labels(ax, list(rows["ratio"]), list(rows["estimate"]),
+                         [str(w) for w in rows["width"]], key_title="widths",
+                         spans=list(zip(rows["lo95"], rows["hi95"])))
     return fig
 
 
@@ -162,7 +166,8 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
     """One panel per task: each point's SoftKD - SpectralKD-Last gap per fraction of the schedule
     (mean over seed pairs; ``control_verdicts.gap_curve`` rows with ``setting``), coloured by
     the point's mismatch (log scale); above 0 = late alignment behind at that epoch."""
-    ratio = points.drop_duplicates("setting").set_index("setting")[["task", "ratio", "width"]]
+    ratio = (points.drop_duplicates("setting").set_index("setting")[["task", "ratio", "width"]]
+             .sort_values("width", kind="stable"))    # the legends read width 8, 16, ..., 96
     tasks = list(dict.fromkeys(ratio["task"]))
     norm = plt.matplotlib.colors.LogNorm(ratio["ratio"].min(), ratio["ratio"].max())
     cmap = plt.get_cmap("coolwarm")
@@ -170,18 +175,135 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.6), sharey=True,
                                  squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            for setting, g in gap_curves.groupby("setting", sort=False):
-                if setting not in ratio.index or ratio.loc[setting, "task"] != task:
+            for setting, r in ratio[ratio["task"] == task].iterrows():
+                g = gap_curves[gap_curves["setting"] == setting]
+                if g.empty:
                     continue
-                r = ratio.loc[setting]
                 ax.plot(g["fraction"], g["gap"], marker=".", color=cmap(norm(r["ratio"])),
                         label=f"width {r['width']} (mismatch {r['ratio']:.2f})")
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("fraction of the schedule")
-            ax.legend(fontsize=6, title="mean over seed pairs", title_fontsize=6,
-                      loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)
+            legend_below(ax, fontsize=6, title="mean over seed pairs", title_fontsize=6,
+                         frameon=False)
         axes[0][0].set_ylabel("SoftKD - SpectralKD-Last (pt)\n> 0: alignment behind")
         fig.suptitle(title or "when in training late alignment helps or hurts", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+SIDE_COLORS = {"above 1": "#D55E00", "below 1": "#0072B2"}
+
+
+def plot_sign_test(points: pd.DataFrame, rule: pd.DataFrame, official: pd.DataFrame | None = None,
+                   delta: float | None = None, title: str | None = None) -> Figure:
+    """The follow-up's prediction as the rule judges it (``studies.map_rule``), one panel per
+    cell of ``rule``: each point's SoftKD - cell effect (its 95 % t interval over seed pairs)
+    against the follow-up's mismatch (log axis), coloured by its side of 1; each side's pooled
+    random-effects mean with its 95 % interval as a band over the side's range; δ dashed; and,
+    in black, the release's ImageNet settings on the same axis (``official``:
+    ``reference.official_mismatch_points``; one seed each, no interval; the MAE teacher's ratio
+    is a range because the release does not say which MAE it used)."""
+    cells = list(dict.fromkeys(c.split("SoftKD - ")[1].split(" pooled")[0] for c in rule["variant"]))
+    with style():
+        fig, axes = plt.subplots(1, len(cells), figsize=(5.6 * len(cells), 5.6), squeeze=False,
+                                 sharey=True)
+        for ax, cell in zip(axes[0], cells):
+            rows = points[points["cell"] == cell]
+            for side, color in SIDE_COLORS.items():
+                g = rows[rows["side"] == side]
+                ax.errorbar(g["ratio"], g["estimate"],
+                            yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
+                            fmt="o", capsize=2, color=color, ms=4,
+                            label=f"points {side} ({T_BAND})")
+                part = rule[rule["variant"].str.contains(f"SoftKD - {cell} pooled")
+                            & rule["variant"].str.startswith("harm above" if side == "above 1"
+                                                             else "no harm below")]
+                if len(g) and len(part):
+                    r = part.iloc[0]
+                    x0, x1 = (1.0, g["ratio"].max() * 1.15) if side == "above 1" else \
+                        (g["ratio"].min() / 1.15, 1.0)
+                    ax.fill_between([x0, x1], r["lo95"], r["hi95"], color=color, alpha=0.15)
+                    ax.plot([x0, x1], [r["estimate"]] * 2, color=color, lw=2,
+                            label=f"pooled {side}: {r['estimate']:+.2f} "
+                                  f"[{r['lo95']:+.2f}, {r['hi95']:+.2f}] ({r['verdict']})")
+            if official is not None:
+                o = official[official["cell"] == cell]
+                for r in o.itertuples():
+                    xerr = [[r.ratio - r.ratio_lo], [r.ratio_hi - r.ratio]]
+                    ax.errorbar([r.ratio], [r.estimate], xerr=xerr, fmt="*", ms=9, color="k",
+                                capsize=3, label=f"release: {r.setting} ({r.estimate:+.2f})")
+            if delta is not None:
+                ax.axhline(delta, color="#555555", lw=0.8, ls="--", label=f"δ = {delta:.2f} pt")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axvline(1, color="k", lw=0.8, ls=":", label="predicted sign change (mismatch 1)")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("mismatch: follow-up dim (p99, 95 %) / width", fontsize=8)
+            ax.set_title(f"SoftKD - {cell}", fontsize=9)
+            legend_below(ax, fontsize=6, frameon=False)
+        axes[0][0].set_ylabel("final top-1 gap (pt)\n> 0: alignment hurts")
+        fig.suptitle(title or "does late alignment hurt above a mismatch of 1 and not below?",
+                     fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def plot_map_k(points: pd.DataFrame, title: str | None = None) -> Figure:
+    """The controlled-dimension design: per aligned cell, SoftKD - cell (95 % t interval over
+    seed pairs) against the ratio of the projected target's follow-up dimension to the
+    student's (fixed) width, one line per task and width through its ranks k (each point
+    labelled with its k where the label overlaps nothing: ``labels.place_labels``)."""
+    cells = list(dict.fromkeys(points["cell"]))
+    groups = points[["task", "width"]].drop_duplicates().sort_values(["task", "width"])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    with style():
+        fig, axes = plt.subplots(1, len(cells), figsize=(5.4 * len(cells), 4.8), squeeze=False,
+                                 sharey=True)
+        for ax, cell in zip(axes[0], cells):
+            for color, (task, width) in zip(colors, groups.itertuples(index=False)):
+                g = points[(points["cell"] == cell) & (points["task"] == task)
+                           & (points["width"] == width)].sort_values("ratio")
+                ax.errorbar(g["ratio"], g["estimate"],
+                            yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
+                            fmt="-o", ms=4, capsize=2, color=color,
+                            label=f"{task}, width {width}")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axvline(1, color="k", lw=0.8, ls=":", label="predicted sign change")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("target's follow-up dim / width (width fixed per line)", fontsize=8)
+            ax.set_title(f"SoftKD - {cell}", fontsize=9)
+            ax.legend(fontsize=6, title=f"points: {T_BAND}", title_fontsize=6)
+        axes[0][0].set_ylabel("final top-1 gap (pt)\n> 0: alignment hurts")
+        fig.suptitle(title or "width fixed, the target's dimension varied (MAP-k)", fontsize=10)
+        fig.tight_layout()
+        line_color = {(t, w): c for c, (t, w) in zip(colors, groups.itertuples(index=False))}
+        for ax, cell in zip(axes[0], cells):   # after the layout, which moves the points
+            drawn = np.array([(t, w) in line_color for t, w in zip(points["task"], points["width"])],
+                             dtype=bool)
+            g = points[(points["cell"] == cell).to_numpy() & drawn]
+            place_labels(ax, list(g["ratio"]), list(g["estimate"]),
+                         [f"k={int(k)}" for k in g["target_rank"]], fontsize=5,
+                         color=[line_color[(t, w)] for t, w in zip(g["task"], g["width"])],
+                         key_title="ranks", spans=list(zip(g["lo95"], g["hi95"])))
+    return fig
+
+
+def plot_per_image_dims(dims, title: str) -> Figure:
+    """The follow-up's metric on one block (``mismatch.followup_dim``): the histogram of the
+    per-image dimension d over images (one bar per d), its 99th percentile (the follow-up's
+    number) dashed and the global uncentred dimension dotted."""
+    per_image = np.asarray(dims.per_image)
+    with style():
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        edges = np.arange(per_image.min(), per_image.max() + 2) - 0.5
+        ax.hist(per_image, bins=edges, color="#0072B2", alpha=0.8)
+        ax.axvline(dims.quantile, color="k", ls="--", lw=1.2,
+                   label=f"99th percentile: {dims.quantile:.1f} (the follow-up's dimension)")
+        ax.axvline(dims.global_dim, color="#D55E00", ls=":", lw=1.4,
+                   label=f"global (top-d eigenvalues hold 95 %): {dims.global_dim}")
+        ax.set_xlabel(f"shared directions an image needs for 95 % of its energy (of {dims.width})")
+        ax.set_ylabel("images")
+        ax.legend(fontsize=6)
+        ax.set_title(title, fontsize=9)
         fig.tight_layout()
     return fig

@@ -45,6 +45,7 @@ from ddkit.publish import map_docs
 from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
 from ddkit.studies import control_verdicts
 from ddkit.studies.study import ABLATION, shipped_teacher_record
+from ddkit.studies.sweep import base_name
 from ddkit.verdicts.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
 
 README = REPO_ROOT / "README.md"
@@ -117,6 +118,20 @@ def _estimate(row) -> str:
     return f"{est} {_ci(row)}{unit} (n = {int(row['n'])}{paper})"
 
 
+def base_setting(profile: str) -> str:
+    """The name a profile's own setting has in its tables (``sweep.base_name``)."""
+    return base_name(load_profile(profile))
+
+
+def unexplored(sweep_table: pd.DataFrame) -> str:
+    """The one setting of a sweep table that is not exploratory: the profile itself (without an
+    ``exploratory`` column, the first setting, as ``sweep.settings`` orders them)."""
+    own = sweep_table["setting"]
+    if "exploratory" in sweep_table:
+        own = own[~sweep_table["exploratory"].astype(bool)]
+    return str(own.iloc[0])
+
+
 # --------------------------------------------------------------------------- sentences
 
 def sentence(row) -> str:
@@ -186,12 +201,14 @@ def verdict_text(row) -> str:
 
 
 def mismatch_text(variant: str, mismatch: pd.DataFrame | None, profile: str = "default",
-                  setting: str = "base") -> str:
+                  setting: str | None = None) -> str:
     """The encoding mismatch (teacher dim at 95 % / student width) of the layer map a variant's
-    feature-KD cell aligns, from ``mismatch.csv`` rows of ``profile`` / ``setting``: "0.60"
-    (Last), "0.35 / 0.60" (First+Last); "" for a variant without a feature-KD cell."""
+    feature-KD cell aligns, from ``mismatch.csv`` rows of ``profile`` / ``setting`` (default: the
+    profile's own setting, its ``base_name``): "0.60" (Last), "0.35 / 0.60" (First+Last); "" for
+    a variant without a feature-KD cell."""
     if mismatch is None:
         return ""
+    setting = setting if setting is not None else base_setting(profile)
     found = re.search(r"(?:Spectral|Projector)KD-(First\+Last|First|Last)", variant)
     if not found:
         return ""
@@ -217,6 +234,7 @@ def results_markdown(table: pd.DataFrame, profile: str = "default",
              "| claim | variant | paper | kit [95 % CI] | 90 % CI | SESOI | n | MDE | power | "
              "p (Holm) | verdict | paper's value | mismatch |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    own = base_setting(profile) if mismatch is not None else None
     for _, r in table.iterrows():
         star = " ★" if r["primary"] else ""
         est = f"{r['estimate']:.3g}x" if r["scale"] == "log" else fmt(r["estimate"])
@@ -227,7 +245,7 @@ def results_markdown(table: pd.DataFrame, profile: str = "default",
             f"{_ci(r, 'lo90', 'hi90')} | {_num(r['sesoi'], r, False)} | {int(r['n'])} | "
             f"{_num(r['mde'], r, False)} | {_pct(r['power'])} | {ps} | {verdict_text(r)} | "
             f"{r.get('paper_compatible', '') or ''} | "
-            f"{mismatch_text(r['variant'], mismatch, profile)} |")
+            f"{mismatch_text(r['variant'], mismatch, profile, own)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -241,9 +259,9 @@ def sweep_markdown(sweep: pd.DataFrame, mismatch: pd.DataFrame | None = None,
               *[f"{c}: {v}" for c, v in keys], "headlines"]
     lines = ["Generated from `figures/scale_sweep.csv` (notebook 06): the SoftKD and "
              "SpectralKD-Last students retrained with one change per setting, judged by the "
-             "same rules (Holm within each claim and setting). Every setting but `base` is "
-             "exploratory (one factor at a time, no correction across settings): a lead, not "
-             "a finding.", "",
+             f"same rules (Holm within each claim and setting). Every setting but "
+             f"`{unexplored(sweep)}` is exploratory (one factor at a time, no correction across "
+             "settings): a lead, not a finding.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for setting, rows in sweep.groupby("setting", sort=False):
         cells = []
@@ -316,13 +334,14 @@ def compare(default: pd.DataFrame, shaped: pd.DataFrame) -> pd.DataFrame:
     return both.loc[[c for c in CLAIM_ORDER if c in set(shaped["claim"])]]
 
 
-def pair_claims(claims: pd.DataFrame | None, sweep: pd.DataFrame | None) -> pd.DataFrame | None:
+def pair_claims(claims: pd.DataFrame | None, regime: pd.DataFrame | None) -> pd.DataFrame | None:
     """The paper-shaped pair's claims: its full claims table (notebook 05) when it was run, else
-    the regime search's ``base`` setting (C1, C3, C6 from its SoftKD and SpectralKD-Last runs)."""
+    the regime search's setting that is the profile itself (its one setting not exploratory: C1,
+    C3, C6 from its SoftKD and SpectralKD-Last runs)."""
     if claims is not None:
         return claims
-    if sweep is not None and (sweep["setting"] == "base").any():
-        return sweep[sweep["setting"] == "base"].drop(columns=["setting"])
+    if regime is not None and len(regime):
+        return regime[regime["setting"] == unexplored(regime)].drop(columns=["setting"])
     return None
 
 
@@ -375,7 +394,7 @@ def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | N
                           sweep: pd.DataFrame | None, formation: pd.DataFrame | None,
                           teacher: dict | None = None) -> str:
     """The paper-shaped study in the README: its claims beside the default pair's (its full
-    claims table, else the regime search's base setting), where the followed claims appeared in
+    claims table, else the regime search's setting of the pair itself), where the followed claims appeared in
     the regime search (settings and their training time), and the U's depth at the end."""
     lines = [f"Generated from `figures/{STUDY_DIR}/` (notebooks 06–07 under `--profile "
              f"{STUDY_DIR}`).", ""]
@@ -384,7 +403,7 @@ def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | N
     pair = pair_claims(shaped, sweep)
     if default is not None and pair is not None:
         both = compare(default, pair)
-        source = "claims table" if shaped is not None else "regime search, base setting"
+        source = "claims table" if shaped is not None else "regime search, the pair's own setting"
         lines += [f"| claim | default pair | paper-shaped pair ({source}) |", "|---|---|---|"]
         lines += [f"| {c} ({TITLES.get(c, c)}) | {r['default pair']} | {r['paper-shaped pair']} |"
                   for c, r in both.fillna("").iterrows()]
@@ -407,14 +426,13 @@ def paper_shaped_markdown(default: pd.DataFrame | None, shaped: pd.DataFrame | N
 # --------------------------------------------------------------------------- blocks
 
 
-def _control_setting(row: dict, base: str) -> str:
-    """The controls setting a verdict row judges (named in its variant), ``base`` for the base."""
-    setting = row["variant"].split("(", 1)[1].rstrip(")")
-    return base if setting == control_verdicts.BASE else setting
+def _control_setting(row: dict) -> str:
+    """The controls setting a verdict row judges (named in its variant)."""
+    return row["variant"].split("(", 1)[1].rstrip(")")
 
 
 def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None,
-                      more: list[str] = ()) -> str:
+                      more: list[str] = (), sweep_table: pd.DataFrame | None = None) -> str:
     """The README's one table: each claim's headline on the default pair, then each control's
     reading with its interval (``controls``: ``control_verdicts.verdicts`` of the runs), then
     the rows ``more`` (the phase map's and the remedies', ``map_docs.verdict_rows``)."""
@@ -425,13 +443,15 @@ def verdicts_markdown(table: pd.DataFrame | None, controls: pd.DataFrame | None,
                   for c in _claims(table)]
     if controls is not None:
         for r in controls[controls["primary"]].to_dict("records"):
-            setting = _control_setting(r, "MAE teacher, head untrained")
+            setting = _control_setting(r)
             lines.append(f"| {r['claim']} | late alignment is negative transfer ({setting}) | "
                          f"{r['reading']}: {fmt(r['estimate'])} {_ci(r)} pt, n = {r['n']} |")
+    own = unexplored(sweep_table) if sweep_table is not None else base_setting("default")
     note = ("\nEach row is the headline of a claim's pre-declared primary variant(s), Holm within "
             "the claim; none is exploratory. The exploratory results (the scale sweep's settings "
-            "other than `base`, the paper-shaped regime search, the phase map's single points) are "
-            "marked so in `docs/results.md`, beside every row's interval, power and design flag.")
+            f"other than `{own}`, the paper-shaped regime search, the phase map's single points) "
+            "are marked so in `docs/results.md`, beside every row's interval, power and design "
+            "flag.")
     return "\n".join([*lines, *more, note]) + "\n"
 
 
@@ -446,7 +466,7 @@ def controls_markdown(results: pd.DataFrame, table: pd.DataFrame,
              "| claim | setting | SoftKD − aligned [95 % CI] | n | SESOI (official gap) | power "
              "| verdict | reading |", "|---|---|---|---|---|---|---|---|"]
     for r in table[table["primary"]].to_dict("records"):
-        setting = _control_setting(r, "MAE teacher, head untrained (base)")
+        setting = _control_setting(r)
         lines.append(f"| {r['claim']} | {setting} | {fmt(r['estimate'])} {_ci(r)} pt | {r['n']} "
                      f"| {r['sesoi']:.3g} pt | {_pct(r['power'])} | {r['verdict']} | "
                      f"{r['reading']} |")
@@ -469,7 +489,7 @@ def controls_cost(results: pd.DataFrame, teacher_s: float | None) -> str:
 
 
 def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
-                   phase_map: pd.DataFrame | None) -> str:
+                   phase_map: pd.DataFrame | None, figures: Path = FIGURES) -> str:
     """The README's measured cost of each profile's command, from the committed tables."""
     lines = ["Measured on this project's 2-core CPU, from the committed tables:", ""]
     if times is not None and len(times):
@@ -480,6 +500,11 @@ def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
                      + controls_cost(controls, _controls_teacher_seconds()))
     if phase_map is not None:
         lines.append("- `./run_all.sh --profile phase_map --from 09`: " + map_docs.cost(phase_map))
+    for name in ("map_k", "map_replication"):
+        runs = Path(figures) / name / "runs.csv"
+        if runs.is_file():
+            lines.append(f"- `ddkit phase-map --profile {name}`: "
+                         + map_docs.students_cost(pd.read_csv(runs)))
     return "\n".join(lines) + "\n"
 
 
@@ -526,10 +551,12 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     phase_map = map_docs.load(figures, control_runs)
     remedy_table = phase_map["remedies"] if phase_map else map_docs.remedies(control_runs)
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
-                                        control_table, map_docs.verdict_rows(phase_map, remedy_table))
+                                        control_table, map_docs.verdict_rows(phase_map, remedy_table),
+                                        read_table(sweep_csv) if sweep_csv.is_file() else None)
     out["phase_map"] = map_docs.map_markdown(phase_map)
     out["costs"] = costs_markdown(pd.read_csv(times_csv) if times_csv.is_file() else None,
-                                  control_runs, phase_map["results"] if phase_map else None)
+                                  control_runs, phase_map["results"] if phase_map else None,
+                                  figures)
     out["controls"] = (controls_markdown(control_runs, control_table,
                                          _controls_teacher_seconds())
                        if control_runs is not None else

@@ -15,13 +15,20 @@ bit for bit; a different thread count may change the last bits (torch splits som
 thread), so a run cached by a 2-thread process and the same run trained by a 1-thread worker
 can differ in the last digits (the cache, keyed by config, treats them as the same run).
 
+The workers ignore the interrupts meant for their caller (they share its process group: Ctrl-C,
+a Jupyter kernel interrupted, papermill shutting its kernel down) and stop when the caller exits,
+so a notebook kernel that ends takes them along without a traceback; an interrupt while runs
+are in flight stops them (their runs resume from their last epoch).
+
 A run that fails in a worker (an error, or the worker process dying) does not stop the others:
 they finish and stay cached, and ``RunsFailed`` then names every failed run and its error.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
+import signal
 import traceback
 from collections.abc import Hashable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -87,6 +94,11 @@ def threads_per_run(workers: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
+    # The workers share the caller's process group, so an interrupt meant for the caller (Ctrl-C
+    # in a terminal, a Jupyter kernel interrupted, papermill shutting its kernel down) reaches
+    # them too: they ignore it. The caller stops them itself (``_kill_pool`` on an interrupt,
+    # ``shutdown`` when it exits), so no idle worker dies with a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -129,6 +141,9 @@ def shutdown() -> None:
     if _pool is not None:
         _pool.shutdown(wait=True, cancel_futures=True)
     _pool, _pool_shape = None, None
+
+
+atexit.register(shutdown)   # the caller's exit (a notebook kernel's end) stops the idle workers
 
 
 def _kill_pool() -> None:

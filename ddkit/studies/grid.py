@@ -1,4 +1,5 @@
-"""A grid study: a profile's base and its ``sweep`` settings, each naming its own cells and seeds
+"""A grid study: a profile's base (the setting named by its ``base_name``: what it is, e.g. "MAE
+teacher, head untrained") and its ``sweep`` settings, each naming its own cells and seeds
 in ``cell_seeds``, trained into the run store and published as two tables that accumulate across
 sessions and machines. The controls (``ddkit.studies.controls``) and the phase map (``ddkit.studies.phase_map``)
 are grids.
@@ -32,7 +33,7 @@ from ddkit.runs.store import RunDir, write_text
 from ddkit.runs.train import Run
 from ddkit.studies import study, sweep
 
-BASE = sweep.BASE
+base_name = sweep.base_name   # the profile's own setting: what it is, never a bare "base"
 log = logging.getLogger(__name__)
 
 Teachers = Mapping[str, Path | None] | None
@@ -171,11 +172,13 @@ def merged(new: pd.DataFrame, old: pd.DataFrame | None) -> pd.DataFrame:
 RESULTS_CSV, CURVES_CSV = "runs.csv", "curves.csv"
 
 
-def publish_study(runs: Mapping[tuple[str, int], Run], folder: Path) -> dict[str, pd.DataFrame]:
-    """A plain study's ``{(cell, seed): Run}`` (``study.student_runs``) as the grid's two tables
-    in ``folder`` (setting ``base``), replacing them: the per-run finals and per-epoch curves a
-    later session reads to re-judge the seed-paired claims without training."""
-    done = {(BASE, cell, seed): run for (cell, seed), run in runs.items()}
+def publish_study(runs: Mapping[tuple[str, int], Run], folder: Path,
+                  profile: Profile) -> dict[str, pd.DataFrame]:
+    """A plain study's ``{(cell, seed): Run}`` (``study.student_runs`` of ``profile``) as the
+    grid's two tables in ``folder`` (setting: the profile's ``base_name``), replacing them: the
+    per-run finals and per-epoch curves a later session reads to re-judge the seed-paired claims
+    without training."""
+    done = {(base_name(profile), cell, seed): run for (cell, seed), run in runs.items()}
     out = {RESULTS_CSV: results(done), CURVES_CSV: curves(done)}
     for name, table in out.items():
         write_text(folder / name, table.to_csv(index=False))

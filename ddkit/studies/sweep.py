@@ -20,12 +20,15 @@ from ddkit.verdicts import claims, evidence
 CELLS = ("SoftKD", "SpectralKD-Last")
 
 
-BASE = "base"   # the profile itself, the one setting a sweep does not explore
+def base_name(profile: Profile) -> str:
+    """The name of the profile itself as a setting (the one a sweep does not explore): its
+    ``base_name`` (what it is, e.g. "MAE teacher, head untrained"), else "<name> profile"."""
+    return profile.own_setting
 
 
 def settings(profile: Profile) -> dict[str, Profile]:
-    """The base profile and one profile per sweep setting."""
-    out = {BASE: profile}
+    """The profile itself (under ``base_name``) and one profile per sweep setting."""
+    out = {base_name(profile): profile}
     for name, overrides in profile.sweep.items():
         out[name] = replace(profile, **overrides)
     return out
@@ -56,5 +59,5 @@ def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
         rows.append(table.assign(setting=name, train_wall_s=round(wall, 1),
                                  session_s=round(time.perf_counter() - began, 1)))
     out = pd.concat(rows, ignore_index=True)
-    out["exploratory"] = out["setting"] != BASE
+    out["exploratory"] = out["setting"] != base_name(profile)
     return out[["setting", "exploratory", "train_wall_s", "session_s", *claims.TABLE_COLUMNS]]
