@@ -304,7 +304,7 @@ def _profile(args: argparse.Namespace) -> Profile:
     overrides = dict(parse_override(text) for text in args.overrides)
     if getattr(args, "device", None):
         overrides["device"] = args.device
-    if args.command == "train" and args.role == "student":
+    if getattr(args, "command", None) == "train" and getattr(args, "role", None) == "student":
         # --kd/--feature/--layers join the profile's recipe before it is checked, so that
         # --feature spectral with --set distill.layers=[[0, 3]] is checked as one recipe
         overrides.update({f"distill.{flag}": getattr(args, flag)

@@ -178,7 +178,10 @@ def test_override_parser_gives_a_profile_or_a_config_error(changes):
             assert _same(got, value), (key, got, value)
             continue
         parent, _, leaf = key.rpartition(".")
-        before = _get(base, key)
+        try:
+            before = _get(base, key)
+        except (KeyError, AttributeError):
+            continue      # a key the base does not hold: set from nothing
         if _whole(_get(base, parent) if parent else base, leaf) or before is None:
             continue      # a selection named whole, or a section set from its defaults
         if not (isinstance(before, dict) or dataclasses.is_dataclass(before)):
