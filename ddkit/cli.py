@@ -8,7 +8,7 @@
     ddkit pair --profile default           # the teacher, then a SpectralKD First+Last student
     ddkit notebooks --profile smoke [--only 02 | --from 02]
     ddkit profiles                         # the profiles and what each one is for
-    ddkit ship-teacher [--profile NAME]    # (re)train a profile's teacher, write ddkit/shipped/
+    ddkit ship-teacher [--profile NAME] [--teacher PRESET]   # (re)train a teacher, write ddkit/shipped/
     ddkit controls [--only SETTING] [--workers 2] [--publish-only]   # the negative-transfer controls
     ddkit controls --executor slurm --partition gpu --gpus-per-node 1   # as a Slurm job array
     ddkit phase-map [--only SETTING] [--teachers-only]   # the phase map: task complexity x width
@@ -22,7 +22,6 @@ Over 450 lines on purpose: one function per subcommand, with every parser in one
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from ddkit.core.config import (
     ConfigError,
     Profile,
     load_profile,
+    override_digest,
     parse_override,
     profile_names,
     replace,
@@ -51,7 +51,7 @@ from ddkit.core.models import ModelInputError
 from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
 from ddkit.runs.parallel import RunsFailed
-from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, runs_root, write_text
+from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, RunStoreError, runs_root, write_text
 from ddkit.runs.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -237,8 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prof, device=False)
 
     ship = sub.add_parser("ship-teacher", help="train a profile's teacher (default: the default "
-                          "profile's) and write it to ddkit/shipped/")
+                          "profile's) and write it to ddkit/shipped/ (the only command that does)")
     _profile_options(ship)
+    ship.add_argument("--teacher", default=None, metavar="PRESET",
+                      help="the teacher preset to ship (default: the profile's teacher); a grid "
+                           "profile's other teachers: the controls' probed head "
+                           "(ddkit_vit_mae_probed_teacher_fmnist), the phase map's mosaic "
+                           "teachers (ddkit_vit_teacher_mosaic100)")
     ship.add_argument("--run-dir", default=None, help="ship this finished teacher run instead")
     ship.add_argument("--unfinished", action="store_true",
                       help="with --run-dir: ship the run's last kept epoch although its schedule "
@@ -258,11 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (summary, teachers) in grids.items():
         profile = command.replace("-", "_")
         ctl = sub.add_parser(command, help=summary, description=(
-            f"Train the {profile} profile's teachers ({teachers}; shipped under ddkit/shipped/, "
-            "trained only when the shipped record lacks their recipe), then every student of "
-            "its own setting and its sweep settings (or take them from the run cache), and write "
-            "runs.csv and curves.csv to figures/<profile>/, keeping the committed rows of runs "
-            "this machine lacks; a run the committed tables already hold is not trained again."))
+            f"Take the {profile} profile's teachers ({teachers}) from ddkit/shipped/, or, when "
+            "an override changed a teacher's recipe, from the run store (trained there if "
+            "missing, said in one line; `ddkit ship-teacher` alone writes ddkit/shipped/), "
+            "then train every student of its own setting and its sweep settings (or take "
+            "them from the run cache), and write runs.csv and curves.csv to "
+            "figures/<profile>/, keeping the committed rows of runs this machine lacks; a run "
+            "the committed tables already hold is not trained again. With --set overrides "
+            "the tables go to "
+            "figures/<profile>-set-<digest>/, never over the committed ones."))
         _profile_options(ctl, default=profile)
         ctl.add_argument("--only", action="append", default=None, metavar="SETTING",
                          help="train only this setting (repeatable; the profile's own "
@@ -271,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         ctl.add_argument("--workers", type=int, default=None,
                          help="runs trained side by side (default: the profile's workers)")
         ctl.add_argument("--teachers-only", action="store_true",
-                         help="train and ship the teachers, then stop")
+                         help="get the teachers (train those an override changed into the run "
+                              "store), then stop")
         ctl.add_argument("--publish-only", action="store_true",
-                         help="train nothing: write the tables from the runs already finished")
+                         help="train nothing: write the tables from the runs already finished "
+                              "(exit 1 naming the planned runs still missing)")
         ctl.add_argument("--retrain-published", action="store_true",
                          help="train runs the committed tables already hold too (by default a "
                               "run with a row in runs.csv and curves.csv is not trained again)")
@@ -293,6 +304,11 @@ def _profile(args: argparse.Namespace) -> Profile:
     overrides = dict(parse_override(text) for text in args.overrides)
     if getattr(args, "device", None):
         overrides["device"] = args.device
+    if getattr(args, "command", None) == "train" and getattr(args, "role", None) == "student":
+        # --kd/--feature/--layers join the profile's recipe before it is checked, so that
+        # --feature spectral with --set distill.layers=[[0, 3]] is checked as one recipe
+        overrides.update({f"distill.{flag}": getattr(args, flag)
+                          for flag in ("kd", "feature", "layers") if getattr(args, flag) is not None})
     profile = load_profile(args.profile, **overrides)
     if profile.device == "cuda":
         _check_cuda("the profile's device is cuda")
@@ -350,10 +366,8 @@ def _train(args: argparse.Namespace) -> int:
             _discard(cfg)
         runs = [train(cfg, wait=args.wait)]
     elif args.command == "train":
-        d = profile.distill
-        recipe = (args.kd or d.kd, args.feature or d.feature,
-                  args.layers if args.layers is not None else d.layers)
-        runs = [_student(profile, args, *recipe)]
+        d = profile.distill          # --kd/--feature/--layers are in it (``_profile``)
+        runs = [_student(profile, args, d.kd, d.feature, d.layers)]
     else:
         teacher, teacher_run = _teacher(profile, args.force)
         student = _student(profile, args, "soft", "spectral", "first_last", teacher)
@@ -393,9 +407,7 @@ def _resolved_profile_file(profile: Profile, changed: bool) -> Path:
     figures never overwrite those of the profile it came from."""
     data = json.loads(json.dumps(to_dict(profile)))
     if changed:
-        digest = hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "device"},
-                                           sort_keys=True).encode()).hexdigest()[:6]
-        data["name"] = f"{profile.name}-set-{digest}"
+        data["name"] = f"{profile.name}-set-{override_digest(profile)}"
     path = runs_root() / "profiles" / f"{data['name']}.yaml"
     write_text(path, "# written by `ddkit notebooks` from a profile and its --set/--device "
                "overrides\n" + yaml.safe_dump(data, sort_keys=False))
@@ -420,9 +432,33 @@ def _ship(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir) if args.run_dir else None
     if args.unfinished and run is None:
         raise ConfigError("--unfinished needs --run-dir: the run to ship as it stands")
-    record = ship_teacher(profile, run=run, unfinished=args.unfinished)
+    owner, cfg = _teacher_recipe(profile, args.teacher)
+    record = ship_teacher(owner, run=run or train(cfg), unfinished=args.unfinished)
     print(json.dumps({k: v for k, v in record.items() if k != "config"}))
     return 0
+
+
+def _teacher_recipe(profile: Profile, preset: str | None):
+    """``(owner profile, run config)`` of the teacher ``preset`` of ``profile`` (default: its
+    teacher): a grid profile's probed head or mosaic teacher included."""
+    from ddkit.studies import controls, phase_map  # lazy: `ddkit --help` stays fast (pandas)
+    if preset is None or preset == profile.teacher.model.name:
+        return profile, profile.teacher_config()
+    found = None
+    if profile.teacher.mae is not None and profile.probe is not None:
+        found = controls.teacher_recipe(profile, preset)
+    try:
+        mosaics = phase_map.teacher_settings(profile)
+    except ConfigError:              # not a grid profile: its settings name no cells
+        mosaics = {}
+    if found is None and preset in mosaics:
+        found = mosaics[preset], mosaics[preset].teacher_config()
+    if found is None:
+        presets = sorted({profile.teacher.model.name, *mosaics,
+                          *([profile.probe.model.name] if profile.probe else [])})
+        raise ConfigError(f"--teacher {preset!r}: profile {profile.name!r} trains no such "
+                          f"teacher; its teachers: {presets}")
+    return found
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -467,22 +503,21 @@ def _grid(args: argparse.Namespace) -> int:
     )
     profile = _profile(args)
     executor = _executor(args)       # a bad executor setting stops here, before any training
-    if executor.kind == "slurm" and not (args.publish_only or args.teachers_only):
+    if executor.kind == "slurm" and not args.publish_only:
         check_slurm(executor)
-    if args.publish_only:
-        pass
-    elif args.command == "controls":
-        controls.teachers(profile)
+    train_missing = not args.publish_only
+    if args.command == "controls":   # shipped, or (a recipe an override changed) the run store's
+        teachers = controls.teachers(profile, train=train_missing)
     else:
-        phase_map.teachers(profile, only=args.only)
+        teachers = phase_map.teachers(profile, only=args.only, train=train_missing)
     if args.teachers_only:
         return 0
-    folder = nb.figure_dir(profile)
+    folder = nb.figure_dir(profile)  # figures/<profile>-set-<digest>/ for an overridden profile
     published = () if args.retrain_published else grid.published_runs(folder)
-    done = (grid.finished(profile) if args.publish_only else
+    done = (grid.finished(profile, teachers) if args.publish_only else
             grid.runs(profile, only=args.only, workers=args.workers, executor=executor,
-                      published=published))
-    tables = grid.publish(profile, done, folder)
+                      published=published, teachers=teachers))
+    tables = grid.publish(profile, done, folder, teachers=teachers)
     print(f"{len(done)} run(s) of this machine; {len(tables[grid.RESULTS_CSV])} in "
           f"{folder / grid.RESULTS_CSV}")
     if args.command == "u-formation":    # the U over training, computed once for notebook 11
@@ -493,6 +528,8 @@ def _grid(args: argparse.Namespace) -> int:
         study = map_study.compute(profile, tables[grid.RESULTS_CSV], mism)
         map_study.write(study, folder)
         print(f"{study.claim}: {study.headline} (derived tables in {folder})")
+    if args.publish_only:            # the collect command: say which runs are still missing
+        grid.check_collected(profile, tables[grid.RESULTS_CSV], folder, teachers)
     return 0
 
 
@@ -513,7 +550,7 @@ COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors a user can cause and fix: printed as one line, not a traceback."""
     return (ConfigError, ValueError, FileNotFoundError, NonFiniteLossError,
-            DeviceUnavailableError, NotebookFailed, RunBusyError, RunsFailed,
+            DeviceUnavailableError, NotebookFailed, RunBusyError, RunsFailed, RunStoreError,
             torch.OutOfMemoryError)
 
 

@@ -14,7 +14,7 @@ import torch
 from IPython import get_ipython
 from IPython.display import Image, display
 
-from ddkit.core.config import ConfigError, Profile, load_profile, profile_names
+from ddkit.core.config import ConfigError, Profile, load_profile, profile_names, published_name
 from ddkit.core.data import find_fashion_mnist
 from ddkit.core.mosaic import MOSAICS
 from ddkit.publish import readme
@@ -88,8 +88,10 @@ def check_parameters(namespace: dict, schema: dict[str, type]) -> dict:
 
 
 def figure_dir(profile: Profile) -> Path:
-    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else."""
-    return store_figure_dir(profile.name)
+    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else;
+    a kit profile changed by overrides publishes to ``figures/<name>-set-<digest>/``
+    (``config.published_name``), never over the committed results of the profile it came from."""
+    return store_figure_dir(published_name(profile))
 
 
 def _check_data(profile: Profile) -> None:

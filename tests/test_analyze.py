@@ -130,3 +130,65 @@ def test_an_image_folder_with_the_paper_faithful_resize(capsys, tmp_path):
         "--no-figures")
     assert settings["dataset"] == "imagefolder" and settings["images"] == 6
     assert "bilinear resize to 36, centre crop 32" in summary
+
+
+# --------------------------------------------------------------------------- issue 26
+
+
+def _error(capsys):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and lines[-1].startswith("error: "), err
+    assert sum(line.startswith("error: ") for line in lines) == 1, err
+    return lines[-1]
+
+
+def _images(folder, damage):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                folder / cls / f"{i}.{'jpg' if damage == 'cut jpeg' else 'png'}")
+    bad = folder / "dog" / ("1.jpg" if damage == "cut jpeg" else "1.png")
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "cut jpeg"
+                    else data[:40] + bytes(len(data) - 40))
+    return bad
+
+
+@pytest.mark.parametrize("damage", ["corrupt png", "cut jpeg"])
+def test_a_damaged_image_is_named_in_one_line(capsys, tmp_path, damage):
+    bad = _images(tmp_path / "images", damage)
+    code = cli.main(["analyze", "vit_tiny_patch16_224", "--model-arg=img_size=32",
+                     "--model-arg=depth=1", "--data", str(tmp_path / "images"), "--n", "6",
+                     "--no-figures", "--out", str(tmp_path / "out")])
+    line = _error(capsys)
+    assert code == 1 and str(bad) in line and "remove or replace" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["a file", "under a file"])
+def test_an_out_that_is_not_a_writable_folder_fails_before_compute(capsys, tmp_path, monkeypatch,
+                                                                   out):
+    monkeypatch.setattr("ddkit.publish.report.build_dataset",
+                        lambda *a, **k: pytest.fail("data loaded for an unwritable --out"))
+    (tmp_path / "file").write_text("keep")
+    target = tmp_path / "file" if out == "a file" else tmp_path / "file" / "out"
+    code = cli.main(["analyze", "vit_tiny_patch16_224", "--model-arg=img_size=32",
+                     "--model-arg=depth=1", "--n", "4", "--out", str(target)])
+    line = _error(capsys)
+    assert code == 1 and "--out" in line and str(tmp_path / "file") in line
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("arg", ["embed_dim=100", "embed_dim=0", "embed_dim=-8"])
+def test_a_width_the_heads_do_not_divide_is_one_line_before_compute(capsys, tmp_path,
+                                                                    monkeypatch, arg):
+    monkeypatch.setattr("ddkit.publish.report.build_dataset",
+                        lambda *a, **k: pytest.fail("data loaded for a model that cannot build"))
+    code = cli.main(["analyze", "vit_tiny_patch16_224", "--model-arg=img_size=32",
+                     "--model-arg=depth=1", f"--model-arg={arg}", "--n", "4",
+                     "--out", str(tmp_path / "out")])
+    line = _error(capsys)
+    assert code == cli.EXIT_USAGE and arg.split("=")[1] in line and "cannot be built" in line

@@ -396,6 +396,21 @@ def test_the_cli_says_why_in_one_line(tmp_path, shared, monkeypatch, capsys):
                                             "submitted): unknown Slurm partition 'nope'"), err
 
 
+@pytest.mark.parametrize("command", ["controls", "phase-map"])
+def test_teachers_only_on_slurm_checks_slurm_first(tmp_path, shared, monkeypatch, capsys,
+                                                   command):
+    _fake_sinfo(tmp_path / "bin", monkeypatch, "echo debug")
+    _no_submitting(monkeypatch)
+    from ddkit.studies import controls, phase_map
+    for module in (controls, phase_map):
+        monkeypatch.setattr(module, "teachers", lambda *a, **k: pytest.fail("teachers ran"))
+    code = main([command, "--teachers-only", "--executor", "slurm", "--partition", "nope",
+                 "--runs-dir", str(shared)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: cannot submit to Slurm (nothing was "
+                                            "submitted): unknown Slurm partition 'nope'"), err
+
+
 class _FakeArray:
     """submitit.AutoExecutor that submits nothing: map_array gives jobs of array 4242."""
 
@@ -414,7 +429,7 @@ def test_no_wait_prints_the_array_and_the_command_that_collects_it(tmp_path, sha
     _fake_sinfo(tmp_path / "bin", monkeypatch, "echo debug")
     monkeypatch.setattr(cluster.submitit, "AutoExecutor", _FakeArray)
     published = []
-    monkeypatch.setattr(grid, "publish", lambda profile, done, folder: published.append(
+    monkeypatch.setattr(grid, "publish", lambda profile, done, folder, **kw: published.append(
         dict(done)) or {grid.RESULTS_CSV: []})     # the committed tables stay as they are
     code = main(["controls", "--only", "MAE teacher, head untrained", "--retrain-published",
                  "--executor", "slurm", "--no-wait", "--partition", "debug", "--set", "seeds=[0]",
@@ -445,7 +460,8 @@ def test_the_executor_travels_in_the_environment_to_the_grids(monkeypatch):
     profile = load_profile("smoke")
     study.student_runs(profile, cells=["no-KD"], seeds=[0], progress=False)
     cfg = student_config(profile, "no-KD", 0, None)
-    monkeypatch.setattr(grid, "configs", lambda profile, only=None: {("base", "no-KD", 0): cfg})
+    monkeypatch.setattr(grid, "configs", lambda profile, only=None, teachers=None: {
+        ("base", "no-KD", 0): cfg})
     grid.runs(profile, progress=False)
     assert used == [([("no-KD", 0)], settings), ([("base", "no-KD", 0)], settings)]
 

@@ -14,6 +14,7 @@ from ddkit.core.config import (
     replace,
     validate,
 )
+from ddkit.studies.sweep import settings
 
 
 @pytest.mark.parametrize("name", ["smoke", "default", "extended", "paper"])
@@ -117,7 +118,6 @@ def test_profile_overrides_are_validated():
 
 
 def test_sweep_settings_are_checked_when_the_profile_loads(tmp_path):
-    from ddkit.studies.sweep import settings
     p = load_profile("default")
     variants = settings(p)
     assert variants["default pair"] is p and len(variants) == 1 + len(p.sweep)
@@ -157,3 +157,85 @@ def test_cell_seeds_override_the_profile_seeds_for_their_cell():
 def test_bad_cell_seeds_are_refused(cell_seeds, message):
     with pytest.raises(ConfigError, match=message):
         load_profile("smoke", cell_seeds=cell_seeds)
+
+
+# --------------------------------------------------------------------------- issue 26
+
+
+def _with_kwargs():
+    """The smoke profile with a student whose kwargs and teacher data both hold two keys."""
+    return replace(load_profile("smoke"), **{
+        "student.model.kwargs": {"embed_dim": 48, "num_classes": 10},
+        "teacher.data": {"train_subset": None, "augment": True}})
+
+
+@pytest.mark.parametrize("key, value, dotted", [
+    ("student.model.kwargs", {"embed_dim": 16}, {"student.model.kwargs.embed_dim": 16}),
+    ("teacher.data", {"train_subset": 256}, {"teacher.data.train_subset": 256}),
+    ("analysis", {"n_images": 20}, {"analysis.n_images": 20}),
+])
+def test_a_mapping_override_merges_into_a_plain_dict_field_as_dotted_keys_do(key, value, dotted):
+    base = _with_kwargs()
+    merged, by_dots = replace(base, **{key: value}), replace(base, **dotted)
+    assert merged == by_dots
+    got, before = merged, base
+    for part in key.split("."):
+        got, before = getattr(got, part), getattr(before, part)
+    assert got == {**before, **value} and len(got) > len(value)
+
+
+def test_a_whole_mapping_override_keeps_the_teachers_augmentation_and_the_students_classes():
+    base = load_profile("phase_map")
+    out = load_profile("phase_map", **{"teacher.data": {"train_subset": 256}})
+    data = out.teacher_config().data
+    assert data.train_subset == 256 and data.augment is True and data.eval_subset is None
+    assert base.teacher.data == {"train_subset": None, "eval_subset": None, "augment": True}
+    mosaic = settings(base)["mosaic K=100, width 16"]
+    narrower = replace(mosaic, **{"student.model.kwargs": {"embed_dim": 8}})
+    assert narrower.student.model.kwargs == {"embed_dim": 8, "num_classes": 100}
+
+
+def test_a_mapping_given_to_cell_seeds_names_the_whole_selection():
+    profile = load_profile("controls")
+    assert replace(profile, cell_seeds={"SoftKD": [0]}).cell_seeds == {"SoftKD": [0]}
+
+
+def test_the_committed_grid_runs_keep_their_hashes():
+    """Every run the committed tables of the grid profiles hold is still one the profile plans
+    (same config, same hash): a change to the override semantics or the profiles moved none."""
+    import pandas as pd
+
+    from ddkit.runs.store import figure_dir
+    from ddkit.studies import grid
+    for name in ("phase_map", "controls"):
+        committed = set(pd.read_csv(figure_dir(name) / "runs.csv")["run"])
+        assert committed <= set(grid.names(load_profile(name))), name
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/x", "/tmp/abs", "a/b", "..", ".", ".hidden",
+                                  "", "a\\b", "tab\there", "x" * 101])
+def test_a_name_that_is_not_one_safe_path_component_is_refused(name, tmp_path):
+    with pytest.raises(ConfigError, match=r"^name=.*one (file|folder) name"):
+        load_profile("smoke", name=name)
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: {name!r}\n" if name else "name: ''\n")
+    with pytest.raises(ConfigError, match=r"^name="):
+        load_profile(path)
+    with pytest.raises(ConfigError, match=r"^name="):
+        validate(replace(tiny_config(), name=name))
+
+
+@pytest.mark.parametrize("embed_dim", [15, 0, -4])
+def test_a_width_the_heads_do_not_divide_or_not_positive_is_a_config_error(embed_dim):
+    key = "student.model.kwargs.embed_dim"
+    with pytest.raises(ConfigError, match=rf"student\.model\.kwargs=.*embed_dim.*{embed_dim}"):
+        load_profile("smoke", **{key: embed_dim})
+    with pytest.raises(ConfigError, match=r"model\.kwargs="):
+        validate(replace(tiny_config(), **{"model.kwargs.embed_dim": embed_dim}))
+
+
+def test_a_sweep_setting_whose_model_cannot_be_built_is_refused_at_load(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("sweep:\n  narrow: {student.model.kwargs: {embed_dim: 15}}\n")
+    with pytest.raises(ConfigError, match=r"sweep\.narrow: student\.model\.kwargs=.*15"):
+        load_profile(path)

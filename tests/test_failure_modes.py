@@ -1,18 +1,28 @@
 """The failure modes a new user's probing found: each silent or bare failure now has a clear
 error naming what was wrong and the fix, and nothing computed is overwritten."""
+import errno
+import os
+import random
+import resource
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
-from conftest import tiny_config
+from conftest import interrupted_at_epoch, tiny_config
 
 import ddkit.runs.train as train_mod
 from ddkit.core.config import ConfigError, load_profile
 from ddkit.core.hooks import FeatureRecorder, block_features
 from ddkit.core.models import NotViTLikeError, WeightsFileError, create_model
-from ddkit.runs.store import RunDir, RunFileError
+from ddkit.runs.store import RunDir, RunFileError, check_safetensors
 from ddkit.runs.train import load_run, train
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- feature grids
 
@@ -224,3 +234,131 @@ def test_recorder_leaves_the_model_as_found():
     assert rec.stacked("gradients").shape == (2, 2, 48, 7, 7)
     handle = model.blocks[0].register_backward_hook(lambda *a: None)   # PyTorch accepts it
     handle.remove()
+
+
+# --------------------------------------------------------------------------- issue 26: resume files
+
+
+def _interrupted(monkeypatch, epochs=3, at=2):
+    cfg = tiny_config(epochs=epochs)
+    with interrupted_at_epoch(monkeypatch, at), pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    return cfg, RunDir.for_config(cfg)
+
+
+def test_the_resume_checkpoint_is_tensors_and_plain_numbers(runs_dir, monkeypatch):
+    _, run_dir = _interrupted(monkeypatch)
+    state = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1 and {"trainable", "optimizer", "scheduler", "rng"} <= set(state)
+
+
+def test_an_old_format_checkpoint_is_refused_not_unpickled(runs_dir, monkeypatch):
+    cfg, run_dir = _interrupted(monkeypatch)
+    state = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=True)
+    state["rng"] = {"numpy": np.random.get_state(), "python": random.getstate(),
+                    "torch": torch.get_rng_state()}          # what ddkit wrote before
+    torch.save(state, run_dir.checkpoint)
+    before = run_dir.checkpoint.read_bytes()
+    _no_compute(monkeypatch)
+    with pytest.raises(RunFileError, match=rf"{run_dir.checkpoint}: not loaded: .*(older "
+                                           rf"ddkit|not written by ddkit).*Remove the run "
+                                           rf"folder {run_dir.path}"):
+        train(cfg, progress=False)
+    assert run_dir.checkpoint.read_bytes() == before
+
+
+class _Payload:
+    """A pickle that runs a command when it is loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_no_code(runs_dir, monkeypatch, tmp_path):
+    cfg, run_dir = _interrupted(monkeypatch)
+    marker = tmp_path / "ran"
+    torch.save({"trainable": {}, "optimizer": _Payload(marker), "epoch": 1}, run_dir.checkpoint)
+    _no_compute(monkeypatch)
+    with pytest.raises(RunFileError, match=r"checkpoint.pt: not loaded"):
+        train(cfg, progress=False)
+    assert not marker.exists()
+
+
+def test_a_resume_checkpoint_given_as_weights_says_to_pass_the_run_folder(runs_dir, monkeypatch):
+    _, run_dir = _interrupted(monkeypatch)
+    with pytest.raises(WeightsFileError, match=rf"{run_dir.checkpoint} is a run's resume file.*"
+                                               rf"pass the run folder {run_dir.path}"):
+        create_model("ddkit_vit_student_fmnist", checkpoint=run_dir.checkpoint,
+                     **tiny_config().model.kwargs)
+
+
+# --------------------------------------------------------------------------- issue 26: store I/O
+
+
+def _cli_lines(argv):
+    """Run the CLI in a fresh process; ``(exit code, stderr lines)``."""
+    done = subprocess.run([sys.executable, "-c", argv], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
+
+
+def test_a_read_only_run_store_is_one_line_naming_the_folder(tmp_path, monkeypatch, capsys):
+    from ddkit import cli
+    store = tmp_path / "ro"
+    store.mkdir()
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def read_only(real):
+        def call(path, *args, **kwargs):
+            if str(path).startswith(str(store)) and (real is real_mkdir or args[0] & (
+                    os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real(path, *args, **kwargs)
+        return call
+    monkeypatch.setattr(os, "open", read_only(real_open))
+    monkeypatch.setattr(os, "mkdir", read_only(real_mkdir))
+    code = cli.main(["train", "--profile", "smoke", "--role", "teacher", "--set",
+                     "teacher.optim.epochs=1", "--runs-dir", str(store)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and err[-1].startswith("error: ") and "Traceback" not in "".join(err), err
+    assert str(store) in err[-1] and "--runs-dir" in err[-1] and "read-only" in err[-1]
+    assert not list(store.iterdir())
+
+
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+from ddkit.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def test_a_full_disk_is_one_line_leaves_no_half_file_and_the_rerun_matches(tmp_path):
+    """Files may grow to 20 kB only (as on a disk that fills up): the first resume checkpoint
+    does not fit. One line names the folder; nothing half-written is left; once there is room,
+    the same command finishes with the weights of a run that never hit the limit."""
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text("data: {name: fashion_mnist, train_subset: 64, eval_subset: 50, "
+                       "batch_size: 32}\nteacher: {model: {name: ddkit_vit_teacher_fmnist, "
+                       "kwargs: {embed_dim: 16, depth: 2, num_heads: 2}}, optim: {epochs: 2, "
+                       "warmup_epochs: 0}}\nsave_every: 1\ndevice: cpu\n")
+    args = ["train", "--profile", str(profile), "--role", "teacher"]
+    full, reference = tmp_path / "full", tmp_path / "reference"
+    code, err = _cli_lines(FULL_DISK.format(limit=20_000, argv=[*args, "--runs-dir", str(full)]))
+    assert code == 1 and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert "full" in err[-1] and str(full) in err[-1] and "run the same command again" in err[-1]
+    assert not list(full.rglob("*.tmp")) and not list(full.rglob(".*.tmp"))
+    for weights in full.rglob("*.safetensors"):
+        check_safetensors(weights)
+    code, _ = _cli_lines(FULL_DISK.format(limit=resource.RLIM_INFINITY,
+                                          argv=[*args, "--runs-dir", str(full)]))
+    assert code == 0
+    code, _ = _cli_lines(FULL_DISK.format(limit=resource.RLIM_INFINITY,
+                                          argv=[*args, "--runs-dir", str(reference)]))
+    assert code == 0
+    (a,), (b,) = full.glob("*/model.safetensors"), reference.glob("*/model.safetensors")
+    assert a.read_bytes() == b.read_bytes()

@@ -3,6 +3,8 @@ pixels, a mapping override that reset its section, a dotted key into a value, a 
 foreign weights or an edited config, two trainers on one run, and the minor cases. Each bad
 input now ends in one ``error:`` line naming the fix, and nothing computed before is changed."""
 import argparse
+import dataclasses
+import functools
 import hashlib
 import json
 import shutil
@@ -109,23 +111,58 @@ _KEYS = ["data", "data.train_subset", "data.batch_size", "data.name", "data.augm
          "student.model.kwargs.depth", "teacher.optim.epochs", "distill", "distill.alpha",
          "distill.teacher", "distill.teacher.name", "distill.layers", "seeds", "cell_seeds",
          "cell_seeds.SoftKD", "save_every", "device", "analysis", "nosuch", "data.nosuch",
-         "seeds.x", "device.x", "student.optim.lr.x"]
+         "seeds.x", "device.x", "student.optim.lr.x",
+         # the plain-dict fields: a mapping merges into them as into a dataclass section
+         "teacher.data", "teacher.data.train_subset", "student.data", "teacher.model.kwargs",
+         "teacher.model.kwargs.embed_dim", "student.model.kwargs.num_heads", "analysis.n_images"]
 _VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-3, 50), st.floats(-1, 10, allow_nan=False),
               st.sampled_from(["", "x", "fashion_mnist", "cpu", "first", "soft", "true"])),
     lambda inner: st.one_of(st.lists(inner, max_size=3),
                             st.dictionaries(st.sampled_from(["name", "lr", "epochs", "depth",
-                                                             "x", "batch_size"]), inner,
+                                                             "x", "batch_size", "train_subset",
+                                                             "augment", "embed_dim",
+                                                             "num_heads", "n_images"]), inner,
                                             max_size=3)),
     max_leaves=6)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@functools.lru_cache(maxsize=1)
+def _override_base() -> Profile:
+    """The smoke profile with every plain-dict field holding keys an override could drop."""
+    return replace(load_profile("smoke"), **{
+        "student.model.kwargs": {"depth": 2, "num_heads": 2},
+        "teacher.model.kwargs": {"embed_dim": 64, "depth": 4},
+        "teacher.data": {"augment": True, "train_subset": None},
+        "student.data": {"eval_subset": 100}})
+
+
+def _get(obj, key: str):
+    for part in key.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+def _same(got, value) -> bool:
+    return got == value or (isinstance(got, float) and not isinstance(value, (dict, list, str))
+                            and value is not None and got == float(value)) \
+        or (isinstance(got, tuple) and list(got) == value)
+
+
+def _whole(owner, key: str) -> bool:
+    """Whether ``key`` of ``owner`` (a dataclass) is a WHOLE field: a mapping replaces it."""
+    return dataclasses.is_dataclass(owner) and any(
+        f.name == key and f.metadata.get("whole") for f in dataclasses.fields(owner))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.dictionaries(st.sampled_from(_KEYS), _VALUES, min_size=1, max_size=3))
 def test_override_parser_gives_a_profile_or_a_config_error(changes):
     """Any dotted keys and values: a Profile whose overridden leaves hold what was asked, or a
-    ConfigError; never another exception, never a silent reset of a section."""
-    base = load_profile("smoke")
+    ConfigError; never another exception, never a silent reset of a section: a mapping merges
+    into a dataclass section and a plain-dict field alike (``RoleConfig.data``,
+    ``ModelConfig.kwargs``), keeping every key it does not name, as dotted keys do."""
+    base = _override_base()
     try:
         out = replace(base, **changes)
     except ConfigError:
@@ -134,14 +171,30 @@ def test_override_parser_gives_a_profile_or_a_config_error(changes):
     for key, value in changes.items():
         if any(k != key and k.startswith(key + ".") for k in changes):
             continue      # a section and a key inside it: the later one wins, by design
-        if isinstance(value, dict) and value:
-            continue      # merged into a section: its leaves are checked on their own
-        got = out
-        for part in key.split("."):
-            got = got[part] if isinstance(got, dict) else getattr(got, part)
+        if any(key.startswith(k + ".") for k in changes):
+            continue      # inside a section another change gives whole
+        got = _get(out, key)
         if not isinstance(value, dict):
-            assert got == value or (isinstance(got, float) and got == float(value)) \
-                or (isinstance(got, tuple) and list(got) == value)
+            assert _same(got, value), (key, got, value)
+            continue
+        parent, _, leaf = key.rpartition(".")
+        try:
+            before = _get(base, key)
+        except (KeyError, AttributeError):
+            continue      # a key the base does not hold: set from nothing
+        if _whole(_get(base, parent) if parent else base, leaf) or before is None:
+            continue      # a selection named whole, or a section set from its defaults
+        if not (isinstance(before, dict) or dataclasses.is_dataclass(before)):
+            assert got == value, (key, got, value)    # a value inside a plain dict: replaced
+            continue
+        for name, leaf_value in value.items():    # every key the mapping names holds its value
+            if not isinstance(leaf_value, dict):
+                assert _same(_get(got, name), leaf_value), (key, name, got, leaf_value)
+        kept = list(before) if isinstance(before, dict) else [
+            f.name for f in dataclasses.fields(before)]
+        for name in kept:                          # and every key it does not name is kept
+            if name not in value:
+                assert _same(_get(got, name), _get(before, name)), (key, name, got, before)
     for section in ("data", "student", "teacher"):
         if not any(k == section or k.startswith(section + ".") for k in changes):
             assert getattr(out, section) == getattr(base, section)
@@ -198,6 +251,106 @@ def test_an_edited_config_json_is_no_cache_hit(two_runs, runs_dir, edit):
     with pytest.raises(RunFileError, match=r"config.json: .*(edited|differs)"):
         train(cfg, progress=False)
     assert _digests(target.path) == before
+
+
+DIGESTS = ("config_sha256", "weights_sha256", "log_sha256", "kept_sha256", "summary_sha256")
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _refused_unchanged(cfg, target, pattern, monkeypatch=None):
+    """A cache hit on ``target`` is refused with ``pattern``, before any compute, and nothing in
+    the run folder is changed."""
+    before = _digests(target.path)
+    if monkeypatch is not None:
+        monkeypatch.setattr(train_mod, "build_dataset",
+                            lambda *a, **k: pytest.fail("data loaded for a damaged run"))
+    with pytest.raises(RunFileError, match=pattern):
+        train(cfg, progress=False)
+    assert _digests(target.path) == before
+
+
+def _as_legacy(target):
+    """The run's summary.json as a run from before the digests wrote it (no digests at all)."""
+    summary = json.loads(target.summary.read_text())
+    target.summary.write_text(json.dumps({k: v for k, v in summary.items() if k not in DIGESTS}))
+
+
+def test_a_run_records_the_digests_of_its_log_and_every_kept_weights_file(two_runs):
+    _, source, _ = two_runs
+    summary = json.loads((source / "summary.json").read_text())
+    assert summary["log_sha256"] == _sha(source / "metrics.jsonl")
+    kept = sorted((source / "weights").glob("epoch_*.safetensors"))
+    assert kept and summary["kept_sha256"] == {p.name: _sha(p) for p in kept}
+
+
+def test_a_foreign_log_is_no_cache_hit(two_runs, runs_dir, monkeypatch):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    shutil.copyfile(other / "metrics.jsonl", target.log)
+    _refused_unchanged(cfg, target, r"metrics.jsonl: its digest .* differs .* Remove the run "
+                                    r"folder", monkeypatch)
+
+
+def test_foreign_kept_weights_are_no_cache_hit(two_runs, runs_dir, monkeypatch):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    shutil.copyfile(other / "weights" / "epoch_0000.safetensors", target.epoch_weights(0))
+    _refused_unchanged(cfg, target, r"epoch_0000.safetensors: its digest .* differs",
+                       monkeypatch)
+
+
+def test_an_added_epoch_weights_file_is_no_cache_hit(two_runs, runs_dir, monkeypatch):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    shutil.copyfile(other / "weights" / "epoch_0000.safetensors", target.epoch_weights(3))
+    _refused_unchanged(cfg, target, r"epoch_0003.safetensors: not in the run's record",
+                       monkeypatch)
+
+
+def test_a_missing_epoch_weights_file_is_no_cache_hit(two_runs, runs_dir):
+    cfg, target, _ = _copied(two_runs, runs_dir)
+    target.epoch_weights(0).unlink()
+    _refused_unchanged(cfg, target, r"epoch_0000.safetensors: missing")
+
+
+@pytest.mark.parametrize("cut", ["drop", "add"])
+def test_a_log_whose_records_are_not_the_runs_epochs_is_no_cache_hit(two_runs, runs_dir, cut):
+    """Even for a run from before the log digest (the count is checked on its own): the log
+    holds exactly one record per epoch, 0 .. epochs-1."""
+    cfg, target, _ = _copied(two_runs, runs_dir)
+    _as_legacy(target)
+    lines = target.log.read_text().splitlines(keepends=True)
+    extra = json.dumps({**json.loads(lines[-1]), "epoch": 1}) + "\n"
+    target.log.write_text("" if cut == "drop" else "".join(lines) + extra)
+    _refused_unchanged(cfg, target, r"metrics.jsonl: holds epochs \[.*\] for a run of 1 "
+                                    r"epoch")
+
+
+def test_an_interrupted_run_whose_log_was_deleted_is_refused_before_compute(runs_dir,
+                                                                            monkeypatch):
+    cfg = tiny_config(epochs=3)
+    with interrupted_at_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    target = RunDir.for_config(cfg)
+    target.log.unlink()
+    _refused_unchanged(cfg, target, r"metrics.jsonl: .*epochs 0..1 .* checkpoint.*Remove the "
+                                    r"run folder", monkeypatch)
+
+
+def test_an_edited_final_acc1_in_summary_json_is_no_cache_hit(two_runs, runs_dir):
+    cfg, target, _ = _copied(two_runs, runs_dir)
+    summary = json.loads(target.summary.read_text())
+    target.summary.write_text(json.dumps({**summary, "final_acc1": 99.9}))
+    _refused_unchanged(cfg, target, r"summary.json: .*(edited|differs)")
+    _as_legacy(target)               # without its digests: the log still says otherwise
+    _refused_unchanged(cfg, target, r"summary.json: final_acc1 99.9 .* metrics.jsonl")
+
+
+def test_removed_digests_and_swapped_weights_are_no_cache_hit(two_runs, runs_dir):
+    cfg, target, other = _copied(two_runs, runs_dir)
+    _as_legacy(target)
+    shutil.copyfile(other / "model.safetensors", target.final_weights)
+    _refused_unchanged(cfg, target, r"model.safetensors: the final weights differ from epoch_0000")
 
 
 # --------------------------------------------------------------------------- 5. one trainer

@@ -4,7 +4,11 @@ torch path it replaces (still used on CUDA, for float64 and without a C compiler
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +179,48 @@ def test_kernel_is_built_once_per_source_into_the_cache(monkeypatch, tmp_path):
     assert native.available()
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
     assert math.isfinite(native.edge_tolerance(torch.tensor([0.0, 1.0])))
+
+
+# --------------------------------------------------------------------------- issue 26: the cache
+
+PROBE = ("import warnings; warnings.simplefilter('error')\n"
+         "from ddkit.signals import native\n"
+         "print('available', native.available())\n")
+
+
+def _probe(data_dir):
+    """``native.available()`` in a fresh process with the kernel cache in ``data_dir``."""
+    env = {**os.environ, "DDKIT_DATA": str(data_dir), native.ENV: "1"}
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _cached(data_dir):
+    (lib,) = (data_dir / "kernels").glob("*.so")
+    return lib
+
+
+@needs_kernel
+def test_a_truncated_cached_kernel_is_rebuilt_not_loaded(tmp_path):
+    assert _probe(tmp_path) == (0, "available True\n")
+    lib = _cached(tmp_path)
+    whole = lib.read_bytes()
+    lib.write_bytes(whole[: len(whole) // 3])          # in place: the same file, cut short
+    code, said = _probe(tmp_path)
+    assert (code, said) == (0, "available True\n"), said  # no SIGBUS, no warning: rebuilt
+    assert len(_cached(tmp_path).read_bytes()) == len(whole)
+
+
+@needs_kernel
+def test_a_cached_kernel_without_the_symbol_is_rebuilt(tmp_path):
+    assert _probe(tmp_path) == (0, "available True\n")
+    lib = _cached(tmp_path)
+    source = tmp_path / "other.c"
+    source.write_text("int ddkit_other(void) { return 1; }\n")
+    built = subprocess.run([native._compiler(), "-shared", "-fPIC", str(source), "-o", str(lib)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr      # a valid ELF, without the kernel's symbol
+    code, said = _probe(tmp_path)
+    assert (code, said) == (0, "available True\n"), said
+    assert b"ddkit_token_entropy_sum" in _cached(tmp_path).read_bytes()

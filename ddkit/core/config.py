@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
-import torch
 import yaml
 
 from ddkit.core.data import AUGMENT_RECIPES, DATASETS
@@ -37,7 +35,13 @@ from ddkit.core.losses import (
     PROJECTOR_MODES,
     resolve_layer_pairs,
 )
-from ddkit.core.models import block_widths, check_model_name, model_depth, model_width
+from ddkit.core.models import (
+    block_widths,
+    build_problem,
+    check_model_name,
+    model_depth,
+    model_width,
+)
 from ddkit.core.students import STUDENTS, student_kwargs
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
@@ -51,6 +55,10 @@ TRAINABLE = ("all", "head")
 IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all",
                      ("distill", "feature_until"): None, ("distill", "target_rank"): None,
                      ("distill", "feature_norm"): "none"}
+# A mapping given to a plain-dict field merges into it, as dotted keys do, except in the fields
+# marked WHOLE: a selection (a profile's cell_seeds and sweep settings, its measured numbers),
+# which a mapping names whole.
+WHOLE = {"whole": True}
 
 # The cells of the negative-transfer ablation (names as in the official release's tables):
 # no-KD, SoftKD, SpectralKD-{First, Last, First+Last}, ProjectorKD-{First, Last, First+Last};
@@ -295,7 +303,10 @@ def replace(cfg: Any, _prefix: str = "", **changes: Any) -> Any:
     """``dataclasses.replace`` with dotted keys: ``replace(run, **{"optim.epochs": 3})``.
 
     A mapping given to a section merges into it (``data={"batch_size": 64}`` changes only the
-    batch size); a dotted key may also reach into a mapping field
+    batch size), a dataclass or a plain-dict field alike (``student.model.kwargs={"embed_dim":
+    16}`` keeps the other model arguments), except the ``WHOLE`` fields, which a mapping names
+    whole (a profile's ``cell_seeds``: a setting's cells are its keys); a dotted key may also
+    reach into a mapping field
     (``{"student.model.kwargs.depth": 6}``) or into an unset section, which starts from its
     defaults (``distill.teacher.name``). Errors are ConfigErrors naming the full dotted key:
     ``student.optim.lr: expected a number, got 'fast'``.
@@ -327,8 +338,11 @@ def replace(cfg: Any, _prefix: str = "", **changes: Any) -> Any:
             where = f" of {_prefix[:-1]}" if _prefix else ""
             raise ConfigError(f"unknown key {_prefix + key!r}; valid keys{where}: {valid}")
     hints = typing.get_type_hints(type(cfg))
+    whole = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("whole")}
     for key in list(flat):   # a mapping into a set section merges, as dotted keys would
-        if isinstance(flat[key], dict) and dataclasses.is_dataclass(getattr(cfg, key)):
+        current = getattr(cfg, key)
+        if isinstance(flat[key], dict) and (dataclasses.is_dataclass(current) or (
+                isinstance(current, dict) and key not in whole)):
             nested[key] = {**flat.pop(key), **nested.get(key, {})}
     out = {k: _coerce(v, hints[k], _prefix + k) for k, v in flat.items()}
     for head, sub in nested.items():
@@ -376,8 +390,23 @@ def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> 
         raise ConfigError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+# A name that becomes a path (a run folder, its lock file, figures/<profile>/) is one plain
+# folder name: no separator, no leading dot (no "..", no hidden lock-file names), not too long.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_name(name: Any, key: str = "name") -> str:
+    """``name`` when it is one safe folder name (``SAFE_NAME``), else ConfigError."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"{key}={name!r} must be one folder name (it names run folders, lock "
+                          "files and figures/<name>/): letters, digits and _ . + -, not starting "
+                          "with '.', at most 100 characters")
+    return name
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value of a run before any compute; return it unchanged or raise ConfigError."""
+    check_name(cfg.name)
     _choice(cfg.data.name, tuple(DATASETS), "data.name")
     if isinstance(cfg.data.augment, str):
         _choice(cfg.data.augment, AUGMENT_RECIPES, "data.augment")
@@ -457,11 +486,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _checked_model(model: ModelConfig, key: str, check_name) -> None:
+def _checked_model(model: ModelConfig, key: str, check_model) -> None:
     try:
-        check_name(model.name)
+        check_model(model.name)
     except ValueError as err:
         raise ConfigError(f"{key}.name: {err}") from None
+    _check_builds(model, key)
     if model.checkpoint is not None and not Path(model.checkpoint).is_file():
         raise ConfigError(f"{key}.checkpoint: no file at {model.checkpoint}")
 
@@ -546,19 +576,20 @@ class Profile:
     name: str = "default"
     description: str = ""
     command: str = ""
-    measured: dict = field(default_factory=dict)    # wall times / numbers seen when last run
+    measured: dict = field(default_factory=dict, metadata=WHOLE)  # wall times / numbers seen
     data: DataConfig = field(default_factory=DataConfig)
     teacher: RoleConfig = field(default_factory=RoleConfig)
     student: RoleConfig = field(default_factory=RoleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     seeds: list = field(default_factory=lambda: [0])
-    cell_seeds: dict = field(default_factory=dict)  # {ablation cell: seeds} where a cell needs more
+    cell_seeds: dict = field(default_factory=dict, metadata=WHOLE)  # {cell: seeds} where a cell
+                                                    # needs more; a setting's cells are its keys
     teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
     workers: int | None = None      # runs trained at once (ddkit.runs.parallel); None = the CPU cores
     analysis: dict = field(default_factory=dict)    # AnalysisConfig keys, for the notebooks
-    sweep: dict = field(default_factory=dict)       # {setting name: {dotted key: value}}
+    sweep: dict = field(default_factory=dict, metadata=WHOLE)  # {setting: {dotted key: value}}
     # the name of the profile itself as a setting beside its sweep's (tables, figures, documents):
     # what it is, e.g. "MAE teacher, head untrained"; "" = "<name> profile"
     base_name: str = ""
@@ -642,6 +673,34 @@ def profile_names() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+# Profile keys that change no result: a profile differing from the kit's only in these is still
+# that profile (its runs hash the same, it publishes where the kit's does).
+NOT_RESULTS = ("device", "workers")
+
+
+def override_digest(profile: Profile) -> str:
+    """6 hex digits of a profile's values (the device aside): what ``<name>-set-<digest>``
+    names an overridden profile by (``ddkit notebooks``, the grid commands)."""
+    data = json.loads(json.dumps(to_dict(profile)))
+    text = json.dumps({k: v for k, v in data.items() if k != "device"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def published_name(profile: Profile) -> str:
+    """The name a profile's results are published under (``figures/<name>/``): its own when it
+    is the kit's profile of that name unchanged (``NOT_RESULTS`` aside) or the kit has no profile
+    of that name; else ``<name>-set-<digest>``, so the committed results of the kit's profile
+    are only ever written by that profile."""
+    if profile.name not in profile_names():
+        return profile.name
+    def results(p: Profile) -> dict:
+        data = json.loads(json.dumps(to_dict(p)))
+        return {k: v for k, v in data.items() if k not in NOT_RESULTS}
+    if results(profile) == results(load_profile(profile.name)):
+        return profile.name
+    return f"{profile.name}-set-{override_digest(profile)}"
+
+
 def load_profile(name_or_path: str | Path, **overrides: Any) -> Profile:
     """Load a profile by name (``smoke``, ``default``, ``paper``) or from a YAML path.
 
@@ -673,6 +732,7 @@ def check_profile(profile: Profile) -> Profile:
     """Every value of a loaded profile, before any compute: the teacher_source, the analysis
     keys, the seeds, the sweep settings, both roles' data and model (arguments included), and
     the distill recipe with its layer indices range-checked against the two models' depths."""
+    check_name(profile.name)
     _choice(profile.teacher_source, TEACHER_SOURCES, "teacher_source")
     from_dict(AnalysisConfig, profile.analysis, "analysis")
     if profile.workers is not None and profile.workers < 1:
@@ -684,7 +744,9 @@ def check_profile(profile: Profile) -> Profile:
         if not isinstance(changes, dict):
             raise ConfigError(f"sweep.{setting}: expected a mapping of dotted keys to values")
         try:
-            replace(profile, **changes)
+            variant = replace(profile, **changes)
+            for role in ("teacher", "student"):
+                _check_builds(getattr(variant, role).model, f"{role}.model")
         except ConfigError as err:
             raise ConfigError(f"sweep.{setting}: {err}") from None
     for key, seeds in [("seeds", profile.seeds),
@@ -723,14 +785,12 @@ def _check_roles(profile: Profile) -> None:
 
 
 def _check_builds(model: ModelConfig, key: str) -> None:
-    """The model name exists and timm takes its arguments (built on the meta device: no
-    compute, no weights)."""
+    """The model name exists and timm builds it with its arguments (on the meta device: no
+    compute, no weights); a width the heads do not divide, or one of 0 or below, is refused."""
     try:
         check_model_name(model.name)
     except ValueError as err:
         raise ConfigError(f"{key}.name: {err}") from None
-    try:
-        with torch.device("meta"):
-            timm.create_model(model.name.split(".")[0], pretrained=False, **model.kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{key}.kwargs={model.kwargs!r}: {err}") from None
+    problem = build_problem(model.name, **model.kwargs)
+    if problem:
+        raise ConfigError(f"{key}.kwargs={model.kwargs!r}: {problem}")

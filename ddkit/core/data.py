@@ -53,6 +53,27 @@ class DatasetNotFoundError(FileNotFoundError):
     """A data set is neither on disk nor downloadable."""
 
 
+class ImageFileError(ValueError):
+    """An image of an ImageFolder tree cannot be decoded (corrupt, cut short); names the file."""
+
+
+def read_image(path: str) -> Image.Image:
+    """An ImageFolder image as RGB (torchvision's loader), decoded whole here, so a corrupt or
+    cut-short file raises ImageFileError naming it instead of PIL's bare error."""
+    try:
+        with open(path, "rb") as fh:
+            image = Image.open(fh)
+            return image.convert("RGB")
+    except OSError as err:   # a missing file is not a damaged one
+        if isinstance(err, FileNotFoundError):
+            raise
+        problem = err
+    except Exception as err:  # PIL's SyntaxError, ValueError, zlib.error: all "undecodable"
+        problem = err
+    raise ImageFileError(f"{path}: cannot decode the image ({type(problem).__name__}: "
+                         f"{problem}); remove or replace the file") from None
+
+
 def default_data_dir() -> Path:
     """Cache folder for downloads: `$DDKIT_DATA` or `~/.cache/ddkit`."""
     return Path(os.environ.get("DDKIT_DATA") or Path.home() / ".cache" / "ddkit")
@@ -339,7 +360,7 @@ def _torchvision_dataset(name: str, held_out: bool, root: str | Path | None, tra
         if root is None:
             raise ValueError("dataset 'imagefolder' needs root= a folder with train/ and val/")
         folder = image_folder_split(root, held_out)
-        return datasets.ImageFolder(str(folder), transform=transform)
+        return datasets.ImageFolder(str(folder), transform=transform, loader=read_image)
     root = Path(root) if root is not None else default_data_dir()
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     try:

@@ -8,6 +8,8 @@ name. The paper pair is timm's own ``cait_s24_224`` (teacher) and ``deit_tiny_pa
 from __future__ import annotations
 
 import difflib
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,13 @@ SHIPPED_TEACHERS = {t.model: t for t in (
     ShippedTeacher("ddkit_cait_teacher_fmnist", "cait_teacher_fmnist", "paper_shaped",
                    "ddkit ship-teacher --profile paper_shaped"),
     ShippedTeacher("ddkit_vit_mae_teacher_fmnist", "mae_teacher_fmnist", "controls",
-                   "ddkit controls --teachers-only"),
+                   "ddkit ship-teacher --profile controls"),
     ShippedTeacher("ddkit_vit_mae_probed_teacher_fmnist", "mae_probed_teacher_fmnist", "controls",
-                   "ddkit controls --teachers-only"),
+                   "ddkit ship-teacher --profile controls --teacher "
+                   "ddkit_vit_mae_probed_teacher_fmnist"),
     *(ShippedTeacher(f"ddkit_vit_teacher_mosaic{k}", f"teacher_mosaic{k}", "phase_map",
-                     "ddkit phase-map --teachers-only") for k in (10, 100, 1000)),
+                     f"ddkit ship-teacher --profile phase_map --teacher ddkit_vit_teacher_mosaic{k}")
+      for k in (10, 100, 1000)),
 )}
 SHIPPED_TEACHER = SHIPPED_TEACHERS["ddkit_vit_teacher_fmnist"].weights  # the default teacher
 
@@ -214,6 +218,38 @@ def check_model_name(name: str) -> None:
                           f"close timm names: {close}")
 
 
+def check_builds(name: str, **kwargs) -> None:
+    """Raise ModelInputError, naming the arguments, unless timm builds ``name`` with ``kwargs``
+    (on the meta device: no compute, no weights). A width the heads do not divide, a zero or
+    negative size and an argument the model does not take all fail here, before any compute."""
+    problem = build_problem(name, **kwargs)
+    if problem:
+        raise ModelInputError(f"model {name!r} cannot be built with {kwargs!r}: {problem}")
+
+
+def build_problem(name: str, **kwargs) -> str | None:
+    """Why timm cannot build the model ``name`` with ``kwargs`` (None when it can); an unknown
+    name raises ModelInputError."""
+    check_model_name(name)
+    return _build_problem(name.split(".")[0], json.dumps(kwargs, sort_keys=True, default=repr))
+
+
+@functools.lru_cache(maxsize=256)
+def _build_problem(arch: str, kwargs_json: str) -> str | None:
+    """Why timm cannot build ``arch`` with the JSON ``kwargs_json`` (None when it can); cached,
+    since a grid profile checks the same few models once per setting."""
+    try:
+        with torch.device("meta"):
+            timm.create_model(arch, pretrained=False, **json.loads(kwargs_json))
+    except TypeError as err:   # an argument the model class does not take
+        return f"{err}; model arguments go to timm.create_model (check their names)"
+    except Exception as err:  # AssertionError, ZeroDivisionError, RuntimeError: a bad size
+        said = str(err) or "no message"
+        return (f"{type(err).__name__}: {said}; widths, depths and head counts must be positive "
+                "and embed_dim a multiple of num_heads")
+    return None
+
+
 def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
                  **kwargs) -> nn.Module:
     """Build a timm model by name; optionally load hub weights or a local weights file.
@@ -274,6 +310,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    resume_file = (f"{path} is a run's resume file (optimizer and RNG state, not a model's "
+                   f"weights): pass the run folder {path.parent} instead (or its "
+                   "model.safetensors)")
+    if path.name == "checkpoint.pt" and (path.parent / "config.json").is_file():
+        raise WeightsFileError(resume_file)
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
@@ -284,6 +325,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                "again") from None
     if not isinstance(state, dict):
         raise WeightsFileError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    if {"trainable", "optimizer", "scheduler", "rng"} <= set(state):   # renamed or moved
+        raise WeightsFileError(resume_file)
     return state.get("model", state.get("state_dict", state))
 
 

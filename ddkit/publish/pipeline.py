@@ -22,7 +22,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from ddkit.core.config import load_profile
+from ddkit.core.config import load_profile, published_name
 from ddkit.publish import readme
 from ddkit.runs.progress import ENV as PROGRESS_ENV
 from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, figure_dir, runs_root, write_text
@@ -253,7 +253,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
     committed tables: the pipeline is their only writer, never a notebook."""
     import papermill  # lazy: papermill starts slowly and only running notebooks needs it
 
-    committed = figure_dir(load_profile(profile).name) == FIGURES
+    committed = figure_dir(published_name(load_profile(profile))) == FIGURES
     out_dir = runs_root() / "notebooks" / Path(profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [(p, {"profile": profile, **(extra or {}).get(p.name[:2], {})}) for p in paths]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from ddkit.core.hooks import input_grid
 from ddkit.core.losses import feature_loss_diagnostics, resolve_layer_pairs
 from ddkit.core.models import (
     SHIPPED_TEACHERS,
+    check_builds,
     check_model_name,
     check_patch_grid,
     check_vit_like,
@@ -152,11 +154,9 @@ def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
         kwargs.setdefault("in_chans", info["in_chans"])
     if not source.pretrained:
         kwargs.setdefault("num_classes", info["num_classes"])
-    try:
-        with torch.device("meta"):                     # refuse non-ViTs before any download
-            check_vit_like(timm.create_model(name.split(".")[0], **kwargs))
-    except TypeError as err:
-        raise ValueError(f"model {name!r}: {err}; --model-arg values go to timm.create_model") from None
+    check_builds(name, **kwargs)                       # a bad size: one line, no traceback
+    with torch.device("meta"):                         # refuse non-ViTs before any download
+        check_vit_like(timm.create_model(name.split(".")[0], **kwargs))
     if source.pretrained:
         try:
             model = create_model(name, pretrained=True, **kwargs)
@@ -308,11 +308,31 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
 
 
+def check_out(out: str | Path) -> Path:
+    """``out`` as a Path when it is a folder that can be written or can be made (nothing is
+    created): ValueError naming it otherwise, before any compute."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: a file, not a folder; pick a folder to write to")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder; pick a folder to "
+                         "write to")
+    try:                                         # root passes every permission check: try it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write in {existing} ({err.strerror}); pick a "
+                         "folder you can write to") from None
+    return out
+
+
 def run(request: Request) -> Path:
     """Analyse the request's model(s) and write the output folder; returns ``summary.md``.
-    Bad input (unknown names, a non-ViT, a damaged file, a wrong device) fails before any
-    compute; files are written only once everything is computed."""
+    Bad input (unknown names, a non-ViT, a damaged file, a wrong device, an --out that cannot
+    be written) fails before any compute; files are written only once everything is computed."""
     began = time.perf_counter()
+    check_out(request.out)
     device = resolve_device(request.device)
     name, root = resolve_data(request.data, request.data_root, request.models)
     if request.n is not None and request.n < 1:

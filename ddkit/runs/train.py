@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -39,7 +40,6 @@ from ddkit.core.config import (
     ConfigError,
     RunConfig,
     config_hash,
-    file_digest,
     from_dict,
     identity,
     replace,
@@ -51,7 +51,15 @@ from ddkit.core.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.core.mae import MaskedAutoencoder
 from ddkit.core.models import check_patch_grid, create_from_config, input_size, num_blocks
 from ddkit.runs.progress import emit
-from ddkit.runs.store import RunDir, RunFileError, run_lock, runs_root, save_weights, torch_save, write_json
+from ddkit.runs.store import (
+    RunDir,
+    RunFileError,
+    make_dir,
+    run_lock,
+    runs_root,
+    save_weights,
+    torch_save,
+)
 from ddkit.runs.task import DistillationTask, MaeTask
 from ddkit.runs.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
 
@@ -123,20 +131,52 @@ def find_run(cfg: RunConfig, root=None) -> Run | None:
     return Run(cfg, run_dir)
 
 
+CHECKPOINT_FORMAT = 2   # tensors and plain numbers only: read with torch.load(weights_only=True)
+
+
 def _read_checkpoint(run_dir: RunDir) -> dict | None:
-    """The state an interrupted run resumes from (None when it has none), read on the CPU."""
-    if not run_dir.checkpoint.exists():
+    """The state an interrupted run resumes from (None when it has none), read on the CPU with
+    ``weights_only=True``: a file holding anything but tensors and plain numbers (a resume file
+    of an older ddkit, or a crafted one) is refused, never unpickled, since unpickling runs the
+    code a pickle names (run stores are shared on clusters)."""
+    path = run_dir.checkpoint
+    if not path.exists():
         return None
     try:
-        state = torch.load(run_dir.checkpoint, map_location="cpu", weights_only=False)
-    except Exception as err:  # zip, pickle and OS errors all mean "unreadable"
-        raise RunFileError(f"{run_dir.checkpoint}: unreadable checkpoint, truncated or corrupt "
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        said = next((line.strip() for line in str(err).splitlines()
+                     if "Unsupported" in line or "WeightsUnpickler" in line), "")
+        raise RunFileError(f"{path}: not loaded: it holds more than tensors and plain numbers "
+                           f"(a resume file of an older ddkit, or not written by ddkit), and "
+                           f"reading it would unpickle code{f' ({said})' if said else ''}"
+                           f"{run_dir.fix}") from None
+    except Exception as err:  # zip and OS errors: "unreadable"
+        raise RunFileError(f"{path}: unreadable checkpoint, truncated or corrupt "
                            f"({type(err).__name__}: {err}){run_dir.fix}") from None
+    if not isinstance(state, dict):
+        raise RunFileError(f"{path}: not a ddkit checkpoint (holds a {type(state).__name__})"
+                           f"{run_dir.fix}")
     missing = {"trainable", "optimizer", "scheduler", "rng", "epoch", "elapsed"} - set(state)
     if missing:
-        raise RunFileError(f"{run_dir.checkpoint}: not a ddkit checkpoint (lacks "
+        raise RunFileError(f"{path}: not a ddkit checkpoint (lacks "
                            f"{sorted(missing)}){run_dir.fix}")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise RunFileError(f"{path}: not loaded: written in format {state.get('format')!r}, "
+                           f"this ddkit reads format {CHECKPOINT_FORMAT}{run_dir.fix}")
     return state
+
+
+def _resumed_records(run_dir: RunDir, start: int) -> list[dict]:
+    """The log of epochs 0 .. start-1 a resumed run keeps; RunFileError (before any compute)
+    when the log lacks one of them: finished, the run would hold fewer records than epochs."""
+    records = [r for r in run_dir.records() if r.get("epoch", start) < start]
+    logged = [r.get("epoch") for r in records]
+    if logged != list(range(start)):
+        raise RunFileError(f"{run_dir.log}: holds epochs {logged}, not epochs 0..{start - 1} "
+                           f"that the run's checkpoint ({run_dir.checkpoint.name}) resumes after: "
+                           f"finished, the run would lack their log{run_dir.fix}")
+    return records
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -165,8 +205,14 @@ def _seed_all(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    """Every RNG's state as tensors and plain numbers (a weights-only checkpoint holds it)."""
+    key, mt, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"key": key, "state": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": gauss}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -174,8 +220,11 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["state"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -540,6 +589,10 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
     if run_dir.config.exists():
         run_dir.read_config()             # a damaged config.json is named, never rewritten
     state = _read_checkpoint(run_dir)      # a damaged checkpoint stops here, before any compute
+    start, records, elapsed = 0, [], 0.0
+    if state is not None:                  # and so does a log that lacks a finished epoch
+        start, elapsed = state["epoch"] + 1, state["elapsed"]
+        records = _resumed_records(run_dir, start)
 
     device = _resolve_device(cfg.device, local_rank)
     if world > 1 and not dist.is_initialized():
@@ -566,21 +619,18 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
                                     weight_decay=cfg.optim.weight_decay)
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch=(len(train_set) // world) // data.batch_size)
 
-    start, records, elapsed = 0, [], 0.0
     if state is not None:
         task.trainable_module.load_state_dict(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-        start, elapsed = state["epoch"] + 1, state["elapsed"]
-        records = [r for r in run_dir.records() if r["epoch"] < start]
         if rank == 0:
             log.info("resuming %s from epoch %d of %d", run_dir.path, start, cfg.optim.epochs)
         del state
     if world > 1:
         task.prepare_distributed(device_ids=[local_rank] if device.type == "cuda" else None)
     if rank == 0:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
+        make_dir(run_dir.path)
         run_dir.write_config(cfg)
 
     if rank == 0:
@@ -632,16 +682,15 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
             torch_save(run_dir.checkpoint, {
                 "trainable": _unwrap(task.trainable_module).state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "epoch": epoch, "elapsed": elapsed})
+                "rng": _rng_state(), "epoch": epoch, "elapsed": elapsed,
+                "format": CHECKPOINT_FORMAT})
         if world > 1:
             dist.barrier()
 
     if rank == 0:
         save_weights(run_dir.final_weights, task.student.state_dict())
         best = max(records, key=lambda r: r["test_acc1"])
-        write_json(run_dir.summary, {
-            "config_sha256": file_digest(run_dir.config),
-            "weights_sha256": file_digest(run_dir.final_weights),
+        run_dir.write_summary({
             "name": cfg.name, "hash": config_hash(cfg), "epochs": cfg.optim.epochs,
             "final_acc1": records[-1]["test_acc1"], "best_acc1": best["test_acc1"],
             "best_epoch": best["epoch"], "wall_time_s": round(elapsed, 1),

@@ -5,8 +5,12 @@ bins. In torch that is six elementwise passes and a scatter over every value; th
 it in one pass per value (bin, count, then the entropy of each token's counts), at about a
 third of the time on a CPU. It is compiled with the system's C compiler on first use into
 ``$DDKIT_DATA/kernels`` (default ``~/.cache/ddkit/kernels``), keyed by a digest of its source and
-flags, and loaded with ctypes (no Python headers, no torch headers). Without a compiler, or with
-``DDKIT_NATIVE=0``, ``available()`` is False and the caller keeps its torch path.
+flags, and loaded with ctypes (no Python headers, no torch headers). The build records the
+library's sha256 beside it (``.sha256``); a cached library whose bytes no longer have that
+digest (cut short, replaced, built by an older ddkit) or that lacks the kernel's symbol is built
+again instead of loaded, since loading a truncated library kills the process (SIGBUS). Without a
+compiler, or with ``DDKIT_NATIVE=0``, ``available()`` is False and the caller keeps its torch
+path.
 
 Exactness: the bin of a value is numpy.histogram's (``edges[k] <= v < edges[k+1]``, the last
 bin closed), whatever the edges are. The kernel computes the value's position on the equal-width
@@ -145,8 +149,54 @@ def _compiler() -> str:
     return os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _record(path: Path) -> Path:
+    """Where the digest of the library ``path`` is recorded when it is built."""
+    return path.with_suffix(".sha256")
+
+
+def _compile(path: Path, flags: list[str]) -> str | None:
+    """Compile the kernel into ``path`` (its digest recorded first, then the library renamed into
+    place: concurrent builders each leave whole files); the compiler's error, or None."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        src, out, digest = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so", Path(tmp) / "sha256"
+        src.write_text(SOURCE)
+        done = subprocess.run([_compiler(), *flags, str(src), "-o", str(out), "-lm"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            return done.stderr.strip()[-400:]
+        digest.write_text(_digest(out) + "\n")
+        os.replace(digest, _record(path))
+        os.replace(out, path)  # atomic: a library is never rewritten in place
+    return None
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    """The library at ``path`` with the kernel's signature set, or None when it is missing, its
+    bytes do not have the digest recorded when it was built, or it lacks the kernel."""
+    record = _record(path)
+    if not path.is_file() or not record.is_file():
+        return None
+    if _digest(path) != record.read_text().strip():
+        return None                   # checked before dlopen: a cut library would SIGBUS
+    try:
+        lib = ctypes.CDLL(str(path))
+        fn = lib.ddkit_token_entropy_sum
+    except (OSError, AttributeError):
+        return None
+    p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
+    fn.argtypes = [p, i64, i64, i64, p, i32, f64, f64, p, p, p]
+    fn.restype = f64
+    return lib
+
+
 def _build() -> ctypes.CDLL:
-    """Compile (once per source, flags and machine) and load the kernel library."""
+    """Load the cached kernel library, or compile it (once per source, flags and machine, and
+    again when the cached one does not check out) and load it."""
     attempts = ([["-DDDKIT_CLONES"], []] if platform.machine() in ("x86_64", "AMD64") else [[]])
     errors = []
     for extra in attempts:
@@ -154,23 +204,17 @@ def _build() -> ctypes.CDLL:
         key = hashlib.sha256("\0".join([SOURCE, *flags, _compiler(), platform.machine(),
                                         sys.platform]).encode()).hexdigest()[:16]
         path = kernel_dir() / f"token_histogram-{key}.so"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                src, out = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
-                src.write_text(SOURCE)
-                done = subprocess.run([_compiler(), *flags, str(src), "-o", str(out), "-lm"],
-                                      capture_output=True, text=True)
-                if done.returncode != 0:
-                    errors.append(done.stderr.strip()[-400:])
-                    continue
-                os.replace(out, path)  # atomic: concurrent builders leave one whole file
-        lib = ctypes.CDLL(str(path))
-        fn = lib.ddkit_token_entropy_sum
-        p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
-        fn.argtypes = [p, i64, i64, i64, p, i32, f64, f64, p, p, p]
-        fn.restype = f64
-        return lib
+        lib = _load(path)
+        if lib is not None:
+            return lib
+        error = _compile(path, flags)
+        if error is not None:
+            errors.append(error)
+            continue
+        lib = _load(path)
+        if lib is not None:
+            return lib
+        errors.append(f"{path}: the library just built does not load or lacks the kernel")
     raise RuntimeError("; ".join(errors))
 
 

@@ -12,9 +12,14 @@ are grids.
 ``merged`` keeps the committed rows of runs this machine does not hold (same run name = same
 config hash = the same run) and replaces the others; ``runs(published=...)`` leaves out the runs
 the committed tables already hold, so a new machine never trains them again.
+
+``teachers`` (``{teacher preset: weights}``, from ``controls.teachers`` / ``phase_map.teachers``)
+gives the weights of a shipped-teacher preset whose recipe an override changed (trained into the
+run store); a setting whose teacher has no weights yet (None) is left out of the plan.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,6 +35,13 @@ from ddkit.runs.train import Run
 from ddkit.studies import study, sweep
 
 base_name = sweep.base_name   # the profile's own setting: what it is, never a bare "base"
+log = logging.getLogger(__name__)
+
+Teachers = Mapping[str, Path | None] | None
+
+
+class MissingRuns(ValueError):
+    """Planned runs are neither finished in the run store nor in the published tables."""
 
 
 def settings(profile: Profile) -> dict[str, Profile]:
@@ -45,9 +57,11 @@ def settings(profile: Profile) -> dict[str, Profile]:
     return out
 
 
-def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
+def configs(profile: Profile, only: Iterable[str] | None = None,
+            teachers: Teachers = None) -> dict:
     """``{(setting, cell, seed): RunConfig}`` of the base and each setting (or of ``only``),
-    seed by seed within a setting."""
+    seed by seed within a setting; a setting whose teacher ``teachers`` holds no weights for
+    (None: a changed recipe not trained yet) is left out."""
     variants = settings(profile)
     names = list(only) if only is not None else list(variants)
     unknown = sorted(set(names) - set(variants))
@@ -56,7 +70,14 @@ def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
     out = {}
     for name in names:
         variant = variants[name]
-        teacher, _ = study.teacher_model(variant, progress=False)
+        preset = variant.teacher.model.name
+        if (teachers is not None and variant.teacher_source == "shipped" and preset in teachers
+                and teachers[preset] is None):
+            if variant.cell_seeds:
+                log.info("setting %r left out: its teacher %s has no weights for this recipe "
+                         "yet", name, preset)
+            continue
+        teacher, _ = study.teacher_model(variant, progress=False, weights=teachers)
         seeds = sorted({s for cell_seeds in variant.cell_seeds.values() for s in cell_seeds})
         for seed in seeds:          # seed-major: a study stopped part-way holds whole pairs
             for cell, cell_seeds in variant.cell_seeds.items():
@@ -67,7 +88,8 @@ def configs(profile: Profile, only: Iterable[str] | None = None) -> dict:
 
 def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = True,
          workers: int | None = None, executor: Executor | None = None,
-         published: Iterable[str] = ()) -> dict[tuple[str, str, int], Run]:
+         published: Iterable[str] = (), teachers: Teachers = None
+         ) -> dict[tuple[str, str, int], Run]:
     """Train (or read from cache) every student of the base and the settings (or of ``only``):
     ``workers`` at a time here, or as one Slurm job array with ``executor`` (ddkit.runs.cluster).
     Runs named in ``published`` (run folder names of the committed tables, ``published_runs``)
@@ -76,7 +98,7 @@ def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = T
     ``executor``, ``$DDKIT_EXECUTOR`` (``cluster.Executor.from_env``) if set, else this machine."""
     executor = executor if executor is not None else Executor.from_env()
     published = set(published)
-    todo = {key: cfg for key, cfg in configs(profile, only).items()
+    todo = {key: cfg for key, cfg in configs(profile, only, teachers).items()
             if RunDir.for_config(cfg).path.name not in published
             or RunDir.for_config(cfg).is_complete}
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in todo.values())
@@ -102,12 +124,14 @@ def _run_name(run: Run) -> str:
     return run.dir.path.name
 
 
-def finished(profile: Profile) -> dict[tuple[str, str, int], Run]:
-    """The planned runs already complete in the run cache (nothing is trained)."""
+def finished(profile: Profile, teachers: Teachers = None) -> dict[tuple[str, str, int], Run]:
+    """The planned runs already complete in the run cache (nothing is trained), each verified
+    as a cache hit is (``RunDir.verify``: a damaged or edited run is refused, not published)."""
     out = {}
-    for key, cfg in configs(profile).items():
+    for key, cfg in configs(profile, teachers=teachers).items():
         run_dir = RunDir.for_config(cfg)
         if run_dir.is_complete:
+            run_dir.verify()
             out[key] = Run(cfg, run_dir)
     return out
 
@@ -189,16 +213,19 @@ def publish_study(runs: Mapping[tuple[str, int], Run], folder: Path,
     return out
 
 
-def names(profile: Profile) -> dict[str, tuple[str, str, int]]:
+def names(profile: Profile, teachers: Teachers = None) -> dict[str, tuple[str, str, int]]:
     """``{run folder name: (setting, cell, seed)}`` of every run the profile plans."""
-    return {RunDir.for_config(cfg).path.name: key for key, cfg in configs(profile).items()}
+    return {RunDir.for_config(cfg).path.name: key
+            for key, cfg in configs(profile, teachers=teachers).items()}
 
 
 def publish(profile: Profile, done: Mapping[tuple[str, str, int], Run],
-            folder: Path) -> dict[str, pd.DataFrame]:
+            folder: Path, teachers: Teachers = None) -> dict[str, pd.DataFrame]:
     """Write ``runs.csv`` and ``curves.csv`` to ``folder``, merged with what is committed there
-    (``merged``); rows of runs the profile no longer plans are dropped. Returns both tables."""
-    planned = set(names(profile))
+    (``merged``); rows of runs the profile no longer plans are dropped. Returns both tables.
+    ``folder`` is the profile's own (``nb.figure_dir``): an overridden profile's is not the
+    committed one of the profile it came from."""
+    planned = set(names(profile, teachers))
     out = {}
     for name, table in ((RESULTS_CSV, results(done)), (CURVES_CSV, curves(done))):
         path = folder / name
@@ -208,6 +235,21 @@ def publish(profile: Profile, done: Mapping[tuple[str, str, int], Run],
         write_text(path, table.to_csv(index=False))
         out[name] = table
     return out
+
+
+def check_collected(profile: Profile, table: pd.DataFrame, folder: Path,
+                    teachers: Teachers = None, shown: int = 5) -> None:
+    """MissingRuns naming the planned runs neither finished in the run store nor in ``table``
+    (the ``runs.csv`` just written to ``folder``): a collect command that found runs missing."""
+    planned = names(profile, teachers)
+    missing = sorted(set(planned) - set(table["run"]))
+    if missing:
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        raise MissingRuns(f"{len(planned) - len(missing)} of {len(planned)} planned run(s) "
+                          f"collected into {folder / RESULTS_CSV}; not finished: "
+                          f"{', '.join(missing[:shown])}{more}. Train them (the same command "
+                          "without --publish-only) or let the Slurm array finish, then collect "
+                          "again")
 
 
 def published_runs(folder: Path) -> set[str]:

@@ -6,7 +6,7 @@ student width) pair with its SoftKD, SpectralKD-Last and ProjectorKD-Last studen
 alignment hurts, the remedies). Task complexity is the teacher's task: Fashion-MNIST, or its
 2×2 mosaics labelled by 1 or 2 quadrants (``ddkit.core.mosaic``), one shipped teacher each.
 
-    teachers(profile)   # train and ship every mosaic teacher the settings name (once)
+    teachers(profile)   # every mosaic teacher the settings name: shipped, or trained
 """
 from __future__ import annotations
 
@@ -47,13 +47,18 @@ def teacher_settings(profile: Profile, only: Iterable[str] | None = None) -> dic
     return out
 
 
-def teachers(profile: Profile, only: Iterable[str] | None = None,
-             progress: bool = True) -> dict[str, Path]:
-    """Train each mosaic teacher of ``profile`` (or of its settings ``only``; cached, resumable)
-    and ship it, unless the shipped record already holds the hash of its recipe (then nothing is
-    trained). Returns ``{teacher preset: shipped weights}``."""
-    return {name: study.train_and_ship(variant, variant.teacher_config(), progress)
-            for name, variant in teacher_settings(profile, only).items()}
+def teachers(profile: Profile, only: Iterable[str] | None = None, progress: bool = True,
+             train: bool = True) -> dict[str, Path | None]:
+    """``{teacher preset: weights}`` of every mosaic teacher of ``profile``: the shipped file when
+    its record holds the hash of the profile's recipe (nothing is trained); else the recipe's run
+    in the run store, trained (cached, resumable) when missing for the settings ``only`` (all
+    when None) if ``train``, said in one line, and None for a teacher not trained yet.
+    ddkit/shipped/ is never written (``ddkit ship-teacher --profile phase_map --teacher PRESET``
+    ships one)."""
+    trained = set(teacher_settings(profile, only)) if train else set()
+    return {name: study.teacher_weights(variant, variant.teacher_config(), progress,
+                                        name in trained, owner=profile)
+            for name, variant in teacher_settings(profile).items()}
 
 
 def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -41,15 +42,22 @@ from ddkit.runs.train import Run, train
 from ddkit.signals.dynamics import analyze, sample_batch
 from ddkit.verdicts.stats import mean_ci, paired_difference
 
+log = logging.getLogger(__name__)   # the CLI shows INFO lines of the kit's loggers
 
-def teacher_model(profile: Profile, progress: bool = True,
-                  source: str | None = None) -> tuple[ModelConfig, Run | None]:
+
+def teacher_model(profile: Profile, progress: bool = True, source: str | None = None,
+                  weights: Mapping[str, Path] | None = None) -> tuple[ModelConfig, Run | None]:
     """The teacher every student distils from, by ``source`` (default ``profile.teacher_source``):
-    ``shipped`` (the committed teacher of the profile's teacher preset), ``hub`` (``distill.teacher``, e.g. CaiT-S24
-    pretrained) or ``train`` (the profile's teacher run, trained once and cached)."""
+    ``shipped`` (the committed teacher of the profile's teacher preset, or the weights
+    ``weights`` gives for that preset: a grid's teacher whose recipe an override changed,
+    trained into the run store, ``teacher_weights``), ``hub`` (``distill.teacher``, e.g.
+    CaiT-S24 pretrained) or ``train`` (the profile's teacher run, trained once and cached)."""
     model = profile.teacher.model
     source = source or profile.teacher_source
     if source == "shipped":
+        if weights is not None and weights.get(model.name) is not None:
+            return ModelConfig(name=model.name, kwargs=model.kwargs,
+                               checkpoint=str(weights[model.name])), None
         return ModelConfig(name=model.name, kwargs=model.kwargs,
                            checkpoint=str(shipped_teacher(model.name).weights)), None
     if source == "hub":
@@ -195,16 +203,33 @@ def shipped_hash(model: str) -> str | None:
     return json.loads(record.read_text()).get("hash") if record.exists() else None
 
 
-def train_and_ship(profile: Profile, cfg: RunConfig, progress: bool = True) -> Path:
-    """The weights of the teacher ``cfg`` trains for ``profile``'s teacher preset: the shipped
-    file when its record holds ``cfg``'s hash (nothing is trained), else ``cfg`` trained (cached,
-    resumable) and shipped."""
+def ship_command(profile: Profile, preset: str) -> str:
+    """The command that ships ``preset`` as ``profile`` trains it (overrides to be added)."""
+    teacher = "" if preset == profile.teacher.model.name else f" --teacher {preset}"
+    return f"ddkit ship-teacher --profile {profile.name}{teacher}"
+
+
+def teacher_weights(profile: Profile, cfg: RunConfig, progress: bool = True,
+                    train_missing: bool = True, owner: Profile | None = None) -> Path | None:
+    """The weights of the teacher run ``cfg`` of ``profile``'s teacher preset: the shipped file
+    when its record holds ``cfg``'s hash (nothing is trained); else ``cfg``'s run in the run
+    store, trained when it is missing, said in one line; ddkit/shipped/ is never written here
+    (``ddkit ship-teacher`` ships a teacher, asked by name). None when the run is missing and
+    ``train_missing`` is false. ``owner``: the profile the ship command names (default
+    ``profile``)."""
     name = profile.teacher.model.name
-    if shipped_hash(name) != config_hash(cfg):
-        run = train(cfg, progress=progress)
-        if shipped_hash(name) != run.summary["hash"]:
-            ship_teacher(profile, run=run, progress=progress)
-    return shipped_teacher(name).weights
+    shipped = shipped_hash(name)
+    if shipped == config_hash(cfg):
+        return shipped_teacher(name).weights
+    run_dir = RunDir.for_config(cfg)
+    if not run_dir.is_complete and not train_missing:
+        return None
+    command = ship_command(owner or profile, name)
+    log.info("teacher %s: this recipe (run %s) is not the shipped one (%s): %s the run store; "
+             "ddkit/shipped/ stays as it is (`%s` with the same --set ships it)", name,
+             run_dir.path.name, f"hash {shipped}" if shipped else "none shipped",
+             "taken from" if run_dir.is_complete else "training it into", command)
+    return train(cfg, progress=progress).dir.final_weights
 
 
 # --------------------------------------------------------------------------- analysis tables
