@@ -485,10 +485,13 @@ def train(cfg: RunConfig, progress: bool = True, root=None, wait: bool = True) -
     part of the run's identity (``config.with_world_size``): the same recipe on another number
     of processes is another run."""
     rank, world, local_rank = _dist_env()
-    cfg = validate(with_world_size(cfg, world))
+    if not (world == 1 and cfg.world_size > 1):   # read as planned: a finished DDP run is a
+        cfg = with_world_size(cfg, world)         # cache hit in a single process too
+    validate(cfg)
     run_dir = RunDir.for_config(cfg, root)
     if run_dir.is_complete:
         return _cache_hit(cfg, run_dir)
+    with_world_size(cfg, world)           # a run planned for N processes needs N to train
     with run_lock(run_dir, wait) if rank == 0 else nullcontext():
         if run_dir.is_complete:           # finished by the process this one waited for
             return _cache_hit(cfg, run_dir)
