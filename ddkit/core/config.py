@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import yaml
 
 from ddkit.core.data import AUGMENT_RECIPES, DATASETS
 from ddkit.core.losses import FEATURE_KINDS, KD_KINDS, LAYER_SPECS, PROJECTOR_MODES, resolve_layer_pairs
-from ddkit.core.models import check_model_name, model_depth, model_width
+from ddkit.core.models import arch_name, check_model_name, model_depth, model_width, timm_create
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -745,6 +744,6 @@ def _check_builds(model: ModelConfig, key: str) -> None:
         raise ConfigError(f"{key}.name: {err}") from None
     try:
         with torch.device("meta"):
-            timm.create_model(model.name.split(".")[0], pretrained=False, **model.kwargs)
+            timm_create(arch_name(model.name), pretrained=False, **model.kwargs)
     except TypeError as err:
         raise ConfigError(f"{key}.kwargs={model.kwargs!r}: {err}") from None

@@ -3,7 +3,10 @@
 The kit's small presets are registered with timm (``@register_model``), so configs, notebooks and
 tests share one namespace: ``timm.create_model("ddkit_vit_teacher_fmnist")`` works like any timm
 name. The paper pair is timm's own ``cait_s24_224`` (teacher) and ``deit_tiny_patch16_224``
-(student). Any other timm ViT with ``forward_intermediates`` works too.
+(student). Any other timm ViT with ``forward_intermediates`` works too, also under timm's source
+prefixes: ``hf-hub:org/model`` (the Hugging Face Hub; needs the network or its cache) and
+``local-dir:/path`` (a folder with timm's ``config.json`` and the weights, as ``save_for_hf``
+writes it).
 """
 from __future__ import annotations
 
@@ -195,8 +198,65 @@ class ModelInputError(ValueError):
     """A model a user named or sized that ddkit cannot use as asked (a usage error, exit 2)."""
 
 
+SOURCES = ("hf-hub", "local-dir")   # timm's model-name prefixes: where the model's config comes from
+
+
+def model_source(name: str) -> str | None:
+    """``"hf-hub"`` or ``"local-dir"`` for a name with timm's source prefix, else None."""
+    head, sep, _ = name.partition(":")
+    return head if sep and head in SOURCES else None
+
+
+def arch_name(name: str) -> str:
+    """What to build without weights: a sourced name as it is (timm reads its config), else the
+    architecture without its pretrained tag (``vit_small_patch16_224.augreg_in1k`` ->
+    ``vit_small_patch16_224``)."""
+    return name if model_source(name) else name.split(".")[0]
+
+
+class ModelUnreachableError(ValueError):
+    """A ``hf-hub:`` model whose config or weights cannot be fetched (offline, unknown repo)."""
+
+
+def _unreachable(name: str, err: Exception) -> ModelUnreachableError:
+    why = " ".join(str(err).split())[:160] or type(err).__name__
+    return ModelUnreachableError(
+        f"model {name!r} comes from the Hugging Face Hub and could not be fetched "
+        f"({type(err).__name__}: {why}): it needs the network, or a local copy: download the "
+        "repository's folder (config.json and the weights) and pass local-dir:/path/to/it")
+
+
+def timm_create(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, **kwargs)``; for a ``hf-hub:`` name, a failure to fetch it is
+    one ModelUnreachableError naming the model and the way out (TypeError, a bad argument,
+    passes through)."""
+    if model_source(name) != "hf-hub":
+        return timm.create_model(name, **kwargs)
+    try:
+        return timm.create_model(name, **kwargs)
+    except TypeError:
+        raise
+    except Exception as err:  # hub and network errors come in many types
+        raise _unreachable(name, err) from None
+
+
 def check_model_name(name: str) -> None:
-    """Raise ModelInputError listing close valid names when ``name`` is not a timm model."""
+    """Raise ModelInputError listing close valid names when ``name`` is not a timm model.
+    ``hf-hub:`` names pass (the hub is asked when the model is built); a ``local-dir:`` folder
+    must hold timm's config.json."""
+    source = model_source(name)
+    if source == "hf-hub":
+        if not name.partition(":")[2].strip():
+            raise ModelInputError(f"model name {name!r}: name the repository, e.g. "
+                                  "hf-hub:timm/deit_tiny_patch16_224.fb_in1k")
+        return
+    if source == "local-dir":
+        folder = Path(name.partition(":")[2]).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelInputError(f"model {name!r}: no config.json in {folder}; a local-dir: model "
+                                  "is a folder with timm's config.json and the weights (as "
+                                  "timm.models.save_for_hf or a Hub download writes it)")
+        return
     arch = name.split(".")[0]
     if timm.is_model(arch):
         return
@@ -217,7 +277,7 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
     if pretrained and name in SHIPPED_TEACHERS:
         name = f"{shipped_teacher(name).model}.shipped"
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        model = timm_create(name, pretrained=pretrained, **kwargs)
     except TypeError as err:  # an argument the model class does not take
         raise ValueError(f"model {name!r}: {err}; model arguments go to timm.create_model "
                          "(check their names)") from None
@@ -230,6 +290,39 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
             check_patch_grid(patch_embed, int(size[0] if not isinstance(size, int) else size),
                              "img_size")
     return model
+
+
+def create_with_checkpoint(name: str, checkpoint: str | Path, **kwargs) -> nn.Module:
+    """Build ``name`` and load the local weights file ``checkpoint`` through timm's pretrained
+    route (``pretrained_cfg_overlay=dict(file=...)``): the model's ``filter_fn`` resamples the
+    position embeddings to the grid the model is built for (weights trained at another image
+    size load), and the input convolution and classifier are adapted as timm adapts hub
+    weights. ``num_classes`` and ``in_chans`` default to the file's own (its classifier and
+    input convolution); a file that does not fit otherwise raises WeightsFileError."""
+    state = load_state_dict(checkpoint)           # unreadable or missing: named here
+    with torch.device("meta"):
+        probe = timm_create(arch_name(name), pretrained=False, **kwargs)
+    cfg = dict(getattr(probe, "pretrained_cfg", None) or {})
+    classifier, first_conv = cfg.get("classifier"), cfg.get("first_conv")
+    head = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
+    conv = state.get(f"{first_conv}.weight") if isinstance(first_conv, str) else None
+    overlay = {"file": str(checkpoint)}
+    if head is not None:
+        overlay["num_classes"] = int(head.shape[0])
+        kwargs.setdefault("num_classes", int(head.shape[0]))
+    if conv is not None and conv.ndim == 4:
+        size = tuple(cfg.get("input_size") or (3, 224, 224))[1:]
+        overlay["input_size"] = (int(conv.shape[1]), *size)
+        kwargs.setdefault("in_chans", int(conv.shape[1]))
+    try:
+        return timm_create(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"model {name!r}: {err}; model arguments go to timm.create_model "
+                         "(check their names)") from None
+    except RuntimeError as err:   # load_state_dict: missing / unexpected keys, shapes
+        raise WeightsFileError(f"{checkpoint}: does not fit {name} ({str(err).splitlines()[0]} "
+                               f"{_first_lines(err)}); pass the model name and arguments the "
+                               "weights were trained with") from None
 
 
 def check_patch_grid(patch_embed: nn.Module, size: int, key: str) -> None:
@@ -362,7 +455,7 @@ def model_depth(name: str, **kwargs) -> int:
     """Number of residual blocks of a timm model, built on the meta device (no compute, no weights)."""
     check_model_name(name)
     with torch.device("meta"):
-        return num_blocks(timm.create_model(name.split(".")[0], pretrained=False, **kwargs))
+        return num_blocks(timm_create(arch_name(name), pretrained=False, **kwargs))
 
 
 def model_width(name: str, **kwargs) -> int | None:
@@ -370,7 +463,7 @@ def model_width(name: str, **kwargs) -> int | None:
     None for a model without ``embed_dim``."""
     check_model_name(name)
     with torch.device("meta"):
-        return getattr(timm.create_model(name.split(".")[0], pretrained=False, **kwargs),
+        return getattr(timm_create(arch_name(name), pretrained=False, **kwargs),
                        "embed_dim", None)
 
 
