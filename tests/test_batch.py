@@ -115,3 +115,11 @@ def test_two_accumulated_micro_batches_train_as_one_batch_of_both(tmp_path, capl
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)
     assert [r["train_lr"] for r in a.records] == pytest.approx([r["train_lr"] for r in b.records])
     assert a.records[-1]["test_acc1"] == b.records[-1]["test_acc1"]
+
+
+def test_a_global_batch_larger_than_the_data_is_refused_before_training(monkeypatch):
+    cfg = replace(tiny_config(), **{"optim.global_batch": 256})     # 128 images, 32 x 8 steps
+    with pytest.raises(ConfigError, match=r"128 training images give no optimizer step .*"
+                                          r"global batch of 256"):
+        train(cfg, progress=False)
+    assert not RunDir.for_config(cfg).path.exists()

@@ -588,10 +588,14 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
                                  subset=min(cfg.mae.knn_bank, len(train_set)), seed=cfg.seed)
         bank_loader = _in_memory(bank_set, data.eval_batch_size, False, cfg.seed)
     plan = batch_plan(cfg)
+    steps_per_epoch = ((len(train_set) // world) // data.batch_size) // plan.accum
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{len(train_set)} training images give no optimizer step per epoch "
+                          f"at a global batch of {plan.global_batch} ({plan.line()}): lower "
+                          "data.batch_size or optim.global_batch, or train on more images")
     optimizer = create_optimizer_v2(task.trainable_module, "adamw", lr=plan.lr,
                                     weight_decay=cfg.optim.weight_decay)
-    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=(
-        (len(train_set) // world) // data.batch_size) // plan.accum)
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=steps_per_epoch)
 
     start, records, elapsed = 0, [], 0.0
     if state is not None:
