@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         "phase-map": ("train the phase map (profile phase_map): where late alignment helps "
                       "or hurts over task complexity x student width, and the remedies",
                       "one mosaic teacher per task complexity"),
+        "u-formation": ("train the depth x training-length design (profile u_formation): where "
+                        "the entropy U forms", "none: the CaiT-shaped teacher is shipped"),
     }
     for command, (summary, teachers) in grids.items():
         profile = command.replace("-", "_")
@@ -482,7 +484,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _grid(args: argparse.Namespace) -> int:
     from ddkit import nb  # lazy: `ddkit --help` stays fast (pandas)
-    from ddkit.studies import controls, grid, phase_map  # lazy: `ddkit --help` stays fast (pandas)
+    from ddkit.studies import (  # lazy: `ddkit --help` stays fast (pandas)
+        controls,
+        grid,
+        map_study,
+        phase_map,
+        settings_mismatch,
+        u_formation,
+    )
     profile = _profile(args)
     executor = _executor(args)       # a bad executor setting stops here, before any training
     if executor.kind == "slurm" and not (args.publish_only or args.teachers_only):
@@ -503,6 +512,14 @@ def _grid(args: argparse.Namespace) -> int:
     tables = grid.publish(profile, done, folder)
     print(f"{len(done)} run(s) of this machine; {len(tables[grid.RESULTS_CSV])} in "
           f"{folder / grid.RESULTS_CSV}")
+    if args.command == "u-formation":    # the U over training, computed once for notebook 11
+        u_formation.write_table(profile, folder)
+        print(f"U formation table in {folder / u_formation.TABLE}")
+    if args.command == "phase-map":      # a map is judged once, here, for its notebook and docs
+        mism = settings_mismatch.cached([profile], folder / "mismatch.csv", recompute=True)
+        study = map_study.compute(profile, tables[grid.RESULTS_CSV], mism)
+        map_study.write(study, folder)
+        print(f"{study.claim}: {study.headline} (derived tables in {folder})")
     return 0
 
 
@@ -534,7 +551,7 @@ def _refresh(_args: argparse.Namespace) -> int:
 
 COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
             "profiles": _profiles, "ship-teacher": _ship, "controls": _grid, "phase-map": _grid,
-            "tb": _tb, "refresh-notebooks": _refresh}
+            "u-formation": _grid, "tb": _tb, "refresh-notebooks": _refresh}
 
 
 # --------------------------------------------------------------------------- errors

@@ -84,6 +84,12 @@ def test_each_control_is_its_own_family_and_its_sesoi_is_the_official_gap():
         gaps[("SoftKD", "SpectralKD-Last")])
 
 
+@pytest.mark.parametrize("epochs, fraction, window", [
+    (12, 1 / 6, 3), (48, 1 / 6, 9), (300, 1 / 6, 51), (500, 1 / 6, 83), (12, 9 / 300, 1), (4, 1 / 6, 1)])
+def test_the_window_is_the_nearest_odd_number_of_epochs(epochs, fraction, window):
+    assert cv.window_epochs(epochs, fraction) == window
+
+
 @pytest.mark.parametrize("gap, window, expected", [
     ([-1, -1, 1, 1], 1, 0.5),        # behind for the first half: crosses at 50 %
     ([1, 1, 1, 1], 1, 0.0),          # late alignment never ahead
@@ -96,10 +102,33 @@ def test_crossover_fraction_by_hand(gap, window, expected):
 
 
 def test_the_official_crossovers_are_those_of_the_release():
-    official = cv.official_crossovers().set_index("run")
-    assert official.loc["SpectralKD-Last", "fraction"] == pytest.approx(178 / 300)
-    assert official.loc["SpectralKD-Last-500ep", "fraction"] == pytest.approx(264 / 500)
-    assert official.loc["SpectralKD-Last-MAE", "fraction"] == 0.0
+    """With the former 9-epoch window the release crosses at 59 % and 53 %; the pre-set window
+    (a sixth of the schedule: 50 of 300, 83 of 500) reads the same runs with the same rule."""
+    acc = cv._official_acc(None)
+    for (soft, aligned), expected in zip(cv.OFFICIAL_PAIRS[:3], (178 / 300, 264 / 500, 0.0)):
+        gap = (acc[soft] - acc[aligned]).dropna().to_numpy()
+        assert cv.crossover_fraction(gap, window=cv.OFFICIAL_WINDOW) == pytest.approx(expected)
+    preset = cv.official_crossovers().set_index("run")
+    assert list(preset["window"]) == [51, 83, 51, 51]
+    assert preset.loc["SpectralKD-Last-MAE", "fraction"] == 0.0
+    assert 0 < preset.loc["SpectralKD-Last", "fraction"] < 1
+
+
+def test_the_sensitivity_table_reads_every_window_and_marks_the_preset():
+    epochs, rng = 12, np.random.default_rng(5)
+    rows = []
+    for seed in range(3):
+        for cell, ahead in (("SoftKD", slice(6, None)), ("SpectralKD-Last", slice(0, 6))):
+            acc = 60 + np.arange(epochs) + rng.normal(0, 0.2, epochs)
+            acc[ahead] += 1.0
+            rows += [{"setting": cv.LONG, "cell": cell, "seed": seed, "epoch": e,
+                      "test_acc1": a} for e, a in enumerate(acc)]
+    table = cv.crossover_sensitivity(pd.DataFrame(rows), [(cv.LONG, "SpectralKD-Last")])
+    assert set(table["window_fraction"]) == set(cv.SENSITIVITY_WINDOWS)
+    assert table["preset"].sum() == 5                        # one kit row + four release rows
+    kit = table[table["source"] == "kit"].set_index("window_fraction")
+    assert kit.loc[cv.CROSSOVER_WINDOW, "window"] == 3       # a sixth of 12, to the odd 3
+    assert kit.loc[cv.CROSSOVER_WINDOW, "fraction"] == pytest.approx(0.5)
 
 
 def test_crossover_interval_holds_the_point_and_says_what_it_resamples():
@@ -151,7 +180,7 @@ def test_every_control_setting_plans_distinct_runs():
     assert len(names) == len(set(names))
 
 
-def test_pair_mismatch_is_the_fractional_pca_dimension_over_the_student_width():
+def test_pair_mismatch_gives_the_followup_and_the_centred_dimension_over_the_width():
     torch.manual_seed(0)
     teacher = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3,
                                 embed_dim=24, num_heads=2, num_classes=10)
@@ -162,9 +191,12 @@ def test_pair_mismatch_is_the_fractional_pca_dimension_over_the_student_width():
     assert list(zip(table["student_block"], table["teacher_block"])) == [(0, 0), (1, 2)]
     feats = block_features(teacher, x, [0, 2]).numpy()
     expected = ref.pca_dims_fractional(feats, energy=0.95)
-    np.testing.assert_allclose(table["teacher_dim"], expected, rtol=1e-6)
+    np.testing.assert_allclose(table["teacher_dim_centred"], expected, rtol=1e-6)
     assert (table["student_width"] == 12).all()
-    np.testing.assert_allclose(table["ratio"], expected / 12)
+    np.testing.assert_allclose(table["ratio_centred"], expected / 12)
+    followup = [mismatch.followup_dim(torch.from_numpy(f)).quantile for f in feats]
+    np.testing.assert_allclose(table["teacher_dim_followup"], followup)
+    np.testing.assert_allclose(table["ratio"], np.array(followup) / 12)
 
 
 def test_mae_pretraining_lowers_its_loss_on_a_tiny_batch():

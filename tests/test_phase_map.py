@@ -31,8 +31,11 @@ def _map(effect_of_ratio, ratios, seeds=3, sd=0.5, seed=0):
     for i, r in enumerate(ratios):
         name = f"s{i}"
         rows += _runs(name, {"SpectralKD-Last": effect_of_ratio(r)}, seeds, rng, sd)
-        settings.append({"setting": name, "task": "t", "classes": 10, "width": 16 * (i + 1)})
-        mism.append({"setting": name, "layers": "last", "teacher_dim": 16 * (i + 1) * r, "ratio": r})
+        settings.append({"setting": name, "task": "t", "classes": 10, "width": 16 * (i + 1),
+                         "target_rank": None})
+        mism.append({"setting": name, "layers": "last", "teacher_dim_followup": 16 * (i + 1) * r,
+                     "ratio": r, "teacher_dim_centred": 16 * (i + 1) * r * 0.8,
+                     "ratio_centred": r * 0.8, "target_dim_spectralkd": min(r, 1) * 16 * (i + 1)})
     return pd.DataFrame(rows), pd.DataFrame(settings), pd.DataFrame(mism)
 
 
@@ -83,18 +86,6 @@ def test_prediction_counts_each_reading_on_each_side():
     counts = pm.prediction(table)
     assert counts.loc["below 1", pm.HELPS] == 2 and counts.loc["above 1", pm.HURTS] == 1
     assert counts.to_numpy().sum() == 3
-
-
-def test_map_evidence_is_one_primary_slope_judged_like_a_claim():
-    from ddkit.verdicts import claims
-    ratios = [0.25, 0.5, 1.0, 2.0, 4.0]
-    table = pm.points(*_map(lambda r: 3.0 * math.log2(r), ratios, seeds=5, sd=0.3))
-    verdicts = claims.judge(pm.map_evidence(table))
-    assert len(verdicts) == 1 and bool(verdicts["primary"].iloc[0])
-    assert verdicts["verdict"].iloc[0] in (claims.REPRODUCED, claims.SMALLER)
-    assert verdicts["n"].iloc[0] == 5 and "slope" in verdicts["variant"].iloc[0]
-    helps = pm.points(*_map(lambda r: -3.0 * math.log2(r), ratios, seeds=5, sd=0.3))
-    assert claims.judge(pm.map_evidence(helps))["verdict"].iloc[0] == claims.OPPOSITE
 
 
 def test_the_profile_spans_three_tasks_and_six_widths():
@@ -200,29 +191,43 @@ def test_phases_read_when_late_alignment_falls_behind():
     plt.close("all")
 
 
-def test_the_findings_say_whether_the_prediction_holds_from_the_points():
-    holds = pm.points(*_map(lambda r: 5.0 if r > 1 else -5.0, [0.5, 0.7, 2.0], sd=0.2))
-    fails = pm.points(*_map(lambda r: -5.0 if r > 1 else 5.0, [0.5, 2.0], sd=0.2))
-    for table, words in ((holds, "holds at every point"),
-                         (fails, "the prediction fails: 1 point(s) below 1 hurt and 1 point(s) above 1 help")):
-        lines = pm.findings(table, {"SpectralKD-Last": pm.boundary(table)}, pd.DataFrame(
-            columns=["primary"]))
-        assert any(words in line for line in lines), lines
-    below_only = pm.points(*_map(lambda r: -5.0, [0.5, 0.7], sd=0.2))
-    lines = pm.findings(below_only, {}, pd.DataFrame(columns=["primary"]))
-    assert any("not tested" in line for line in lines)
-    assert any("no map point is negative transfer" in line for line in lines)
-
-
 def test_the_findings_name_hurting_points_where_no_remedy_ran():
     table = pm.points(*_map(lambda r: 5.0 if r > 1 else -5.0, [0.5, 2.0], sd=0.2))
     hurting = pm.hurting_settings(table)
     assert len(hurting) == 1
-    lines = pm.findings(table, {}, pd.DataFrame(columns=["primary"]))
+    lines = pm.remedy_findings(table, None)
     assert any(line.startswith("remedies: not yet run") and hurting[0] in line for line in lines)
     tried = pd.DataFrame([{"setting": hurting[0], "claim": f"R-{hurting[0]}", "remedy": "LiftKD-Last",
                            "estimate": 0.1, "lo95": -1.0, "hi95": 1.2, "reading": "removes the penalty",
                            "n": 5, "counts": True}])
-    lines = pm.findings(table, {}, pd.DataFrame(columns=["primary"]), tried)
+    lines = pm.remedy_findings(table, tried)
     assert not any(line.startswith("remedies: not yet run") for line in lines)
     assert any("Count: LiftKD-Last" in line for line in lines)
+
+
+def test_no_hurting_point_means_no_remedy_runs_on_the_map():
+    below_only = pm.points(*_map(lambda r: -5.0, [0.5, 0.7], sd=0.2))
+    assert any("no map point is negative transfer" in line
+               for line in pm.remedy_findings(below_only, None))
+
+
+def test_points_carry_the_targets_dimension_and_pair_with_another_settings_softkd():
+    results, settings, mism = _map(lambda r: 2.0, [0.5, 2.0], seeds=3, sd=0.3)
+    table = pm.points(results, settings, mism)
+    assert list(table["target_dim"]) == list(mism["target_dim_spectralkd"])
+    assert list(table["ratio_centred"]) == list(mism["ratio_centred"])
+    # a rank setting without SoftKD runs of its own is paired with s0's SoftKD
+    ranked = results[(results["setting"] == "s1") & (results["cell"] != "SoftKD")]
+    results = pd.concat([results[results["setting"] != "s1"], ranked])
+    alone = pm.points(results, settings, mism)
+    assert list(alone["setting"]) == ["s0"]
+    paired = pm.points(results, settings, mism, soft_of={"s1": "s0"})
+    assert list(paired["setting"]) == ["s0", "s1"]
+
+
+def test_soft_settings_pair_each_rank_setting_with_its_widths_softkd():
+    from ddkit.core.config import load_profile
+    pairs = pm.soft_settings(load_profile("map_k"))
+    assert len(pairs) == 20
+    assert pairs["mosaic K=100, width 16, rank 64"] == "mosaic K=100, width 16"
+    assert set(pairs.values()) == {f"mosaic K={k}, width {w}" for k in (10, 100) for w in (8, 16)}

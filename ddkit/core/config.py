@@ -12,8 +12,10 @@ one config tree, which change together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -37,9 +39,10 @@ TRAINABLE = ("all", "head")
 # Fields added after runs were cached: left out of a run's identity while they hold their
 # default, so every run hashed before they existed keeps its hash (and its cache folder).
 IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all",
-                     ("distill", "feature_until"): None, ("optim", "lr_base"): None,
-                     ("optim", "lr_base_size"): 512, ("optim", "grad_accum_steps"): 1,
-                     ("optim", "global_batch"): None, ("world_size",): 1}
+                     ("distill", "feature_until"): None, ("distill", "target_rank"): None,
+                     ("optim", "lr_base"): None, ("optim", "lr_base_size"): 512,
+                     ("optim", "grad_accum_steps"): 1, ("optim", "global_batch"): None,
+                     ("world_size",): 1}
 # Fields that never change a run's result (where it runs and what it writes beside its log).
 NOT_IDENTITY = ("device", "tensorboard", "wandb")
 
@@ -145,6 +148,8 @@ class DistillConfig:
     teacher: ModelConfig | None = None
     feature_until: float | None = None  # phase-aware: the feature weight decays to 0 by this
                                         # fraction of the schedule (half cosine); None = constant
+    target_rank: int | None = None    # the teacher's tokens projected on their top-k shared
+                                      # directions before the feature loss; None = all of them
 
 
 @dataclass(frozen=True)
@@ -467,6 +472,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     if d.feature_until is not None and not 0 < d.feature_until <= 1:
         raise ConfigError(f"distill.feature_until={d.feature_until} must be in (0, 1] (a fraction "
                           "of the schedule) or null")
+    if d.target_rank is not None:
+        if d.feature not in ("spectral", "projector"):
+            raise ConfigError(f"distill.target_rank={d.target_rank} needs distill.feature "
+                              f"spectral or projector, got {d.feature!r}")
+        w_t = model_width(d.teacher.name, **d.teacher.kwargs) if d.teacher else None
+        if d.target_rank < 1 or (w_t and d.target_rank > w_t):
+            raise ConfigError(f"distill.target_rank={d.target_rank} must be in [1, the teacher's "
+                              f"{w_t} channels]")
     if cfg.uses_teacher:
         if d.teacher is None:
             raise ConfigError("distill.teacher is required when distill.kd or distill.feature "
@@ -514,7 +527,14 @@ def _checked_model(model: ModelConfig, key: str, check_name) -> None:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 (hex) of a file's bytes (read in 1 MiB blocks)."""
+    """sha256 (hex) of a file's bytes (read in 1 MiB blocks); remembered per (path, size,
+    modification time), so planning a grid of hundreds of runs reads each teacher once."""
+    stat = os.stat(path)
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -640,6 +660,10 @@ class Profile:
         name = f"{self.name}-student-{kd}{feature_part}"
         recipe = dataclasses.replace(self.distill, kd=kd, feature=feature, layers=layers,
                                      teacher=teacher or self.distill.teacher, **distill)
+        if feature == "none":          # a rank-k target shapes a feature loss only
+            recipe = dataclasses.replace(recipe, target_rank=None)
+        elif recipe.target_rank is not None:
+            name += f"-rank{recipe.target_rank}"
         if kd == "none" and feature == "none":
             recipe = dataclasses.replace(recipe, teacher=None)
         return RunConfig(name=name, model=self.student.model, data=self._data(self.student),

@@ -16,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.loss import LabelSmoothingCrossEntropy
 
+from ddkit.core.subspace import shared_basis
+
 KD_KINDS = ("none", "soft", "hard")
 FEATURE_KINDS = ("none", "spectral", "projector", "lift", "generate", "top_pc")
 # feature kinds whose pair loss has a module of its own (``DistillationLoss.projectors``)
@@ -264,6 +266,36 @@ class TopPCKD(nn.Module):
         return spectral_kd_loss(f_s, _grid(target))
 
 
+class RankTarget(nn.Module):
+    """The teacher block's tokens projected onto their top-``rank`` shared directions: the
+    controlled-dimension design's target (docs/design.md §12), whose dimension the design sets
+    while the student's width stays fixed. The basis is the follow-up's (``core.subspace``:
+    uncentred, pooled over every token of the images ``fit`` sees), fitted once before training
+    and kept as a buffer; the projected target keeps the teacher's C_t channels at rank
+    ``rank``: ``X V_k V_kᵀ``. Feature maps ``[B, C_t, H, W]`` in, the same shape out."""
+
+    def __init__(self, teacher_dim: int, rank: int):
+        super().__init__()
+        if not 1 <= rank <= teacher_dim:
+            raise ValueError(f"RankTarget: rank must be in [1, {teacher_dim}] (the teacher's "
+                             f"channels), got {rank}")
+        self.register_buffer("basis", torch.zeros(teacher_dim, rank))          # [C_t, k]
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, f_t: torch.Tensor) -> None:
+        """The top-``rank`` shared directions of ``f_t [N, C_t, H, W]``."""
+        _, basis = shared_basis(f_t)
+        self.basis.copy_(basis[:, : self.basis.shape[1]].float())
+        self.fitted.fill_(True)
+
+    def forward(self, f_t: torch.Tensor) -> torch.Tensor:
+        if not bool(self.fitted):
+            raise RuntimeError("RankTarget: call fit(teacher features) before training")
+        tokens = _tokens(f_t.detach())                                          # [B, H, W, C_t]
+        return _grid(tokens @ self.basis @ self.basis.T)
+
+
 def phase_weight(progress: float, until: float | None) -> float:
     """The phase-aware feature weight's factor at ``progress`` (0 → 1 through the schedule):
     1 → 0 by a half cosine over [0, until], 0 after; 1 throughout when ``until`` is None."""
@@ -344,7 +376,8 @@ class DistillationLoss(nn.Module):
                  feature: str = "none", layer_pairs: Sequence[tuple[int, int]] = (),
                  feature_weight: float = 0.2, label_smoothing: float = 0.1,
                  student_dims: Dims = None, teacher_dims: Dims = None,
-                 projector_mode: str = "faithful", feature_until: float | None = None):
+                 projector_mode: str = "faithful", feature_until: float | None = None,
+                 target_rank: int | None = None):
         super().__init__()
         if kd not in KD_KINDS:
             raise ValueError(f"unknown kd {kd!r}; valid choices: {KD_KINDS}")
@@ -382,19 +415,34 @@ class DistillationLoss(nn.Module):
                                        if feature == "projector" else
                                        {"lift": LiftKD, "generate": GenerationKD,
                                         "top_pc": TopPCKD}[feature](*dims))
+        self.targets = nn.ModuleList()      # RankTarget per pair when target_rank is set
+        if target_rank is not None:
+            if feature not in ("spectral", "projector"):
+                raise ValueError(f"target_rank needs feature 'spectral' or 'projector', got "
+                                 f"{feature!r}")
+            for _, t in self.layer_pairs:
+                self.targets.append(RankTarget(_dim_for(teacher_dims, t, "teacher_dims"),
+                                               target_rank))
 
     @property
     def needs_fit(self) -> bool:
-        """True when a pair module must see the teacher's features before training (TopPCKD)."""
-        return any(isinstance(m, TopPCKD) and not bool(m.fitted) for m in self.projectors)
+        """True when a module must see the teacher's features before training (TopPCKD, a
+        RankTarget)."""
+        modules = [*self.projectors, *self.targets]
+        return any(isinstance(m, (TopPCKD, RankTarget)) and not bool(m.fitted) for m in modules)
 
     def fit(self, teacher_feats: Mapping[int, torch.Tensor]) -> None:
-        """Fit every TopPCKD pair module on the teacher's features ``{block: [N, C, H, W]}``."""
+        """Fit every TopPCKD pair module and RankTarget on the teacher's features
+        ``{block: [N, C, H, W]}``."""
         for module, (_, t) in zip(self.projectors, self.layer_pairs):
             if isinstance(module, TopPCKD):
                 module.fit(teacher_feats[t])
+        for module, (_, t) in zip(self.targets, self.layer_pairs):
+            module.fit(teacher_feats[t])
 
     def _pair_loss(self, index: int, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        if len(self.targets):
+            f_t = self.targets[index](f_t)
         if self.feature == "spectral":
             return spectral_kd_loss(f_s, f_t)
         return self.projectors[index](f_s, f_t)

@@ -92,7 +92,7 @@ def plot_dose(dose: pd.DataFrame, title: str | None = None) -> Figure:
 
 def plot_effect_vs_mismatch(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Each setting's SoftKD - SpectralKD-Last effect (with its t interval) against its
-    last-layer mismatch ratio (teacher dimension at 95 % / student width); rows of
+    last-layer mismatch ratio (the follow-up dimension at 95 % / student width); rows of
     ``control_verdicts.effect_vs_mismatch``."""
     with style():
         fig, ax = plt.subplots(figsize=(6.0, 4.0))
@@ -105,7 +105,7 @@ def plot_effect_vs_mismatch(table: pd.DataFrame, title: str | None = None) -> Fi
                             xytext=(3, 3), textcoords="offset points")
         ax.axhline(0, color="k", lw=0.8)
         ax.axvline(1, color="k", lw=0.8, ls=":")
-        ax.set_xlabel("last-layer mismatch: teacher PCA dim (95 %) / student width")
+        ax.set_xlabel("last-layer mismatch: follow-up dim (p99, 95 %) / student width")
         ax.set_ylabel("SoftKD - SpectralKD-Last (pt)")
         ax.legend(fontsize=7, title=f"profile ({T_BAND})", title_fontsize=7)
         ax.set_title(title or "does the mismatch separate help from harm?")

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit.core.config import load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.core.tables import fmt_minutes
-from ddkit.studies import grid
+from ddkit.studies import grid, map_study
 from ddkit.studies import phase_map as pm
 from ddkit.studies import remedy_verdicts as rv
-from ddkit.verdicts import claims
 from ddkit.verdicts.claims import fmt
 
 PROFILE = "phase_map"
@@ -27,20 +25,22 @@ def _interval(r) -> str:
 
 
 def load(figures: Path, controls: pd.DataFrame | None) -> dict | None:
-    """Everything the map's text reads, from ``figures/phase_map/`` (None while its runs table
-    is missing): points, fits, the MAP verdict, the remedies' verdicts, the teachers, the runs."""
+    """Everything the maps' text reads, from the committed tables under ``figures/`` (None while
+    the phase map's runs table is missing): the three map studies (``map_study.load``: their
+    derived points, rule and models tables, None where a study is not published), the phase
+    map's runs, the remedies' verdicts and the teachers. Nothing is recomputed but the
+    remedies' verdicts."""
     folder = Path(figures) / PROFILE
-    runs_csv, mismatch_csv = folder / grid.RESULTS_CSV, folder / "mismatch.csv"
-    if not (runs_csv.is_file() and mismatch_csv.is_file()):
+    runs_csv = folder / grid.RESULTS_CSV
+    if not runs_csv.is_file():
         return None
     results = pd.read_csv(runs_csv)
-    settings = pm.setting_table(load_profile(PROFILE))
-    points = pm.points(results, settings, pd.read_csv(mismatch_csv))
+    studies = {name: map_study.load(Path(figures) / name, name) for name in map_study.MAPS}
+    phase = studies[PROFILE]
     teachers_csv = folder / "teachers.csv"
-    return {"results": results, "points": points,
-            "fits": {cell: pm.boundary(points, cell) for cell in pm.ALIGNED},
-            "verdicts": claims.judge(pm.map_evidence(points)),
-            "remedies": remedies(controls, results, points),
+    return {"results": results, "studies": studies,
+            "points": phase.points if phase is not None else None,
+            "remedies": remedies(controls, results, phase.points if phase is not None else None),
             "teachers": pd.read_csv(teachers_csv) if teachers_csv.is_file() else None}
 
 
@@ -63,17 +63,11 @@ def _setting_name(setting: str) -> str:
 
 
 def verdict_rows(data: dict | None, remedy_table: pd.DataFrame) -> list[str]:
-    """The README verdict table's rows of the map (its primary slope and boundary; none while
-    the map has no table) and of the remedies (per setting, the remedies that count)."""
-    rows = []
-    for r in ([] if data is None else
-              data["verdicts"][data["verdicts"]["primary"].astype(bool)].to_dict("records")):
-        fit = data["fits"]["SpectralKD-Last"]
-        where = (f"boundary at mismatch {fit.ratio:.2f} [{fit.lo:.2f}, {fit.hi:.2f}]"
-                 if fit is not None and fit.bounded else "no boundary in the range")
-        rows.append(f"| MAP | late alignment hurts above a mismatch of 1, helps below (the "
-                    f"follow-up's prediction) | {r['verdict']}: slope {_interval(r)} pt per "
-                    f"doubling, {r['n']} points; {where} |")
+    """The README verdict table's rows of the maps (``MAP``, ``MAP-k``, ``MAP-replication``: the
+    rule's two parts and headline, for each study published) and of the remedies (per setting,
+    the remedies that count)."""
+    rows = [] if data is None else [map_study.verdict_row(study)
+                                    for study in data["studies"].values() if study is not None]
     for setting, g in (remedy_table.groupby("setting", sort=False) if len(remedy_table) else []):
         won = [f"{r['remedy']} ({r['reading']}, {_interval(r)} pt)"
                for r in g.to_dict("records") if r["counts"]]
@@ -89,14 +83,13 @@ def verdict_rows(data: dict | None, remedy_table: pd.DataFrame) -> list[str]:
 def _teachers_markdown(teachers: pd.DataFrame) -> list[str]:
     last = teachers[teachers["layer"] == teachers["layer"].max()]
     lines = ["| task | teacher | top-1 (%) | epochs | top-1 rise over the last 3 epochs (pt) | "
-             "last-block dim at 90 % | at 95 % | width |",
-             "|---|---|---|---|---|---|---|---|"]
+             "last-block dim at 95 %: follow-up (p99) | global | centred | width |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (task, name), g in last.groupby(["task", "teacher"], sort=False):
-        dims = g.set_index("energy")["dim"]
+        d = g.set_index("energy").loc[0.95]
         lines.append(f"| {task} | `{name}` | {g['acc1'].iloc[0]:.2f} | {g['epochs'].iloc[0]} | "
-                     f"{g['rise_last3'].iloc[0]:+.2f} | "
-                     f"{dims.get(0.9, float('nan')):.1f} | {dims.get(0.95, float('nan')):.1f} | "
-                     f"{g['width'].iloc[0]} |")
+                     f"{g['rise_last3'].iloc[0]:+.2f} | {d['dim_followup']:.1f} | "
+                     f"{d['dim_global']:.0f} | {d['dim_centred']:.1f} | {g['width'].iloc[0]} |")
     return lines
 
 
@@ -110,6 +103,12 @@ def teacher_seconds() -> float:
     return total
 
 
+def students_cost(results: pd.DataFrame) -> str:
+    """Students' summed training time in words (a study with shipped teachers only)."""
+    return (f"{len(results)} students, {fmt_minutes(results['wall_time_s'].sum())} of single-run "
+            "training time; two runs side by side on 2 cores, so the wall time is about half")
+
+
 def cost(results: pd.DataFrame) -> str:
     """The map's measured cost in words: its students' summed training time and its teachers'."""
     return (f"{len(results)} students, {fmt_minutes(results['wall_time_s'].sum())} of single-run "
@@ -119,24 +118,35 @@ def cost(results: pd.DataFrame) -> str:
 
 
 def map_markdown(data: dict | None) -> str:
-    """docs/results.md's phase-map block."""
-    if data is None:
+    """docs/results.md's block of the maps: the teachers, each study's points and rule, the
+    generated findings and the measured cost."""
+    if data is None or data["studies"][PROFILE] is None:
         return (f"_Not generated yet: `{COMMAND}` writes this from `figures/{PROFILE}/` "
                 "(notebook 09)._\n")
-    points = data["points"]
-    lines = [f"Generated from `figures/{PROFILE}/runs.csv` and `mismatch.csv` (notebook 09 under "
-             f"`--profile {PROFILE}`). Effect = SoftKD − the aligned cell, final top-1, paired by "
-             "seed (positive = late alignment hurts), with its 95 % t interval over seed pairs; "
-             "mismatch = the teacher's last-block PCA dimension at 95 % / the student's width."]
+    lines = ["Generated from the derived tables notebook 09 writes beside each study's runs "
+             "(`figures/<profile>/points.csv`, `rule.csv`, `models.csv`). Effect = SoftKD − the "
+             "aligned cell, final top-1, paired by seed (positive = late alignment hurts), with "
+             "its 95 % t interval over seed pairs; mismatch = the follow-up's dimension of the "
+             "target (the teacher's last block, or its rank-k projection in MAP-k: the 99th "
+             "percentile over images of the per-image dimension at 95 % in the shared uncentred "
+             "basis) over the student's width; the centred ratio the kit used before beside it. "
+             "The rule (docs/design.md §12): the points above 1 pooled must show harm of at "
+             "least δ, the points below 1 pooled none."]
     if data["teachers"] is not None:
         lines += ["", *_teachers_markdown(data["teachers"])]
-    lines += ["", "| task | width | cell | SoftKD − cell [95 % CI] | n | mismatch | reading |",
-              "|---|---|---|---|---|---|---|"]
-    for r in points.sort_values(["cell", "task", "width"]).to_dict("records"):
-        more = " (more seeds wanted)" if r["more_seeds"] else ""
-        lines.append(f"| {r['task']} | {r['width']} | {r['cell']} | {_interval(r)} pt | {r['n']} | "
-                     f"{r['ratio']:.2f} | {r['reading']}{more} |")
-    lines += ["", *[f"- {line}" for line in pm.findings(points, data["fits"], data["verdicts"],
-                                                      data["remedies"])]]
+    for name, study in data["studies"].items():
+        if study is None:
+            lines += ["", f"**{map_study.claim_of(name)[0]}** (profile `{name}`): not published "
+                          f"yet; `ddkit phase-map --profile {name}` trains it."]
+            continue
+        lines += ["", f"**{study.claim}** (profile `{name}`)", "",
+                  "| setting | cell | SoftKD − cell [95 % CI] | n | mismatch (follow-up) | "
+                  "centred | reading |", "|---|---|---|---|---|---|---|"]
+        for r in study.points.sort_values(["cell", "ratio"]).to_dict("records"):
+            more = " (more seeds wanted)" if r["more_seeds"] else ""
+            lines.append(f"| {r['setting']} | {r['cell']} | {_interval(r)} pt | {r['n']} | "
+                         f"{r['ratio']:.2f} | {r['ratio_centred']:.2f} | {r['reading']}{more} |")
+        lines += ["", *[f"- {line}" for line in map_study.findings(study)]]
+    lines += ["", *[f"- {line}" for line in pm.remedy_findings(data["points"], data["remedies"])]]
     lines += ["", f"Cost measured on this machine's runs: {cost(data['results'])}."]
     return "\n".join(lines) + "\n"

@@ -20,8 +20,10 @@ READING_COLORS = {"beats SoftKD": "#009E73", "non-inferior to SoftKD": "#56B4E9"
 
 def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
                       title: str | None = None) -> Figure:
-    """Each teacher's data-set-level dimension per block (``phase_map.teacher_table``): solid at
-    95 % energy, dashed at 90 %, one colour per task; the students' ``widths`` as grey lines."""
+    """Each teacher's data-set-level dimension per block (``phase_map.teacher_table``): the
+    follow-up's (the 99th percentile of the per-image dimension in the shared uncentred basis)
+    solid at 95 % energy, dashed at 90 %, one colour per task; the students' ``widths`` as grey
+    lines."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     with style():
         fig, ax = plt.subplots(figsize=(5.6, 3.8))
@@ -29,7 +31,7 @@ def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
             acc = g["acc1"].iloc[0]
             for energy, ls in ((0.95, "-"), (0.9, "--")):
                 e = g[g["energy"] == energy].sort_values("layer")
-                ax.plot(e["layer"], e["dim"], ls=ls, marker=".", color=color,
+                ax.plot(e["layer"], e["dim_followup"], ls=ls, marker=".", color=color,
                         label=f"{task} (top-1 {acc:.1f} %), {energy:.0%}")
         for width in widths:
             ax.axhline(width, color="#888888", lw=0.8, ls=":", zorder=0)
@@ -37,7 +39,7 @@ def plot_teacher_dims(teachers: pd.DataFrame, widths: list[int] = (),
                         xytext=(2, 0), textcoords="offset points", fontsize=6, va="center",
                         color="#666666")
         ax.set_xlabel("teacher block")
-        ax.set_ylabel("PCA dimension of the block's tokens")
+        ax.set_ylabel("follow-up dimension of the block's tokens (p99 over images)")
         ax.legend(fontsize=6, title="teacher, energy (dotted: student widths)", title_fontsize=6)
         ax.set_title(title or "how many dimensions each teacher's code needs", fontsize=10)
         fig.tight_layout()
@@ -183,5 +185,115 @@ def plot_gap_by_phase(gap_curves: pd.DataFrame, points: pd.DataFrame,
                       loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)
         axes[0][0].set_ylabel("SoftKD - SpectralKD-Last (pt)\n> 0: alignment behind")
         fig.suptitle(title or "when in training late alignment helps or hurts", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+SIDE_COLORS = {"above 1": "#D55E00", "below 1": "#0072B2"}
+
+
+def plot_sign_test(points: pd.DataFrame, rule: pd.DataFrame, official: pd.DataFrame | None = None,
+                   delta: float | None = None, title: str | None = None) -> Figure:
+    """The follow-up's prediction as the rule judges it (``studies.map_rule``), one panel per
+    cell of ``rule``: each point's SoftKD - cell effect (its 95 % t interval over seed pairs)
+    against the follow-up's mismatch (log axis), coloured by its side of 1; each side's pooled
+    random-effects mean with its 95 % interval as a band over the side's range; δ dashed; and,
+    in black, the release's ImageNet settings on the same axis (``official``:
+    ``reference.official_mismatch_points``; one seed each, no interval; the MAE teacher's ratio
+    is a range because the release does not say which MAE it used)."""
+    cells = list(dict.fromkeys(c.split("SoftKD - ")[1].split(" pooled")[0] for c in rule["variant"]))
+    with style():
+        fig, axes = plt.subplots(1, len(cells), figsize=(5.6 * len(cells), 5.6), squeeze=False,
+                                 sharey=True)
+        for ax, cell in zip(axes[0], cells):
+            rows = points[points["cell"] == cell]
+            for side, color in SIDE_COLORS.items():
+                g = rows[rows["side"] == side]
+                ax.errorbar(g["ratio"], g["estimate"],
+                            yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
+                            fmt="o", capsize=2, color=color, ms=4,
+                            label=f"points {side} ({T_BAND})")
+                part = rule[rule["variant"].str.contains(f"SoftKD - {cell} pooled")
+                            & rule["variant"].str.startswith("harm above" if side == "above 1"
+                                                             else "no harm below")]
+                if len(g) and len(part):
+                    r = part.iloc[0]
+                    x0, x1 = (1.0, g["ratio"].max() * 1.15) if side == "above 1" else \
+                        (g["ratio"].min() / 1.15, 1.0)
+                    ax.fill_between([x0, x1], r["lo95"], r["hi95"], color=color, alpha=0.15)
+                    ax.plot([x0, x1], [r["estimate"]] * 2, color=color, lw=2,
+                            label=f"pooled {side}: {r['estimate']:+.2f} "
+                                  f"[{r['lo95']:+.2f}, {r['hi95']:+.2f}] ({r['verdict']})")
+            if official is not None:
+                o = official[official["cell"] == cell]
+                for r in o.itertuples():
+                    xerr = [[r.ratio - r.ratio_lo], [r.ratio_hi - r.ratio]]
+                    ax.errorbar([r.ratio], [r.estimate], xerr=xerr, fmt="*", ms=9, color="k",
+                                capsize=3, label=f"release: {r.setting} ({r.estimate:+.2f})")
+            if delta is not None:
+                ax.axhline(delta, color="#555555", lw=0.8, ls="--", label=f"δ = {delta:.2f} pt")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axvline(1, color="k", lw=0.8, ls=":", label="predicted sign change (mismatch 1)")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("mismatch: follow-up dim (p99, 95 %) / width", fontsize=8)
+            ax.set_title(f"SoftKD - {cell}", fontsize=9)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)
+        axes[0][0].set_ylabel("final top-1 gap (pt)\n> 0: alignment hurts")
+        fig.suptitle(title or "does late alignment hurt above a mismatch of 1 and not below?",
+                     fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def plot_map_k(points: pd.DataFrame, title: str | None = None) -> Figure:
+    """The controlled-dimension design: per aligned cell, SoftKD - cell (95 % t interval over
+    seed pairs) against the ratio of the projected target's follow-up dimension to the
+    student's (fixed) width, one line per task and width through its ranks k (labelled)."""
+    cells = list(dict.fromkeys(points["cell"]))
+    groups = points[["task", "width"]].drop_duplicates().sort_values(["task", "width"])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    with style():
+        fig, axes = plt.subplots(1, len(cells), figsize=(5.4 * len(cells), 4.8), squeeze=False,
+                                 sharey=True)
+        for ax, cell in zip(axes[0], cells):
+            for color, (task, width) in zip(colors, groups.itertuples(index=False)):
+                g = points[(points["cell"] == cell) & (points["task"] == task)
+                           & (points["width"] == width)].sort_values("ratio")
+                ax.errorbar(g["ratio"], g["estimate"],
+                            yerr=[g["estimate"] - g["lo95"], g["hi95"] - g["estimate"]],
+                            fmt="-o", ms=4, capsize=2, color=color,
+                            label=f"{task}, width {width}")
+                for r in g.itertuples():
+                    ax.annotate(f"k={int(r.target_rank)}", (r.ratio, r.estimate), fontsize=5,
+                                xytext=(3, 3), textcoords="offset points", color=color)
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axvline(1, color="k", lw=0.8, ls=":", label="predicted sign change")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("target's follow-up dim / width (width fixed per line)", fontsize=8)
+            ax.set_title(f"SoftKD - {cell}", fontsize=9)
+            ax.legend(fontsize=6, title=f"points: {T_BAND}", title_fontsize=6)
+        axes[0][0].set_ylabel("final top-1 gap (pt)\n> 0: alignment hurts")
+        fig.suptitle(title or "width fixed, the target's dimension varied (MAP-k)", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def plot_per_image_dims(dims, title: str) -> Figure:
+    """The follow-up's metric on one block (``mismatch.followup_dim``): the histogram of the
+    per-image dimension d over images (one bar per d), its 99th percentile (the follow-up's
+    number) dashed and the global uncentred dimension dotted."""
+    per_image = np.asarray(dims.per_image)
+    with style():
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        edges = np.arange(per_image.min(), per_image.max() + 2) - 0.5
+        ax.hist(per_image, bins=edges, color="#0072B2", alpha=0.8)
+        ax.axvline(dims.quantile, color="k", ls="--", lw=1.2,
+                   label=f"99th percentile: {dims.quantile:.1f} (the follow-up's dimension)")
+        ax.axvline(dims.global_dim, color="#D55E00", ls=":", lw=1.4,
+                   label=f"global (top-d eigenvalues hold 95 %): {dims.global_dim}")
+        ax.set_xlabel(f"shared directions an image needs for 95 % of its energy (of {dims.width})")
+        ax.set_ylabel("images")
+        ax.legend(fontsize=6)
+        ax.set_title(title, fontsize=9)
         fig.tight_layout()
     return fig

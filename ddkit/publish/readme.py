@@ -469,7 +469,7 @@ def controls_cost(results: pd.DataFrame, teacher_s: float | None) -> str:
 
 
 def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
-                   phase_map: pd.DataFrame | None) -> str:
+                   phase_map: pd.DataFrame | None, figures: Path = FIGURES) -> str:
     """The README's measured cost of each profile's command, from the committed tables."""
     lines = ["Measured on this project's 2-core CPU, from the committed tables:", ""]
     if times is not None and len(times):
@@ -480,6 +480,11 @@ def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
                      + controls_cost(controls, _controls_teacher_seconds()))
     if phase_map is not None:
         lines.append("- `./run_all.sh --profile phase_map --from 09`: " + map_docs.cost(phase_map))
+    for name in ("map_k", "map_replication"):
+        runs = Path(figures) / name / "runs.csv"
+        if runs.is_file():
+            lines.append(f"- `ddkit phase-map --profile {name}`: "
+                         + map_docs.students_cost(pd.read_csv(runs)))
     return "\n".join(lines) + "\n"
 
 
@@ -529,7 +534,8 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
                                         control_table, map_docs.verdict_rows(phase_map, remedy_table))
     out["phase_map"] = map_docs.map_markdown(phase_map)
     out["costs"] = costs_markdown(pd.read_csv(times_csv) if times_csv.is_file() else None,
-                                  control_runs, phase_map["results"] if phase_map else None)
+                                  control_runs, phase_map["results"] if phase_map else None,
+                                  figures)
     out["controls"] = (controls_markdown(control_runs, control_table,
                                          _controls_teacher_seconds())
                        if control_runs is not None else

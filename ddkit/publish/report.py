@@ -486,12 +486,16 @@ def _markdown(request: Request, settings: dict, described: dict, table: pd.DataF
                   *[f"| {r.pair} | {r.raw:.4g} | {r.zero:.4g} | {r.relative:.3f} | {r.cosine:.3f} |"
                     for r in fit.itertuples()], "",
                   "Encoding mismatch of each pair (`feature_fit.csv`; `ddkit.signals.mismatch`): the "
-                  "teacher block's data-set-level PCA dimension at 95 % of the variance over the "
-                  "student block's width (above 1 the student cannot hold the teacher's code), "
-                  "with the student's own dimension:", "",
-                  "| pair | teacher dim | student dim | student width | ratio |",
-                  "|---|---|---|---|---|",
-                  *[f"| {r.pair} | {r.teacher_dim:.1f} | {r.student_dim:.1f} | "
+                  "follow-up's dimension of the teacher block (shared uncentred basis, per image "
+                  "the smallest d holding 95 % of its token energy, 99th percentile over images) "
+                  "over the student block's width (above 1 the student cannot hold the teacher's "
+                  "code), the uncentred global and the centred dimension beside it, and the "
+                  "student's own follow-up dimension:", "",
+                  "| pair | teacher dim (follow-up) | global | centred | student dim | "
+                  "student width | ratio |",
+                  "|---|---|---|---|---|---|---|",
+                  *[f"| {r.pair} | {r.teacher_dim_followup:.1f} | {r.teacher_dim_global} | "
+                    f"{r.teacher_dim_centred:.1f} | {r.student_dim_followup:.1f} | "
                     f"{r.student_width} | {r.ratio:.2f} |" for r in fit.itertuples()], ""]
     lines += ["Files: " + ", ".join(f"`{f}`" for f in settings["files"]) + ".", ""]
     return "\n".join(lines)

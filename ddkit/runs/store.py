@@ -41,18 +41,18 @@ TIMES_CSV = "notebook_times.csv"      # FIGURES/<this>: each notebook's wall tim
 
 
 FIGURES_ENV = "DDKIT_FIGURES"
-PUBLISHED_FIGURES = ("default", "controls", "paper_shaped", "phase_map")   # committed folders
+SCRATCH_FIGURES = ("smoke",)   # profiles whose figures are never committed (.gitignore)
 
 
 def figure_dir(profile_name: str) -> Path:
     """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else.
-    ``$DDKIT_FIGURES`` moves the folders that are not committed (smoke, ...) to
-    ``$DDKIT_FIGURES/<name>/``: two executions of the same notebooks (the test suite's workers)
+    ``$DDKIT_FIGURES`` moves the smoke profile's folder (never committed) to
+    ``$DDKIT_FIGURES/smoke/``: two executions of the smoke notebooks (the test suite's workers)
     then never write each other's figures; the committed folders stay where they are."""
     if profile_name == "default":
         return FIGURES
     scratch = os.environ.get(FIGURES_ENV)
-    if scratch and profile_name not in PUBLISHED_FIGURES:
+    if scratch and profile_name in SCRATCH_FIGURES:
         return Path(scratch).expanduser() / profile_name
     return FIGURES / profile_name
 

@@ -294,7 +294,7 @@ def build_task(cfg: RunConfig, device: torch.device) -> tuple[DistillationTask |
         feature_weight=d.feature_weight, label_smoothing=cfg.optim.label_smoothing,
         student_dims=getattr(student, "embed_dim", None),
         teacher_dims=getattr(teacher, "embed_dim", None), projector_mode=d.projector_mode,
-        feature_until=d.feature_until)
+        feature_until=d.feature_until, target_rank=d.target_rank)
     n_parameters = sum(p.numel() for p in student.parameters())
     task = DistillationTask(student, criterion, teacher, pairs).to(device)
     if device.type == "cuda" and cfg.channels_last:

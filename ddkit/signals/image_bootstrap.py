@@ -28,16 +28,24 @@ def resample_counts(n: int, n_boot: int, seed: int = 0) -> tuple[np.ndarray, np.
     return index, counts
 
 
+def per_image_entropy(feats: torch.Tensor) -> torch.Tensor:
+    """Each image's token entropy per layer ``[L, B]`` (bits; mean over the image's tokens) with
+    the paper's one global range over the whole batch ``feats [L, B, C, H, W]``, so the mean over
+    images is ``metrics.token_entropy(feats)``."""
+    L, B, C, H, W = feats.shape
+    flat = feats.reshape(L * B, 1, C, H, W)
+    return metrics.token_entropy(flat, value_range=(float(feats.min()), float(feats.max()))).reshape(L, B)
+
+
 def _per_image(feats: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-image contributions ``[L, B]`` of the mean-type metrics: each image's token-mean entropy
     (global range and per-layer ranges both held at the full batch's), intensity and |F|."""
     L, B, C, H, W = feats.shape
     flat = feats.reshape(L * B, 1, C, H, W)  # every (layer, image) as its own "layer"
-    lo, hi = float(feats.min()), float(feats.max())
     per_layer = [metrics.token_entropy(feats[l].unsqueeze(1),
                                        value_range=(float(feats[l].min()), float(feats[l].max())))
                  for l in range(L)]
-    return {"token_entropy": metrics.token_entropy(flat, value_range=(lo, hi)).reshape(L, B),
+    return {"token_entropy": per_image_entropy(feats),
             "token_entropy_per_layer": torch.stack(per_layer),
             "spectrum_intensity": metrics.channel_spectrum(flat)[1].reshape(L, B),
             "activation_magnitude": metrics.activation_magnitude(flat).reshape(L, B)}

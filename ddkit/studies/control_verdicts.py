@@ -39,7 +39,14 @@ PROBED = "MAE teacher, head probed"
 LONG = "supervised teacher, 48 epochs"
 MAE_LONG = "MAE teacher, 48 epochs"
 SUPPORT = (claims.REPRODUCED, claims.SMALLER)   # verdicts that say "negative transfer"
-OFFICIAL_WINDOW = 9     # epochs of the running mean the official curves are read with (of 300)
+OFFICIAL_WINDOW = 9     # epochs of the running mean the official curves are drawn with (of 300)
+# The crossover's running-mean window, a fraction of the schedule fixed before the data were
+# read with it: the same sixth of the schedule as C5's early window (docs/design.md §8), taken
+# to the nearest odd number of epochs so that the centred mean is symmetric: a 12-epoch run is
+# read over 3 epochs, a 48-epoch run over 9, the release's 300 over 51 and its 500 over 83.
+CROSSOVER_WINDOW = 1 / 6
+# other windows, reported beside it (the sensitivity table): the former 9-of-300, then wider
+SENSITIVITY_WINDOWS = (OFFICIAL_WINDOW / 300, 1 / 12, 1 / 6, 1 / 4, 1 / 3)
 N_BOOT = 2000
 
 # claim -> (setting, [(primary, cell that aligns late), ...], official pair (soft, aligned))
@@ -170,44 +177,75 @@ def gap_curve(curves: pd.DataFrame, setting: str, cell: str = "SpectralKD-Last")
     return pd.DataFrame(rows)
 
 
-def crossover_fraction(gap: np.ndarray, window: int | None = None) -> float:
+def window_epochs(epochs: int, fraction: float = CROSSOVER_WINDOW) -> int:
+    """The running-mean window of a schedule of ``epochs``: ``fraction`` of it, to the nearest
+    odd number of epochs (ties upwards), at least 1."""
+    return max(1, 2 * int(np.floor(fraction * epochs / 2)) + 1)
+
+
+def crossover_fraction(gap: np.ndarray, window: int | None = None,
+                       fraction: float = CROSSOVER_WINDOW) -> float:
     """Fraction of the schedule after which the running mean of the mean gap ``gap [epochs]``
     stays >= 0: (last epoch it is < 0, plus 1) / epochs; 0 when it never is (late alignment
     never ahead), 1 when it still is at the end (never overtaken). The running mean is
-    centred, over ``window`` epochs (default: the official 9 of 300, scaled to the schedule,
-    at least 1)."""
+    centred, over ``window`` epochs (default: ``fraction`` of the schedule, ``window_epochs``)."""
     epochs = len(gap)
-    window = window or max(1, round(OFFICIAL_WINDOW / 300 * epochs))
+    window = window or window_epochs(epochs, fraction)
     smooth = running_mean(gap, window)
     behind = np.flatnonzero(smooth < 0)
     return 0.0 if behind.size == 0 else (behind[-1] + 1) / epochs
 
 
 def crossover(curves: pd.DataFrame, setting: str, cell: str = "SpectralKD-Last",
-              n_boot: int = N_BOOT, seed: int = 0) -> dict:
-    """The crossover fraction of ``setting`` with a 95 % percentile bootstrap over seed pairs."""
+              n_boot: int = N_BOOT, seed: int = 0, fraction: float = CROSSOVER_WINDOW) -> dict:
+    """The crossover fraction of ``setting`` (running mean over ``fraction`` of the schedule)
+    with a 95 % percentile bootstrap over seed pairs."""
     gaps = _gap_matrix(curves, setting, cell)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(gaps), size=(n_boot, len(gaps)))
-    boot = np.array([crossover_fraction(gaps[p].mean(0)) for p in picks])
+    boot = np.array([crossover_fraction(gaps[p].mean(0), fraction=fraction) for p in picks])
     return {"setting": setting, "cell": cell, "epochs": gaps.shape[1], "n": len(gaps),
-            "fraction": crossover_fraction(gaps.mean(0)),
+            "window": window_epochs(gaps.shape[1], fraction),
+            "fraction": crossover_fraction(gaps.mean(0), fraction=fraction),
             "lo95": float(np.quantile(boot, 0.025)), "hi95": float(np.quantile(boot, 0.975)),
             "interval": "percentile bootstrap over seed pairs"}
 
 
-def official_crossovers(logs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The release's crossover fractions (one seed each), by the same definition with the
-    9-epoch window of both schedules."""
+OFFICIAL_PAIRS = (("SoftKD", "SpectralKD-Last"), ("SoftKD-500ep", "SpectralKD-Last-500ep"),
+                  ("SoftKD-MAE", "SpectralKD-Last-MAE"), ("SoftKD", "SpectralKD-First"))
+
+
+def official_crossovers(logs: pd.DataFrame | None = None,
+                        fraction: float = CROSSOVER_WINDOW) -> pd.DataFrame:
+    """The release's crossover fractions (one seed each), by the same definition and the same
+    window fraction of each schedule as the kit's runs."""
     acc = _official_acc(logs)
     rows = []
-    for soft, aligned in (("SoftKD", "SpectralKD-Last"), ("SoftKD-500ep", "SpectralKD-Last-500ep"),
-                          ("SoftKD-MAE", "SpectralKD-Last-MAE"), ("SoftKD", "SpectralKD-First")):
+    for soft, aligned in OFFICIAL_PAIRS:
         gap = (acc[soft] - acc[aligned]).dropna().to_numpy(np.float64)
-        rows.append({"run": aligned, "epochs": len(gap),
-                     "fraction": crossover_fraction(gap, OFFICIAL_WINDOW),
-                     "final_gap": gap[-1]})
+        rows.append({"run": aligned, "epochs": len(gap), "window": window_epochs(len(gap), fraction),
+                     "fraction": crossover_fraction(gap, fraction=fraction), "final_gap": gap[-1]})
     return pd.DataFrame(rows)
+
+
+def crossover_sensitivity(curves: pd.DataFrame, pairs, logs: pd.DataFrame | None = None,
+                          windows=SENSITIVITY_WINDOWS) -> pd.DataFrame:
+    """The crossover under each window fraction in ``windows``: the kit's ``pairs`` ((setting,
+    cell), mean gap over seed pairs, no interval) and the release's runs. Rows (source, run,
+    epochs, window_fraction, window, fraction, preset) with ``preset`` marking the window fixed
+    in advance (``CROSSOVER_WINDOW``)."""
+    rows = []
+    for f in windows:
+        for setting, cell in pairs:
+            gaps = _gap_matrix(curves, setting, cell)
+            rows.append({"source": "kit", "run": f"{setting}: {cell}", "epochs": gaps.shape[1],
+                         "window_fraction": f, "window": window_epochs(gaps.shape[1], f),
+                         "fraction": crossover_fraction(gaps.mean(0), fraction=f)})
+        for r in official_crossovers(logs, f).to_dict("records"):
+            rows.append({"source": "release", "run": r["run"], "epochs": r["epochs"],
+                         "window_fraction": f, "window": r["window"], "fraction": r["fraction"]})
+    out = pd.DataFrame(rows)
+    return out.assign(preset=np.isclose(out["window_fraction"], CROSSOVER_WINDOW))
 
 
 def _sweep_effects(sweep: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -237,7 +275,8 @@ def effect_vs_mismatch(sweeps: dict[str, pd.DataFrame], controls: pd.DataFrame,
                                "hi95": doses["hi95"], "n": doses["n"]}))
     effects = pd.concat(parts, ignore_index=True)
     last = mismatch[mismatch["layers"] == "last"][["profile", "setting", "teacher",
-                                                   "teacher_dim", "student_width", "ratio"]]
+                                                   "teacher_dim_followup", "student_width", "ratio",
+                                                   "ratio_centred"]]
     return effects.merge(last, on=["profile", "setting"], how="left")
 
 

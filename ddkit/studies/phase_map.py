@@ -30,9 +30,7 @@ from ddkit.signals import mismatch
 from ddkit.signals.dynamics import sample_batch
 from ddkit.studies import control_verdicts as cv
 from ddkit.studies import grid, study
-from ddkit.verdicts.claims import DIRECTIONAL, Evidence, Sesoi
-from ddkit.verdicts.sesoi import Paper, sesoi_c3
-from ddkit.verdicts.stats import SlopeDist, mean_ci
+from ddkit.verdicts.stats import mean_ci
 
 
 def teacher_settings(profile: Profile, only: Iterable[str] | None = None) -> dict[str, Profile]:
@@ -60,10 +58,11 @@ def teachers(profile: Profile, only: Iterable[str] | None = None,
 
 def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
     """Each teacher of the map (one per task): its shipped record's final top-1 and epochs, and
-    its data-set-level dimension at every block (``mismatch.layer_dims`` at 90 and 95 % energy,
-    on ``n`` class-balanced test images of its task); ``rise_last3``: its top-1 gain over its
-    last three logged epochs (pt; near 0 = plateaued). Rows (task, teacher, acc1, epochs,
-    rise_last3, images, layer, energy, dim, width)."""
+    its data-set-level dimensions at every block (``mismatch.layer_dims`` at 90 and 95 % energy:
+    the follow-up's, the uncentred global and the centred one, on ``n`` class-balanced test
+    images of its task); ``rise_last3``: its top-1 gain over its last three logged epochs (pt;
+    near 0 = plateaued). Rows (task, teacher, acc1, epochs, rise_last3, images, layer, energy,
+    dim_followup, dim_global, dim_centred, width)."""
     seen, frames = set(), []
     for name, variant in grid.settings(profile).items():
         teacher_cfg, _ = study.teacher_model(variant, progress=False)
@@ -79,17 +78,20 @@ def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
             task=task_label(variant.data.name), teacher=teacher_cfg.name,
             acc1=record["final_acc1"], epochs=record["epochs"],
             rise_last3=float(acc.iloc[-1] - acc.iloc[-3]), images=n))
-    cols = ["task", "teacher", "acc1", "epochs", "rise_last3", "images", "layer", "energy", "dim",
-            "width"]
+    cols = ["task", "teacher", "acc1", "epochs", "rise_last3", "images", "layer", "energy",
+            "dim_followup", "dim_global", "dim_centred", "width"]
     return pd.concat(frames, ignore_index=True)[cols]
 
 
 # --------------------------------------------------------------------------- the map's points
 
 ALIGNED = ("SpectralKD-Last", "ProjectorKD-Last")   # the cells the map sets against SoftKD
-POINT_COLUMNS = ("setting", "task", "classes", "width", "cell", "n", "estimate", "lo95", "hi95",
-                 "interval", "soft_acc1", "cell_acc1", "teacher_dim", "ratio", "side", "reading",
+POINT_COLUMNS = ("setting", "task", "classes", "width", "target_rank", "cell", "n", "estimate", "se", "lo95",
+                 "hi95", "interval", "soft_acc1", "cell_acc1", "teacher_dim", "ratio",
+                 "teacher_dim_centred", "ratio_centred", "target_dim", "side", "reading",
                  "more_seeds")
+# the target's dimension as each aligned cell's loss sees it (``mismatch.pair_rows``)
+TARGET_DIM = {"SpectralKD-Last": "target_dim_spectralkd", "ProjectorKD-Last": "target_dim_projectorkd"}
 HURTS, HELPS, UNCLEAR = "hurts", "helps", "no clear effect"
 MIN_SEEDS_STRADDLING = 5     # a point whose interval straddles 0 wants this many seed pairs
 
@@ -102,7 +104,8 @@ def task_label(data_name: str) -> str:
 
 
 def setting_table(profile: Profile) -> pd.DataFrame:
-    """One row per sweep setting: task, classes K, student width, student and teacher preset."""
+    """One row per sweep setting: task, classes K, student width, teacher preset and the rank of
+    its feature target (``distill.target_rank``; None: the teacher's whole code)."""
     rows = []
     for name, variant in grid.settings(profile).items():
         if name == grid.BASE:
@@ -111,7 +114,8 @@ def setting_table(profile: Profile) -> pd.DataFrame:
         rows.append({"setting": name, "task": task_label(variant.data.name),
                      "classes": dataset_info(variant.data.name)["num_classes"],
                      "width": model_width(student.name, **student.kwargs),
-                     "teacher": variant.teacher.model.name})
+                     "teacher": variant.teacher.model.name,
+                     "target_rank": variant.distill.target_rank})
     return pd.DataFrame(rows)
 
 
@@ -120,27 +124,48 @@ def reading(lo: float, hi: float) -> str:
     return HURTS if lo > 0 else HELPS if hi < 0 else UNCLEAR
 
 
+def soft_settings(profile: Profile) -> dict[str, str]:
+    """``{setting: the setting whose SoftKD runs it is paired with}`` for the settings that train
+    no SoftKD of their own (the controlled-dimension design's rank settings): the setting with
+    SoftKD runs on the same data, teacher and student width."""
+    variants = grid.settings(profile)
+    def key(v):
+        student = v.student.model
+        return v.data.name, v.teacher.model.name, model_width(student.name, **student.kwargs)
+    owners = {key(v): name for name, v in variants.items() if "SoftKD" in v.cell_seeds}
+    return {name: owners[key(v)] for name, v in variants.items()
+            if v.cell_seeds and "SoftKD" not in v.cell_seeds and key(v) in owners}
+
+
 def points(results: pd.DataFrame, settings: pd.DataFrame, mism: pd.DataFrame,
-           cells: Iterable[str] = ALIGNED) -> pd.DataFrame:
+           cells: Iterable[str] = ALIGNED, soft_of: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (setting, aligned cell) with at least 2 seed pairs (``POINT_COLUMNS``):
-    SoftKD - cell final top-1 (pt; positive = late alignment hurts), its 95 % t interval over
-    seed pairs, the mean accuracies, and the setting's encoding mismatch at the last pair
-    (``mismatch``: the teacher's PCA dimension at 95 % energy over the student's width).
-    ``more_seeds``: the interval straddles 0 with fewer than 5 pairs."""
+    SoftKD - cell final top-1 (pt; positive = late alignment hurts), its standard error and 95 %
+    t interval over seed pairs, the mean accuracies, and the setting's encoding mismatch at the
+    last pair (``mismatch``: ``ratio`` is the follow-up's, ``teacher_dim_followup / width``; the
+    centred one beside it; ``target_dim``: the target's follow-up dimension as the cell's loss
+    sees it). ``more_seeds``: the interval straddles 0 with fewer than 5 pairs. ``soft_of``
+    (``soft_settings``): where a setting's SoftKD runs live when it has none of its own."""
     last = mism[mism["layers"] == "last"].set_index("setting")
     rows = []
     for _, s in settings.iterrows():
         for cell in cells:
-            pair = cv.paired_by_seed(results, s["setting"], "SoftKD", cell)
+            pair = cv.paired_by_seed(results, s["setting"], "SoftKD", cell,
+                                     a_setting=(soft_of or {}).get(s["setting"]))
             if len(pair) < 2:
                 continue
             ci = mean_ci(pair["SoftKD"] - pair[cell])
             m = last.loc[s["setting"]]
-            rows.append({**s[["setting", "task", "classes", "width"]].to_dict(), "cell": cell,
-                         "n": ci.n, "estimate": ci.mean, "lo95": ci.lo, "hi95": ci.hi,
+            rows.append({**s[["setting", "task", "classes", "width", "target_rank"]].to_dict(),
+                         "cell": cell,
+                         "n": ci.n, "estimate": ci.mean, "se": ci.sd / math.sqrt(ci.n),
+                         "lo95": ci.lo, "hi95": ci.hi,
                          "interval": "t over seed pairs", "soft_acc1": pair["SoftKD"].mean(),
-                         "cell_acc1": pair[cell].mean(), "teacher_dim": m["teacher_dim"],
-                         "ratio": m["ratio"], "side": "above 1" if m["ratio"] > 1 else "below 1",
+                         "cell_acc1": pair[cell].mean(), "teacher_dim": m["teacher_dim_followup"],
+                         "ratio": m["ratio"], "teacher_dim_centred": m["teacher_dim_centred"],
+                         "ratio_centred": m["ratio_centred"],
+                         "target_dim": m.get(TARGET_DIM.get(cell, ""), math.nan),
+                         "side": "above 1" if m["ratio"] > 1 else "below 1",
                          "reading": reading(ci.lo, ci.hi),
                          "more_seeds": bool(ci.lo <= 0 <= ci.hi and ci.n < MIN_SEEDS_STRADDLING)})
     return pd.DataFrame(rows, columns=list(POINT_COLUMNS))
@@ -226,29 +251,6 @@ def prediction(table: pd.DataFrame, cell: str = "SpectralKD-Last") -> pd.DataFra
     return out
 
 
-def map_evidence(table: pd.DataFrame, paper: Paper | None = None) -> list[Evidence]:
-    """The map's claim for the verdict table: the slope of SoftKD - aligned cell over log2 of
-    the mismatch (pt per doubling; positive = more mismatch, more harm, as predicted), primary
-    for SpectralKD-Last, secondary (a family of its own) for ProjectorKD-Last."""
-    out = []
-    gap = sesoi_c3(paper or Paper(), "SpectralKD", "final").value
-    sesoi = Sesoi(gap, f"C3's SESOI (the paper's final SoftKD - SpectralKD-Last gap, {gap:.3f} pt) "
-                       "per doubling of the mismatch: a change as large as the paper's effect "
-                       "between a point and one with twice its mismatch")
-    for cell in ALIGNED:
-        fit = boundary(table, cell)
-        if fit is None:
-            continue
-        out.append(Evidence(
-            claim="MAP", variant=f"slope of SoftKD - {cell} on log2 mismatch",
-            kind=DIRECTIONAL, dist=SlopeDist(np.float64(fit.slope), np.float64(fit.slope_se), fit.n),
-            sesoi=sesoi, unit="pt per doubling", primary=cell == "SpectralKD-Last",
-            statistic=(f"least-squares slope of the final-top-1 gap SoftKD - {cell} over log2 "
-                       f"of the last pair's encoding mismatch, {fit.n} map points"),
-            note="the phase map's points (profile phase_map); exploratory across its settings"))
-    return out
-
-
 # --------------------------------------------------------------------------- remedies and words
 
 def hurting_settings(table: pd.DataFrame, cell: str = "SpectralKD-Last") -> list[str]:
@@ -267,56 +269,10 @@ def _interval(row) -> str:
     return f"{row['estimate']:+.2f} [{row['lo95']:+.2f}, {row['hi95']:+.2f}] pt"
 
 
-def _prediction_words(below: pd.Series, above: pd.Series) -> str:
-    """The prediction (hurts above 1, helps or neutral below) against one cell's reading counts."""
-    if above.sum() == 0:
-        return "no point lies above 1, so the prediction's harmful side is not tested"
-    against = []
-    if below[HURTS]:
-        against.append(f"{below[HURTS]} point(s) below 1 hurt")
-    if above[HELPS]:
-        against.append(f"{above[HELPS]} point(s) above 1 help")
-    if against:
-        return "the prediction fails: " + " and ".join(against)
-    if above[UNCLEAR]:
-        return (f"no point contradicts the prediction, but {above[UNCLEAR]} of the "
-                f"{above.sum()} point(s) above 1 show no clear effect where it predicts harm")
-    return "the prediction (hurts above 1, helps or neutral below) holds at every point"
-
-
-def findings(table: pd.DataFrame, fits: dict, verdicts: pd.DataFrame,
-             remedies: pd.DataFrame | None = None) -> list[str]:
-    """The notebook's and the docs' sentences about the map, each built from the tables given:
-    ``table`` (points), ``fits`` ({cell: Boundary | None}), ``verdicts`` (the MAP claim judged),
-    ``remedies`` (remedy_verdicts.verdicts rows, any settings)."""
+def remedy_findings(table: pd.DataFrame, remedies: pd.DataFrame | None) -> list[str]:
+    """Sentences about the remedies: where the map says late alignment hurts and no remedy has
+    run, and per setting the remedies' intervals and which count."""
     lines = []
-    for cell in ALIGNED:
-        rows = table[table["cell"] == cell]
-        if rows.empty:
-            continue
-        counts = prediction(table, cell)
-        below, above = counts.loc["below 1"], counts.loc["above 1"]
-        lines.append(
-            f"{cell}: {len(rows)} points over mismatch {rows['ratio'].min():.2f}–"
-            f"{rows['ratio'].max():.2f}; below 1: {below[HELPS]} help, {below[UNCLEAR]} unclear, "
-            f"{below[HURTS]} hurt; above 1: {above[HELPS]} help, {above[UNCLEAR]} unclear, "
-            f"{above[HURTS]} hurt (95 % t intervals over seed pairs, each point on its own)")
-        lines.append(f"{cell}: {_prediction_words(below, above)}")
-        fit = fits.get(cell)
-        if fit is not None:
-            where = (f"crosses 0 at a mismatch of {fit.ratio:.2f} [{fit.lo:.2f}, {fit.hi:.2f}] "
-                     "(Fieller 95 %)" + (", an interval that holds 1, the predicted boundary"
-                                         if fit.lo <= 1 <= fit.hi else
-                                         ", an interval that excludes 1, the predicted boundary")
-                     if fit.bounded else
-                     "has no boundary that the data bound: the slope is not distinguishable "
-                     "from 0, so no mismatch in the range separates help from harm")
-            lines.append(f"{cell}: the least-squares line over the points rises "
-                         f"{fit.slope:+.2f} [{fit.slope_lo:+.2f}, {fit.slope_hi:+.2f}] pt per "
-                         f"doubling of the mismatch (t, {fit.df} df) and {where}")
-    for r in verdicts[verdicts["primary"].astype(bool)].to_dict("records"):
-        lines.append(f"{r['claim']} ({r['variant']}): verdict {r['verdict']}; power "
-                     f"{r['power']:.0%} at the SESOI {r['sesoi']:.3g} pt per doubling")
     hurting = hurting_settings(table)
     tried = set() if remedies is None or not len(remedies) else set(remedies["setting"])
     untried = [s for s in hurting if s not in tried]

@@ -1,22 +1,34 @@
-"""The encoding mismatch (``ddkit.signals.mismatch``) of every setting a profile runs: the teacher the
-setting distils from against the width of its student, at each aligned layer map."""
+"""The encoding mismatch (``ddkit.signals.mismatch``) of every setting a profile runs: the teacher
+the setting distils from (or, in the controlled-dimension design, its rank-k target) against the
+width of its student, at each aligned layer map."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ddkit.core.config import Profile
 from ddkit.core.data import build_dataset
 from ddkit.core.models import create_from_config
 from ddkit.runs.store import write_text
+from ddkit.runs.train import FIT_IMAGES
 from ddkit.signals import mismatch
 from ddkit.signals.dynamics import sample_batch
 from ddkit.studies import study, sweep
 
 IMAGES = mismatch.IMAGES
 ENERGY = mismatch.ENERGY
+
+
+def fit_batch(profile: Profile) -> torch.Tensor:
+    """The un-augmented training images a student of ``profile`` fits its feature-target basis
+    on (``runs.train.FIT_IMAGES`` of its training subset, its first seed)."""
+    d = profile.student_config().data
+    plain = build_dataset(d.name, "train", root=d.root, img_size=d.img_size,
+                          subset=d.train_subset, seed=profile.seeds[0], augment=False)
+    return torch.stack([plain[i][0] for i in range(min(FIT_IMAGES, len(plain)))])
 
 
 def profile_mismatch(profile: Profile, layers: Iterable[str] = ("first", "last"),
@@ -35,8 +47,11 @@ def profile_mismatch(profile: Profile, layers: Iterable[str] = ("first", "last")
         test_set = build_dataset(variant.data.name, "test", root=variant.data.root,
                                  img_size=variant.data.img_size)
         x, _ = sample_batch(test_set, n, seed=variant.seeds[0])
+        rank = variant.distill.target_rank
+        fit_images = fit_batch(variant) if rank is not None else None
         for spec in layers:
-            table = mismatch.pair_mismatch(teacher, student, x, spec, energy).drop(columns="student_dim")
+            table = mismatch.pair_mismatch(teacher, student, x, spec, energy, rank,
+                                           fit_images).drop(columns="student_dim_followup")
             table.insert(0, "layers", spec)
             table.insert(0, "student", variant.student.model.name)
             table.insert(0, "teacher", teacher_cfg.name)

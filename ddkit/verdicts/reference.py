@@ -31,6 +31,12 @@ from ddkit.runs.store import atomic_write
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 LOGS_FILE = "official_logs.csv.gz"
 ENTROPY_FILE = "official_entropy.csv"
+# The follow-up's Table 1 (arXiv 2511.15572, "From Per-Image Low-Rank to Encoding Mismatch", its
+# released analysis code: last-layer tokens of 1,000 ImageNet validation images): per model its
+# channels, the 99th-percentile per-image SVD rank at 95 %, and the 99th-percentile per-image
+# dimension under the shared uncentred basis at 80/90/95/99 % of the energy ("Dataset").
+FOLLOWUP_FILE = "followup_dims.csv"
+DEIT_TINY_WIDTH = 192  # the official student's channels
 
 OFFICIAL_KEYS = ("train_lr", "train_loss", "train_loss_base", "train_loss_fft", "train_loss_dist",
                  "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters")
@@ -256,3 +262,31 @@ if __name__ == "__main__":
         sys.exit("usage: python -m ddkit.verdicts.reference /path/to/distillation-dynamics [out_dir]")
     for kind, out in build_reference_tables(*sys.argv[1:]).items():
         print(f"{kind}: {out} ({out.stat().st_size / 1024:.0f} KiB)")
+
+
+def followup_dims() -> pd.DataFrame:
+    """The follow-up's Table 1 (``FOLLOWUP_FILE``): group, model, channels, svd_95, dataset_80,
+    dataset_90, dataset_95, dataset_99."""
+    return pd.read_csv(REFERENCE_DIR / FOLLOWUP_FILE)
+
+
+def official_mismatch_points(logs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The release's settings on the follow-up's axis, for drawing beside the kit's map: the
+    CaiT-S24 teacher (its Table 1 dimension over DeiT-Tiny's 192 channels) with the release's
+    final SoftKD - SpectralKD-Last and SoftKD - ProjectorKD-Last gaps, and the MAE teacher (the
+    release does not say which MAE: the range of ViT-B/L/H MAE) with its SoftKD - SpectralKD-Last
+    gap. Rows (setting, cell, ratio, ratio_lo, ratio_hi, estimate); gaps in pt at the final
+    epoch, one seed each (no interval)."""
+    logs = official_logs() if logs is None else logs
+    final = logs.sort_values("epoch").groupby("run")["test_acc1"].last()
+    dims = followup_dims().set_index("model")["dataset_95"]
+    cait = dims["CaiT-S24"] / DEIT_TINY_WIDTH
+    mae = dims[["ViT-Base (MAE)", "ViT-Large (MAE)", "ViT-Huge (MAE)"]] / DEIT_TINY_WIDTH
+    rows = [{"setting": "ImageNet, CaiT-S24 -> DeiT-Tiny", "cell": cell, "ratio": cait,
+             "ratio_lo": cait, "ratio_hi": cait, "estimate": final["SoftKD"] - final[cell]}
+            for cell in ("SpectralKD-Last", "ProjectorKD-Last")]
+    rows.append({"setting": "ImageNet, MAE (B/L/H) -> DeiT-Tiny", "cell": "SpectralKD-Last",
+                 "ratio": float(np.exp(np.log(mae).mean())), "ratio_lo": float(mae.min()),
+                 "ratio_hi": float(mae.max()),
+                 "estimate": final["SoftKD-MAE"] - final["SpectralKD-Last-MAE"]})
+    return pd.DataFrame(rows)

@@ -597,3 +597,35 @@ __all__ = [
     "t_sf",
     "tost_power",
 ]
+
+
+def pooled_random_effects(estimate, se) -> TDist:
+    """Random-effects mean of k points, batched: ``estimate`` and ``se`` [..., k] (each point's
+    mean and standard error; the last axis holds the points). DerSimonian-Laird between-point
+    variance τ², weights 1 / (se² + τ²), and the Hartung-Knapp-Sidik-Jonkman standard error
+    with its scale floored at 1 (the "ad hoc" correction of Röver et al. 2015: without it the
+    interval is too narrow when the points agree more than their standard errors say; the
+    calibration tests measured 4.8 % instead of 2.5 % per tail on a null map), so (mean - e) / se
+    ~ t with k - 1 df (``TDist`` with n = k). Written here for two reasons: statsmodels'
+    ``combine_effects(method_re="dl")`` leaves τ² negative in that case (then its mean is wrong;
+    the tests show one) and has no floored scale, and the calibration judges thousands of
+    simulated maps in one call. Where its τ² >= 0 and the scale >= 1 it gives the same numbers
+    (tested). One point: its own value, NaN se."""
+    e = np.asarray(estimate, dtype=np.float64)
+    v = np.square(np.asarray(se, dtype=np.float64))
+    k = e.shape[-1]
+    if k == 0:
+        raise ValueError("pooled_random_effects: no points")
+    if k == 1:
+        return TDist(e[..., 0], np.full(e.shape[:-1], np.nan), 1)
+    if not (np.isfinite(v).all() and (v > 0).all()):
+        raise ValueError("pooled_random_effects: every point needs a finite standard error > 0")
+    w0 = 1 / v
+    mean0 = (w0 * e).sum(-1, keepdims=True) / w0.sum(-1, keepdims=True)
+    q = (w0 * np.square(e - mean0)).sum(-1)
+    c = w0.sum(-1) - np.square(w0).sum(-1) / w0.sum(-1)
+    tau2 = np.maximum(0.0, (q - (k - 1)) / c)
+    w = 1 / (v + tau2[..., None])
+    mean = (w * e).sum(-1) / w.sum(-1)
+    scale = np.maximum(1.0, (w * np.square(e - mean[..., None])).sum(-1) / (k - 1))
+    return TDist(mean, np.sqrt(scale / w.sum(-1)), k)
