@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -535,12 +537,10 @@ def _tb(args: argparse.Namespace) -> int:
     if args.print_only:
         print(shown)
         return 0
-    import importlib.util
     if importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("tensorboard is not installed (pip install tensorboard); the runs' "
                           "events are read by any TensorBoard: " + shown)
     print(f"[ddkit] {shown}", file=sys.stderr)
-    import subprocess
     return subprocess.call(tensorboard_command(extra))
 
 

@@ -7,8 +7,9 @@ import pytest
 from conftest import tiny_config
 
 from ddkit.core.config import batch_plan, config_hash, load_profile, replace
-from ddkit.runs import cluster
-from ddkit.runs.cluster import Executor, launch_plan, train_array
+from ddkit.runs import cluster, launch
+from ddkit.runs.cluster import Executor
+from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.parallel import cores
 from ddkit.runs.train import DeviceUnavailableError
 from ddkit.studies import study
@@ -55,7 +56,7 @@ def test_cuda_without_a_gpu_is_refused_and_slurm_is_kept():
 
 @pytest.mark.parametrize("gpus, accum", [(1, 8), (2, 4), (4, 2), (8, 1)])
 def test_the_paper_grid_plans_each_run_for_every_gpu(monkeypatch, gpus, accum):
-    monkeypatch.setattr(cluster, "visible_gpus", lambda: gpus)
+    monkeypatch.setattr(launch, "visible_gpus", lambda: gpus)
     seen = {}
     monkeypatch.setattr(study, "train_array", lambda configs, executor, **kw: seen.update(
         configs=configs, executor=executor, label=kw["label"]) or {})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -508,7 +509,6 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def _check_wandb() -> None:
-    import importlib.util
     if importlib.util.find_spec("wandb") is None:
         raise ConfigError("wandb: logging to Weights & Biases needs the optional package "
                           "(pip install wandb); TensorBoard events are written without it")

@@ -22,6 +22,8 @@ from timm.models.cait import Cait
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ddkit.core.sources import arch_name, model_source, timm_create
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = PACKAGE_DIR / "shipped"
 
@@ -196,48 +198,6 @@ def ddkit_vit_student_mosaic(pretrained: bool = False, **kwargs) -> VisionTransf
 
 class ModelInputError(ValueError):
     """A model a user named or sized that ddkit cannot use as asked (a usage error, exit 2)."""
-
-
-SOURCES = ("hf-hub", "local-dir")   # timm's model-name prefixes: where the model's config comes from
-
-
-def model_source(name: str) -> str | None:
-    """``"hf-hub"`` or ``"local-dir"`` for a name with timm's source prefix, else None."""
-    head, sep, _ = name.partition(":")
-    return head if sep and head in SOURCES else None
-
-
-def arch_name(name: str) -> str:
-    """What to build without weights: a sourced name as it is (timm reads its config), else the
-    architecture without its pretrained tag (``vit_small_patch16_224.augreg_in1k`` ->
-    ``vit_small_patch16_224``)."""
-    return name if model_source(name) else name.split(".")[0]
-
-
-class ModelUnreachableError(ValueError):
-    """A ``hf-hub:`` model whose config or weights cannot be fetched (offline, unknown repo)."""
-
-
-def _unreachable(name: str, err: Exception) -> ModelUnreachableError:
-    why = " ".join(str(err).split())[:160] or type(err).__name__
-    return ModelUnreachableError(
-        f"model {name!r} comes from the Hugging Face Hub and could not be fetched "
-        f"({type(err).__name__}: {why}): it needs the network, or a local copy: download the "
-        "repository's folder (config.json and the weights) and pass local-dir:/path/to/it")
-
-
-def timm_create(name: str, **kwargs) -> nn.Module:
-    """``timm.create_model(name, **kwargs)``; for a ``hf-hub:`` name, a failure to fetch it is
-    one ModelUnreachableError naming the model and the way out (TypeError, a bad argument,
-    passes through)."""
-    if model_source(name) != "hf-hub":
-        return timm.create_model(name, **kwargs)
-    try:
-        return timm.create_model(name, **kwargs)
-    except TypeError:
-        raise
-    except Exception as err:  # hub and network errors come in many types
-        raise _unreachable(name, err) from None
 
 
 def check_model_name(name: str) -> None:

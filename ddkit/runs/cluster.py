@@ -17,11 +17,10 @@ state comes from ``squeue`` and submitit's result files (no Slurm accounting nee
 task does not stop the others: ``RunsFailed`` names each failed run with its error and its
 submitit log file. ``Executor(kind="local")`` trains with ``parallel.train_many`` instead.
 
-On GPUs a grid trains one run at a time over every visible GPU (``launch_plan``): each run is a
-submitit local job of one process per GPU running the same ``TrainTask`` (DDP, nccl), so no two
-runs share a device unless the profile (or ``--workers``, ``$DDKIT_WORKERS``) asks for several at
-once. The world size is part of a run's identity, so the configs are planned for it before the
-cache is read.
+On GPUs a grid trains one run at a time over every visible GPU (``ddkit.runs.launch``): each run
+is a submitit local job of one process per GPU running this module's ``TrainTask`` (DDP). The
+world size is part of a run's identity, so the configs are planned for it (``planned``) before
+the cache is read.
 
 ``Executor(no_wait=True)`` submits and returns the runs already complete at once, printing the
 array's id and ``collect``, the command that reads the runs once the array is done. A task of
@@ -37,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -53,10 +51,9 @@ from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributed
 from tqdm.auto import tqdm
 
 from ddkit.core.config import ConfigError, RunConfig, validate, with_world_size
-from ddkit.runs.parallel import ENV as WORKERS_ENV
-from ddkit.runs.parallel import RunsFailed, cores, resolve_workers, train_many
+from ddkit.runs.parallel import RunsFailed, train_many
 from ddkit.runs.store import RunDir, runs_root
-from ddkit.runs.train import DeviceUnavailableError, Run, train
+from ddkit.runs.train import Run, train
 
 KINDS = ("local", "slurm")
 LOCAL_ONLY = ("/tmp", "/dev/shm")     # paths that are this machine's own, never shared
@@ -66,7 +63,6 @@ EXECUTOR_ENV = "DDKIT_EXECUTOR"    # an Executor as JSON: the executor of grids 
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 POLL_S = 5.0
 GONE_S = 30.0    # a task out of the queue (or ended) this long without a result has failed
-LOCAL_DDP_TIMEOUT_MIN = 60 * 24 * 366   # a local DDP run is never stopped by a time limit
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
          "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 
@@ -183,48 +179,7 @@ class Executor:
         return params
 
 
-# --------------------------------------------------------------------------- the launch plan
-
-
-def visible_gpus() -> int:
-    """CUDA devices this process sees (0 without CUDA)."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def launch_plan(device: str, gpus: int | None = None, workers: int | None = None,
-                profile_workers: int | None = None, executor: Executor | None = None) -> Executor:
-    """How a grid's runs train on this machine, decided before any of them starts.
-
-    - A Slurm ``executor`` is kept as it is (one array task per run).
-    - On the CPU (``device`` cpu, or auto without a GPU): the process pool, ``workers`` runs at
-      once (``workers``, else ``$DDKIT_WORKERS``, else ``profile_workers``, else the cores).
-    - On GPUs (``device`` cuda, or auto with ``gpus`` > 0): one run at a time over all ``gpus``
-      (default: the visible ones), a DDP process per GPU when there are several; several runs at
-      once only when asked for (``workers``, ``$DDKIT_WORKERS`` or the profile's ``workers``),
-      and then they share the device(s).
-
-    ``gpus`` lets a test (or a plan made ahead) decide for a machine it is not on. The returned
-    Executor's ``world_size`` is the world size the runs' configs are planned for."""
-    if executor is not None and executor.kind == "slurm":
-        return executor
-    if executor is not None and workers is None:
-        workers = executor.workers
-    gpus = visible_gpus() if gpus is None else gpus
-    if gpus < 0:
-        raise ConfigError(f"gpus={gpus} must be >= 0")
-    if device == "cuda" and gpus == 0:
-        raise DeviceUnavailableError("device='cuda' but no CUDA device is visible; run on the "
-                                     "CPU with --device cpu (device: cpu in a profile)")
-    if device == "cpu" or gpus == 0:
-        return Executor(workers=resolve_workers(workers, profile_workers))
-    asked = workers is not None or bool(os.environ.get(WORKERS_ENV)) or profile_workers is not None
-    if asked:
-        return Executor(workers=resolve_workers(workers, profile_workers), gpus_per_node=gpus,
-                        tasks_per_node=1)
-    if gpus == 1:
-        return Executor(workers=1, gpus_per_node=1)
-    return Executor(kind="local", workers=1, gpus_per_node=gpus, tasks_per_node=gpus,
-                    timeout_min=LOCAL_DDP_TIMEOUT_MIN)
+# --------------------------------------------------------------------------- the world size
 
 
 def planned(configs: Mapping[Hashable, RunConfig], settings: Executor) -> dict:
@@ -372,7 +327,8 @@ def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
     root = Path(root) if root is not None else runs_root()
     configs = planned(configs, settings)
     if settings.kind == "local" and settings.world_size > 1:
-        return train_local_ddp(configs, settings, root=root, progress=progress, label=label)
+        raise ClusterError("a local executor of several processes per run trains through "
+                           "ddkit.runs.launch.train_array (one submitit local job per run)")
     if settings.kind == "local":
         return train_many(configs, settings.workers, progress=progress, root=root, label=label)
     for key, cfg in configs.items():
@@ -403,82 +359,6 @@ def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
             return {key: runs[key] for key in configs if key in runs}
         return Submitted(array_id, folder / array_id, jobs)
     failures = _wait(jobs, configs, runs, array_id, progress, label, len(configs))
-    if failures:
-        raise RunsFailed(failures, {key: cfg.name for key, cfg in configs.items()})
-    return {key: runs[key] for key in configs}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _visible_gpu_ids() -> list[int] | None:
-    """The GPU ids of ``$CUDA_VISIBLE_DEVICES`` when it lists numbers (submitit's local executor
-    sets the variable for its tasks: the same devices, not the first ones)."""
-    text = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        return None
-
-
-def train_local_ddp(configs: Mapping[Hashable, RunConfig], settings: Executor,
-                    root: Path | None = None, progress: bool = True,
-                    label: str = "runs") -> dict[Hashable, Run]:
-    """Train ``configs`` one after another, each as one submitit local job of
-    ``settings.world_size`` processes on this machine (DDP: nccl over ``settings.gpus_per_node``
-    GPUs, gloo on the CPU), each process running ``TrainTask`` as a Slurm task would. Runs
-    already complete are cache hits; a failed run does not stop the others (``RunsFailed`` names
-    it with its log). Ctrl-C stops the run in flight (it resumes from its last epoch)."""
-    root = Path(root) if root is not None else runs_root()
-    configs = planned(configs, settings)
-    for key, cfg in configs.items():
-        try:
-            validate(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"run {key} ({cfg.name}): {err}") from None
-    runs = {key: train(cfg, progress=False, root=root) for key, cfg in configs.items()
-            if RunDir.for_config(cfg, root).is_complete}
-    folder = settings.log_folder(root) / "local"
-    failures: dict[Hashable, str] = {}
-    bar = tqdm(total=len(configs), initial=len(runs), desc=label, unit="run",
-               disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    params = {"timeout_min": settings.timeout_min, "tasks_per_node": settings.tasks,
-              "gpus_per_node": settings.gpus_per_node}
-    ids = _visible_gpu_ids()
-    if settings.gpus_per_node and ids is not None:
-        params["visible_gpus"] = ids
-    threads = None if settings.gpus_per_node else max(1, cores() // settings.tasks)
-    env = {name: os.environ.get(name) for name in (*PASSED_ENV, "DDKIT_PROGRESS")}
-    try:
-        for key, cfg in configs.items():
-            if key in runs:
-                continue
-            executor = submitit.LocalExecutor(folder=folder)
-            executor.update_parameters(**params)
-            job = executor.submit(TrainTask(str(root), env, _free_port(), threads), cfg)
-            print(f"[ddkit] {cfg.name}: DDP over {settings.world_size} process(es) "
-                  f"(submitit local job {job.job_id}; logs {job.paths.stderr})",
-                  file=sys.stderr, flush=True)
-            try:
-                run_dir = RunDir(Path(job.results()[0]))   # every process returns the run
-            except KeyboardInterrupt:
-                job.cancel(check=False)
-                raise
-            except Exception as err:  # noqa: BLE001 - submitit's failures come in several types
-                failures[key] = _error_line(job, str(err))
-                continue
-            if run_dir.is_complete:
-                runs[key] = Run(configs[key], run_dir)
-                bar.update()
-            else:
-                failures[key] = _error_line(job, f"{run_dir.path} is not complete")
-    finally:
-        bar.close()
     if failures:
         raise RunsFailed(failures, {key: cfg.name for key, cfg in configs.items()})
     return {key: runs[key] for key in configs}

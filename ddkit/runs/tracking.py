@@ -14,6 +14,7 @@ a run config, ``--no-tensorboard`` / ``--log-wandb PROJECT`` on the command line
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -42,8 +43,8 @@ class Trackers:
                 if not start_epoch:
                     self.writer.add_text("config", "```\n" + json.dumps(config, indent=2)
                                          + "\n```", 0)
-        if wandb_project:
-            import wandb  # checked importable by config.validate
+        if wandb_project:   # an optional package, found by config.validate
+            wandb = importlib.import_module("wandb")
             self.wandb_run = wandb.init(project=wandb_project, name=run_dir.name, config=config,
                                         dir=str(run_dir), id=run_dir.name, resume="allow")
 

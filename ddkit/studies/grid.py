@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from ddkit.core.config import ConfigError, Profile, replace
-from ddkit.runs.cluster import Executor, launch_plan, train_array
+from ddkit.runs.cluster import Executor
+from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.progress import emit
 from ddkit.runs.store import RunDir, write_text
 from ddkit.runs.train import Run

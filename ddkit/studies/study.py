@@ -33,7 +33,8 @@ from ddkit.core.data import build_dataset
 from ddkit.core.hooks import block_features
 from ddkit.core.losses import feature_loss_diagnostics, resolve_layer_pairs
 from ddkit.core.models import create_from_config, create_model, describe, load_state_dict, shipped_teacher
-from ddkit.runs.cluster import Executor, launch_plan, planned, train_array
+from ddkit.runs.cluster import Executor, planned
+from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.progress import emit
 from ddkit.runs.store import RunDir, atomic_write, read_jsonl, write_json, write_text
 from ddkit.runs.train import Run, train
