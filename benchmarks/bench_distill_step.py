@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--gemm-n", type=int, default=None,
                     help="size of the peak's square matmul (default 2048 on the CPU, 8192 on CUDA)")
     ap.add_argument("--note", default="", help="a sentence for the notes (e.g. what else ran)")
+    ap.add_argument("--out", default=None,
+                    help="Markdown file (default benchmarks/results/distill_step_<device>.md)")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is visible; use --device cpu")
@@ -178,8 +180,9 @@ def main() -> None:
         f"{torch.__version__}. {args.note}".rstrip(),
     ])
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"distill_step_{device.type}.md").write_text(table + "\n")
+    out = Path(args.out) if args.out else RESULTS / f"distill_step_{device.type}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
     ddkit controls [--only SETTING] [--workers 2] [--publish-only]   # the negative-transfer controls
     ddkit controls --executor slurm --partition gpu --gpus-per-node 1   # as a Slurm job array
     ddkit phase-map [--only SETTING] [--teachers-only]   # the phase map: task complexity x width
+    ddkit tb                               # TensorBoard on the run store (tensorboard --logdir runs/)
 
 Expected failures (a bad value, a damaged run file, a NaN loss, no CUDA for a CUDA profile)
 print one ``error: ...`` line with the fix and exit non-zero; ``--traceback`` shows the trace.
@@ -22,10 +23,12 @@ Over 450 lines on purpose: one function per subcommand, with every parser in one
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -134,12 +137,20 @@ def _executor(args: argparse.Namespace) -> Executor:
 
 
 def _profile_options(parser: argparse.ArgumentParser, default: str = "default") -> None:
-    parser.add_argument("--profile", default=default,
-                        help=f"one of {profile_names()} or a YAML path (default: {default})")
+    parser.add_argument("-c", "--config", "--profile", dest="profile", default=default,
+                        help=f"one of {profile_names()} or a YAML path (default: {default}); "
+                             "-c/--config FILE is the same as --profile FILE")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a profile value by its dotted key, e.g. "
                              "student.optim.lr=2e-3 or seeds=[0,1] (repeatable)")
+    track = parser.add_argument_group("experiment tracking (not part of a run's identity)")
+    track.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                       default=None, help="write no TensorBoard events (default: every run "
+                       "writes them beside metrics.jsonl; `ddkit tb` shows them)")
+    track.add_argument("--log-wandb", dest="wandb", metavar="PROJECT", default=None,
+                       help="also log every run to this Weights & Biases project (needs the "
+                            "optional wandb package: pip install wandb)")
 
 
 def _model_options(parser: argparse.ArgumentParser, role: str) -> None:
@@ -291,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
         _executor_options(ctl)
         _common(ctl)
 
+    tb = sub.add_parser("tb", help="TensorBoard on the run store: every run's events, under "
+                        "its folder name", description="Start TensorBoard on the run store "
+                        "(tensorboard --logdir <runs>); extra arguments go to tensorboard.")
+    tb.add_argument("--print", dest="print_only", action="store_true",
+                    help="print the tensorboard command instead of starting it")
+    tb.add_argument("tensorboard_args", nargs=argparse.REMAINDER, metavar="...",
+                    help="tensorboard options, e.g. --port 6007 --bind_all")
+    _common(tb, device=False)
+
     refresh = sub.add_parser("refresh-notebooks", help="execute the notebooks at smoke size in "
                              "place and keep the outputs nbval checks")
     _common(refresh, device=False)
@@ -309,10 +329,21 @@ def _profile(args: argparse.Namespace) -> Profile:
         # --feature spectral with --set distill.layers=[[0, 3]] is checked as one recipe
         overrides.update({f"distill.{flag}": getattr(args, flag)
                           for flag in ("kd", "feature", "layers") if getattr(args, flag) is not None})
+    overrides.update(_tracking(args))
     profile = load_profile(args.profile, **overrides)
     if profile.device == "cuda":
         _check_cuda("the profile's device is cuda")
     return profile
+
+
+def _tracking(args: argparse.Namespace) -> dict:
+    """The --no-tensorboard / --log-wandb choices as profile overrides."""
+    out = {}
+    if getattr(args, "tensorboard", None) is False:
+        out["tensorboard"] = False
+    if getattr(args, "wandb", None):
+        out["wandb"] = args.wandb
+    return out
 
 
 def _check_cuda(why: str) -> None:
@@ -384,7 +415,7 @@ def _notebooks(args: argparse.Namespace) -> int:
     if executor.kind == "slurm":
         check_slurm(executor)          # before any notebook runs
     target = args.profile
-    if args.overrides or args.device:
+    if args.overrides or args.device or _tracking(args):
         target = str(_resolved_profile_file(profile, changed=bool(args.overrides)))
     extra = {"01": {"train_teacher": True}} if args.train_teacher else {}
     # the kernels inherit it: their students train where --executor says (local: unset)
@@ -533,6 +564,25 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def tensorboard_command(extra: list[str] | None = None) -> list[str]:
+    """The command that starts TensorBoard on the run store (``tensorboard --logdir <runs>``)."""
+    return [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs_root()),
+            *(extra or [])]
+
+
+def _tb(args: argparse.Namespace) -> int:
+    extra = [a for a in args.tensorboard_args if a != "--"]
+    shown = shlex.join(["tensorboard", "--logdir", str(runs_root()), *extra])
+    if args.print_only:
+        print(shown)
+        return 0
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard is not installed (pip install tensorboard); the runs' "
+                          "events are read by any TensorBoard: " + shown)
+    print(f"[ddkit] {shown}", file=sys.stderr)
+    return subprocess.call(tensorboard_command(extra))
+
+
 def _refresh(_args: argparse.Namespace) -> int:
     refresh_outputs()
     return 0
@@ -540,8 +590,7 @@ def _refresh(_args: argparse.Namespace) -> int:
 
 COMMANDS = {"analyze": _analyze, "train": _train, "pair": _train, "notebooks": _notebooks,
             "profiles": _profiles, "ship-teacher": _ship, "controls": _grid, "phase-map": _grid,
-            "u-formation": _grid,
-            "refresh-notebooks": _refresh}
+            "u-formation": _grid, "tb": _tb, "refresh-notebooks": _refresh}
 
 
 # --------------------------------------------------------------------------- errors

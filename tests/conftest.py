@@ -1,4 +1,5 @@
-"""Shared fixtures: a private runs folder per test and tiny run configs (seconds on 2 cores)."""
+"""Shared fixtures: a private runs folder per test and tiny run configs (seconds on 2 cores), and
+the xdist groups that keep together what must run in one worker process."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,32 @@ def tiny_config(epochs: int = 2, **distill) -> RunConfig:
         data=DataConfig(train_subset=128, eval_subset=100, batch_size=32, augment=True),
         optim=OptimConfig(epochs=epochs, lr=1e-3, warmup_epochs=1, sched_per_step=True),
         distill=recipe, seed=3, device="cpu")
+
+
+# `pytest -n auto --dist loadgroup` (tests/run.sh) spreads the tests over the cores; these stay
+# together on one worker: each notebook's nbval cells (one kernel runs them in order), and the
+# modules whose module-scoped fixture holds a service or costly state (the browser's JupyterLab,
+# the one-node Slurm, one execution of every notebook, trained runs), so it is built once.
+GROUPED_MODULES = {"test_browser_lab.py": "browser-lab", "test_notebook_figures.py":
+                   "notebook-figures", "test_cluster.py": "slurm", "test_failure_modes.py":
+                   "failure-modes", "test_integrity.py": "integrity", "test_models_hooks.py":
+                   "models-hooks", "test_shipped_teacher.py": "shipped-teacher"}
+
+
+def xdist_group(item) -> str | None:
+    """The xdist group of a collected test (None: it may run on any worker)."""
+    path = item.path
+    if path.suffix == ".ipynb":
+        return f"nbval-{path.stem}"
+    return GROUPED_MODULES.get(path.name)
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the marks (its hook is registered later)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,8 @@ Run All from the Run menu, every notebook at the smoke size (its default paramet
 
 For each notebook: execution counts exactly 1..N, no error or traceback output, no "Error
 displaying widget", and one loaded ``<img>`` (naturalWidth > 0) per figure the notebook saved to
-``figures/smoke/`` during the run. One screenshot per notebook goes to ``<runs>/screenshots/``.
+the smoke figure folder during the run (its own, ``$DDKIT_FIGURES``). One screenshot per
+notebook goes to ``<runs>/screenshots/``.
 The server serves a temporary copy of the notebooks (the tracked ones are never written) and
 keeps its state in a temporary folder; server and browser are stopped by their process, also
 when a test fails. Needs Debian's chromium and chromium-driver and selenium: ``./tests/run.sh``
@@ -23,7 +24,7 @@ from lab_browser import Browser, Lab, missing_browser
 from ddkit.core.config import load_profile
 from ddkit.nb import figure_dir
 from ddkit.publish import pipeline
-from ddkit.runs.store import REPO_ROOT, runs_root
+from ddkit.runs.store import FIGURES_ENV, REPO_ROOT, runs_root
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None,
                                 reason=f"browser test: {missing_browser()}")
@@ -82,7 +83,13 @@ def lab(tmp_path_factory):
     # the kernels import this checkout's ddkit and use the run cache the other tests use
     python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     runs = runs_root()
-    server = Lab(served, base / "home", env={"PYTHONPATH": python_path, "DDKIT_RUNS": str(runs)})
+    # figures of its own: nbval's execution of the same notebooks (another worker) writes
+    # figures/smoke/ meanwhile; the test reads figure_dir() in this process, so it is set here too
+    figures = base / "figures"
+    env = pytest.MonkeyPatch()
+    env.setenv(FIGURES_ENV, str(figures))
+    server = Lab(served, base / "home", env={"PYTHONPATH": python_path, "DDKIT_RUNS": str(runs),
+                                             FIGURES_ENV: str(figures)})
     browser = None
     try:
         browser = Browser(base / "home")
@@ -93,6 +100,7 @@ def lab(tmp_path_factory):
                 browser.stop()
         finally:
             server.stop()
+            env.undo()
 
 
 def wait_for(driver, what: str, ready, timeout_s: float, stable: int = 1):

@@ -460,7 +460,7 @@ def test_the_executor_travels_in_the_environment_to_the_grids(monkeypatch):
     profile = load_profile("smoke")
     study.student_runs(profile, cells=["no-KD"], seeds=[0], progress=False)
     cfg = student_config(profile, "no-KD", 0, None)
-    monkeypatch.setattr(grid, "configs", lambda profile, only=None, teachers=None: {
+    monkeypatch.setattr(grid, "configs", lambda profile, only=None, teachers=None, world_size=None: {
         ("base", "no-KD", 0): cfg})
     grid.runs(profile, progress=False)
     assert used == [([("no-KD", 0)], settings), ([("base", "no-KD", 0)], settings)]

@@ -16,9 +16,10 @@ import torch
 from conftest import interrupted_at_epoch, tiny_config
 
 import ddkit.runs.train as train_mod
+from ddkit.core.anatomy import NotViTLikeError
 from ddkit.core.config import ConfigError, load_profile
 from ddkit.core.hooks import FeatureRecorder, block_features
-from ddkit.core.models import NotViTLikeError, WeightsFileError, create_model
+from ddkit.core.models import WeightsFileError, create_model
 from ddkit.runs.store import RunDir, RunFileError, check_safetensors
 from ddkit.runs.train import load_run, train
 

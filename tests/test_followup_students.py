@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_STUDENT, TINY_TEACHER
 
+from ddkit.core.anatomy import widths_of
 from ddkit.core.config import (
     ABLATION,
     CELLS,
@@ -29,7 +30,7 @@ from ddkit.core.config import (
 )
 from ddkit.core.hooks import FeatureRecorder
 from ddkit.core.losses import DistillationLoss, GenerationKD, mse_feature_loss, spectral_kd_loss
-from ddkit.core.models import create_model, widths_of
+from ddkit.core.models import create_model
 from ddkit.core.students import (
     LiftViT,
     WideLastViT,

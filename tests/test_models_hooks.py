@@ -3,8 +3,9 @@ import pytest
 import timm
 import torch
 
+from ddkit.core.anatomy import describe, model_depth
 from ddkit.core.hooks import FeatureRecorder, block_features, forward_with_features, tokens_to_map
-from ddkit.core.models import PAPER_STUDENT, PAPER_TEACHER, create_model, describe, model_depth
+from ddkit.core.models import PAPER_STUDENT, PAPER_TEACHER, create_model
 
 
 def test_default_pair_shapes():

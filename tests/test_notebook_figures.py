@@ -17,6 +17,7 @@ import pytest
 from ddkit.core.config import load_profile
 from ddkit.nb import FIGURE_KEY, figure_dir
 from ddkit.publish import pipeline
+from ddkit.runs.store import FIGURES_ENV
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000   # a drawn figure at 150 dpi; an empty canvas compresses to ~1-2 kB
@@ -36,12 +37,19 @@ def image_outputs(notebook) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def smoke_execution():
+def smoke_execution(tmp_path_factory):
     """Run every notebook once at the smoke size; returns (executed-copy folder, figure folder,
-    start time). Uses the run cache the notebooks use (``$DDKIT_RUNS`` or ``runs/``)."""
-    began = time.time() - 1  # file times can lag the clock by a tick
-    out_dir = pipeline.run_notebooks(pipeline.notebooks(), "smoke")
-    return out_dir, figure_dir(load_profile("smoke")), began
+    start time). Uses the run cache the notebooks use (``$DDKIT_RUNS`` or ``runs/``); the
+    figures go to a folder of its own (``$DDKIT_FIGURES``), so nbval's execution of the same
+    notebooks on another worker never writes them meanwhile."""
+    env = pytest.MonkeyPatch()
+    env.setenv(FIGURES_ENV, str(tmp_path_factory.mktemp("figures")))
+    try:
+        began = time.time() - 1  # file times can lag the clock by a tick
+        out_dir = pipeline.run_notebooks(pipeline.notebooks(), "smoke")
+        yield out_dir, figure_dir(load_profile("smoke")), began
+    finally:
+        env.undo()
 
 
 def saved_during(figures: Path, number: str, since: float) -> list[str]:

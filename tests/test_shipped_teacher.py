@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
+from ddkit.core.anatomy import model_depth
 from ddkit.core.config import config_hash, load_profile
 from ddkit.core.data import build_dataset
-from ddkit.core.models import SHIPPED_TEACHERS, create_model, model_depth, shipped_teacher
+from ddkit.core.models import SHIPPED_TEACHERS, create_model, shipped_teacher
 from ddkit.runs import store
 from ddkit.runs.train import evaluate
 from ddkit.studies import study, sweep

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ddkit.core.anatomy import block_widths, model_depth, model_width
 from ddkit.core.data import AUGMENT_RECIPES, DATASETS
 from ddkit.core.losses import (
     DIRECT_KINDS,
@@ -35,13 +37,7 @@ from ddkit.core.losses import (
     PROJECTOR_MODES,
     resolve_layer_pairs,
 )
-from ddkit.core.models import (
-    block_widths,
-    build_problem,
-    check_model_name,
-    model_depth,
-    model_width,
-)
+from ddkit.core.models import build_problem, check_model_name
 from ddkit.core.students import STUDENTS, student_kwargs
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
@@ -54,7 +50,12 @@ TRAINABLE = ("all", "head")
 # default, so every run hashed before they existed keeps its hash (and its cache folder).
 IDENTITY_DEFAULTS = {("mae",): None, ("optim", "trainable"): "all",
                      ("distill", "feature_until"): None, ("distill", "target_rank"): None,
-                     ("distill", "feature_norm"): "none"}
+                     ("distill", "feature_norm"): "none",
+                     ("optim", "lr_base"): None, ("optim", "lr_base_size"): 512,
+                     ("optim", "grad_accum_steps"): 1, ("optim", "global_batch"): None,
+                     ("world_size",): 1}
+# Fields that never change a run's result (where it runs and what it writes beside its log).
+NOT_IDENTITY = ("device", "tensorboard", "wandb")
 # A mapping given to a plain-dict field merges into it, as dotted keys do, except in the fields
 # marked WHOLE: a selection (a profile's cell_seeds and sweep settings, its measured numbers),
 # which a mapping names whole.
@@ -157,7 +158,12 @@ class ModelConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     epochs: int = 10
-    lr: float = 5e-4                  # peak learning rate (paper: 5e-4 * total_batch / 512)
+    lr: float = 5e-4                  # peak learning rate, used as given when lr_base is null
+    lr_base: float | None = None      # set: the peak lr is lr_base * global batch / lr_base_size
+    lr_base_size: int = 512           # (timm and DeiT: 5e-4 at 512 images, the official recipe)
+    grad_accum_steps: int = 1         # micro-batches per optimizer step in each process
+    global_batch: int | None = None   # set: images per optimizer step over all processes; the
+                                      # accumulation is derived (batch_size x world_size x steps)
     weight_decay: float = 0.05
     warmup_epochs: int = 1
     warmup_lr: float = 1e-6
@@ -213,6 +219,10 @@ class RunConfig:
     channels_last: bool = True        # CUDA only
     share_teacher_pass: bool = True   # un-augmented data: teacher outputs computed once, reused
     mae: MaeConfig | None = None      # set: pre-train the model as a masked autoencoder
+    world_size: int = 1               # processes training the run together (DDP); torchrun's
+                                      # WORLD_SIZE is taken over when this is left at 1
+    tensorboard: bool = True          # TensorBoard events beside metrics.jsonl (not identity)
+    wandb: str | None = None          # a W&B project to log to (optional package; not identity)
 
     @property
     def uses_teacher(self) -> bool:
@@ -404,6 +414,78 @@ def check_name(name: Any, key: str = "name") -> str:
     return name
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a run's images per optimizer step come about, and the learning rate they imply."""
+    per_process: int     # data.batch_size: images of one forward/backward in one process
+    world_size: int      # processes (DDP)
+    accum: int           # micro-batches accumulated per optimizer step
+    global_batch: int    # per_process x world_size x accum
+    lr: float            # the peak learning rate the optimizer gets
+    lr_base: float | None = None
+    lr_base_size: int = 512
+
+    def line(self) -> str:
+        """One line for the start of a run: the global batch and the learning rate it implies."""
+        lr = f"peak lr {self.lr:g}"
+        if self.lr_base is not None:
+            lr += f" = lr_base {self.lr_base:g} x {self.global_batch} / {self.lr_base_size}"
+        return (f"global batch {self.global_batch} = {self.per_process} per process x "
+                f"{self.world_size} process(es) x {self.accum} accumulation step(s); {lr}")
+
+
+def _largest_fitting_batch(global_batch: int, world: int, batch: int) -> int | None:
+    """The largest per-process batch <= ``batch`` that reaches ``global_batch`` on ``world``
+    processes with a whole number of accumulation steps (None: ``world`` does not divide it)."""
+    if global_batch % world:
+        return None
+    return next((b for b in range(min(batch, global_batch // world), 0, -1)
+                 if (global_batch // world) % b == 0), None)
+
+
+def batch_plan(cfg: RunConfig) -> BatchPlan:
+    """The run's global batch (``data.batch_size`` x ``world_size`` x accumulation) and peak
+    learning rate (``optim.lr``, or ``optim.lr_base`` x global batch / ``optim.lr_base_size``).
+    ``optim.global_batch`` asks for a global batch and derives the accumulation; a per-process
+    batch that cannot reach it raises ConfigError naming one that can."""
+    o, batch, world = cfg.optim, cfg.data.batch_size, cfg.world_size
+    per_step = batch * world
+    if o.global_batch is not None:
+        if o.grad_accum_steps != 1:
+            raise ConfigError(f"optim.global_batch={o.global_batch} and optim.grad_accum_steps="
+                              f"{o.grad_accum_steps}: set one of them (global_batch derives the "
+                              "accumulation steps)")
+        if o.global_batch % per_step:
+            fits = _largest_fitting_batch(o.global_batch, world, batch)
+            how = (f"set data.batch_size={fits} (or another divisor of "
+                   f"{o.global_batch // world})" if fits else
+                   f"run on a number of processes that divides {o.global_batch}")
+            over = o.global_batch < per_step
+            raise ConfigError(
+                f"data.batch_size={batch} per process x {world} process(es) = {per_step} images "
+                f"per step {'exceeds' if over else 'does not divide'} optim.global_batch="
+                f"{o.global_batch}{'' if over else ' (no whole number of accumulation steps)'}: "
+                f"{how}")
+        accum = o.global_batch // per_step
+    else:
+        accum = o.grad_accum_steps
+    global_batch = per_step * accum
+    lr = o.lr if o.lr_base is None else o.lr_base * global_batch / o.lr_base_size
+    return BatchPlan(batch, world, accum, global_batch, lr, o.lr_base, o.lr_base_size)
+
+
+def with_world_size(cfg: RunConfig, world: int) -> RunConfig:
+    """``cfg`` as trained by ``world`` processes: a config left at ``world_size: 1`` takes the
+    launch's world size (torchrun's ``WORLD_SIZE``), one planned for another raises ConfigError."""
+    if cfg.world_size == world:
+        return cfg
+    if cfg.world_size == 1:
+        return dataclasses.replace(cfg, world_size=world)
+    raise ConfigError(f"world_size={cfg.world_size}: run {cfg.name!r} is planned for "
+                      f"{cfg.world_size} processes but {world} were launched; start it with "
+                      f"torchrun --nproc_per_node {cfg.world_size} (or plan it for {world})")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value of a run before any compute; return it unchanged or raise ConfigError."""
     check_name(cfg.name)
@@ -418,6 +500,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     _positive(cfg.data.num_workers, "data.num_workers", allow_zero=True)
     _positive(cfg.optim.epochs, "optim.epochs")
     _positive(cfg.optim.lr, "optim.lr")
+    _positive(cfg.optim.lr_base, "optim.lr_base")
+    for key in ("lr_base_size", "grad_accum_steps", "global_batch"):
+        _positive(getattr(cfg.optim, key), f"optim.{key}")
+    _positive(cfg.world_size, "world_size")
+    if cfg.wandb is not None:
+        _check_wandb()
+    batch_plan(cfg)
     _positive(cfg.optim.weight_decay, "optim.weight_decay", allow_zero=True)
     _positive(cfg.optim.warmup_epochs, "optim.warmup_epochs", allow_zero=True)
     if not 0 <= cfg.optim.label_smoothing < 1:
@@ -486,6 +575,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _check_wandb() -> None:
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("wandb: logging to Weights & Biases needs the optional package "
+                          "(pip install wandb); TensorBoard events are written without it")
+
+
 def _checked_model(model: ModelConfig, key: str, check_model) -> None:
     try:
         check_model(model.name)
@@ -528,10 +623,12 @@ def identity(value: Any) -> Any:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """12-hex digest of everything that changes a run's result (not device, not the path of a
-    weights file but its content). Same hash = same run = trained once."""
+    """12-hex digest of everything that changes a run's result (not device or logging, not the
+    path of a weights file but its content; the world size and accumulation, which set the
+    global batch, are in it). Same hash = same run = trained once."""
     data = identity(to_dict(cfg))
-    data.pop("device")
+    for key in NOT_IDENTITY:
+        data.pop(key, None)
     for path, default in IDENTITY_DEFAULTS.items():
         *parents, key = path
         section = data
@@ -587,7 +684,10 @@ class Profile:
     teacher_source: str = "train"   # train (the teacher run) | shipped (committed) | hub (distill.teacher)
     save_every: int = 1
     device: str = "auto"
-    workers: int | None = None      # runs trained at once (ddkit.runs.parallel); None = the CPU cores
+    workers: int | None = None      # runs trained at once (ddkit.runs.parallel); None = the CPU
+                                    # cores, or on GPUs one run at a time over all of them
+    tensorboard: bool = True        # every run writes TensorBoard events (not identity)
+    wandb: str | None = None        # a W&B project every run logs to (needs wandb installed)
     analysis: dict = field(default_factory=dict)    # AnalysisConfig keys, for the notebooks
     sweep: dict = field(default_factory=dict, metadata=WHOLE)  # {setting: {dotted key: value}}
     # the name of the profile itself as a setting beside its sweep's (tables, figures, documents):
@@ -604,6 +704,9 @@ class Profile:
         """The seeds of one ablation cell: ``cell_seeds[cell]`` when given, else ``seeds``."""
         return list(self.cell_seeds.get(cell, self.seeds))
 
+    def _logging(self) -> dict:
+        return {"tensorboard": self.tensorboard, "wandb": self.wandb}
+
     def _data(self, role: RoleConfig) -> DataConfig:
         return from_dict(DataConfig, {**to_dict(self.data), **role.data}, "data")
 
@@ -612,7 +715,7 @@ class Profile:
         return RunConfig(name=f"{self.name}-teacher", model=self.teacher.model,
                          data=self._data(self.teacher), optim=self.teacher.optim,
                          seed=self.seeds[0], save_every=self.save_every, device=self.device,
-                         mae=self.teacher.mae)
+                         mae=self.teacher.mae, **self._logging())
 
     def probe_config(self, encoder_weights: str | Path) -> RunConfig:
         """The run that fits a head on the frozen encoder ``encoder_weights`` (``probe``)."""
@@ -621,7 +724,8 @@ class Profile:
         model = dataclasses.replace(self.probe.model, checkpoint=str(encoder_weights))
         return RunConfig(name=f"{self.name}-teacher-probe", model=model,
                          data=self._data(self.probe), optim=self.probe.optim,
-                         seed=self.seeds[0], save_every=self.save_every, device=self.device)
+                         seed=self.seeds[0], save_every=self.save_every, device=self.device,
+                         **self._logging())
 
     def student_config(self, kd: str = "none", feature: str = "none", layers: Any = "none",
                        seed: int | None = None, teacher: ModelConfig | None = None,
@@ -660,7 +764,7 @@ class Profile:
         return RunConfig(name=name, model=model, data=self._data(self.student),
                          optim=self.student.optim, distill=recipe,
                          seed=self.seeds[0] if seed is None else seed,
-                         save_every=self.save_every, device=self.device)
+                         save_every=self.save_every, device=self.device, **self._logging())
 
 
 def _layers_tag(layers: Any) -> str:
@@ -675,14 +779,14 @@ def profile_names() -> list[str]:
 
 # Profile keys that change no result: a profile differing from the kit's only in these is still
 # that profile (its runs hash the same, it publishes where the kit's does).
-NOT_RESULTS = ("device", "workers")
+NOT_RESULTS = (*NOT_IDENTITY, "workers")
 
 
 def override_digest(profile: Profile) -> str:
-    """6 hex digits of a profile's values (the device aside): what ``<name>-set-<digest>``
+    """6 hex digits of a profile's values (``NOT_RESULTS`` aside): what ``<name>-set-<digest>``
     names an overridden profile by (``ddkit notebooks``, the grid commands)."""
     data = json.loads(json.dumps(to_dict(profile)))
-    text = json.dumps({k: v for k, v in data.items() if k != "device"}, sort_keys=True)
+    text = json.dumps({k: v for k, v in data.items() if k not in NOT_RESULTS}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ddkit.core.models import NotViTLikeError, block_prefix_tokens, residual_blocks
+from ddkit.core.anatomy import NotViTLikeError, block_prefix_tokens, residual_blocks
 
 
 def token_grid(model: nn.Module) -> tuple[int, int]:

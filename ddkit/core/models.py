@@ -3,7 +3,10 @@
 The kit's small presets are registered with timm (``@register_model``), so configs, notebooks and
 tests share one namespace: ``timm.create_model("ddkit_vit_teacher_fmnist")`` works like any timm
 name. The paper pair is timm's own ``cait_s24_224`` (teacher) and ``deit_tiny_patch16_224``
-(student). Any other timm ViT with ``forward_intermediates`` works too.
+(student). Any other timm ViT with ``forward_intermediates`` works too, also under timm's source
+prefixes: ``hf-hub:org/model`` (the Hugging Face Hub; needs the network or its cache) and
+``local-dir:/path`` (a folder with timm's ``config.json`` and the weights, as ``save_for_hf``
+writes it).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from timm.models.cait import Cait
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from ddkit.core.sources import ModelUnreachableError, arch_name, model_source, timm_create
 from ddkit.core.students import REMEDY_ARGS
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -209,7 +213,22 @@ class ModelInputError(ValueError):
 
 
 def check_model_name(name: str) -> None:
-    """Raise ModelInputError listing close valid names when ``name`` is not a timm model."""
+    """Raise ModelInputError listing close valid names when ``name`` is not a timm model.
+    ``hf-hub:`` names pass (the hub is asked when the model is built); a ``local-dir:`` folder
+    must hold timm's config.json."""
+    source = model_source(name)
+    if source == "hf-hub":
+        if not name.partition(":")[2].strip():
+            raise ModelInputError(f"model name {name!r}: name the repository, e.g. "
+                                  "hf-hub:timm/deit_tiny_patch16_224.fb_in1k")
+        return
+    if source == "local-dir":
+        folder = Path(name.partition(":")[2]).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelInputError(f"model {name!r}: no config.json in {folder}; a local-dir: model "
+                                  "is a folder with timm's config.json and the weights (as "
+                                  "timm.models.save_for_hf or a Hub download writes it)")
+        return
     arch = name.split(".")[0]
     if timm.is_model(arch):
         return
@@ -231,7 +250,7 @@ def build_problem(name: str, **kwargs) -> str | None:
     """Why timm cannot build the model ``name`` with ``kwargs`` (None when it can); an unknown
     name raises ModelInputError."""
     check_model_name(name)
-    return _build_problem(name.split(".")[0], json.dumps(kwargs, sort_keys=True, default=repr))
+    return _build_problem(arch_name(name), json.dumps(kwargs, sort_keys=True, default=repr))
 
 
 @functools.lru_cache(maxsize=256)
@@ -240,7 +259,9 @@ def _build_problem(arch: str, kwargs_json: str) -> str | None:
     since a grid profile checks the same few models once per setting."""
     try:
         with torch.device("meta"):
-            timm.create_model(arch, pretrained=False, **json.loads(kwargs_json))
+            timm_create(arch, pretrained=False, **json.loads(kwargs_json))
+    except ModelUnreachableError:
+        raise
     except TypeError as err:   # an argument the model class does not take
         return f"{err}; model arguments go to timm.create_model (check their names)"
     except Exception as err:  # AssertionError, ZeroDivisionError, RuntimeError: a bad size
@@ -262,7 +283,7 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
     if pretrained and name in SHIPPED_TEACHERS:
         name = f"{shipped_teacher(name).model}.shipped"
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        model = timm_create(name, pretrained=pretrained, **kwargs)
     except TypeError as err:  # an argument the model class does not take
         raise ValueError(f"model {name!r}: {err}; model arguments go to timm.create_model "
                          "(check their names)") from None
@@ -275,6 +296,39 @@ def create_model(name: str, pretrained: bool = False, checkpoint: str | Path | N
             check_patch_grid(patch_embed, int(size[0] if not isinstance(size, int) else size),
                              "img_size")
     return model
+
+
+def create_with_checkpoint(name: str, checkpoint: str | Path, **kwargs) -> nn.Module:
+    """Build ``name`` and load the local weights file ``checkpoint`` through timm's pretrained
+    route (``pretrained_cfg_overlay=dict(file=...)``): the model's ``filter_fn`` resamples the
+    position embeddings to the grid the model is built for (weights trained at another image
+    size load), and the input convolution and classifier are adapted as timm adapts hub
+    weights. ``num_classes`` and ``in_chans`` default to the file's own (its classifier and
+    input convolution); a file that does not fit otherwise raises WeightsFileError."""
+    state = load_state_dict(checkpoint)           # unreadable or missing: named here
+    with torch.device("meta"):
+        probe = timm_create(arch_name(name), pretrained=False, **kwargs)
+    cfg = dict(getattr(probe, "pretrained_cfg", None) or {})
+    classifier, first_conv = cfg.get("classifier"), cfg.get("first_conv")
+    head = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
+    conv = state.get(f"{first_conv}.weight") if isinstance(first_conv, str) else None
+    overlay = {"file": str(checkpoint)}
+    if head is not None:
+        overlay["num_classes"] = int(head.shape[0])
+        kwargs.setdefault("num_classes", int(head.shape[0]))
+    if conv is not None and conv.ndim == 4:
+        size = tuple(cfg.get("input_size") or (3, 224, 224))[1:]
+        overlay["input_size"] = (int(conv.shape[1]), *size)
+        kwargs.setdefault("in_chans", int(conv.shape[1]))
+    try:
+        return timm_create(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"model {name!r}: {err}; model arguments go to timm.create_model "
+                         "(check their names)") from None
+    except RuntimeError as err:   # load_state_dict: missing / unexpected keys, shapes
+        raise WeightsFileError(f"{checkpoint}: does not fit {name} ({str(err).splitlines()[0]} "
+                               f"{_first_lines(err)}); pass the model name and arguments the "
+                               "weights were trained with") from None
 
 
 def check_patch_grid(patch_embed: nn.Module, size: int, key: str) -> None:
@@ -345,107 +399,3 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def _first_lines(err: Exception, n: int = 3) -> str:
     lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
     return " ".join(lines[:n])[:400]
-
-
-# --------------------------------------------------------------------------- ViT-likeness
-
-VIT_LIKE = ("VisionTransformer (ViT, DeiT, DeiT-distilled, register-token ViTs), Cait, Eva "
-            "(EVA-02): a `blocks` stack over a `patch_embed` token grid, with "
-            "`forward_intermediates`")
-
-
-class NotViTLikeError(ModelInputError):
-    """The model is not a timm ViT-like model (no token grid of residual blocks to read)."""
-
-
-def check_vit_like(model: nn.Module) -> None:
-    """Raise NotViTLikeError unless ``model`` has what ddkit reads: a non-empty ``blocks`` stack,
-    a ``patch_embed`` with a ``grid_size`` (timm's patch-token embedding) and timm's
-    ``forward_intermediates``. Swin, XCiT, CNNs (EfficientNet, ResNet) and friends fail here."""
-    name = type(model).__name__
-    blocks = getattr(model, "blocks", None)
-    patch_embed = getattr(model, "patch_embed", None)
-    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) == 0:
-        reason = "no `blocks` stack"
-    elif patch_embed is None or getattr(patch_embed, "grid_size", None) is None:
-        reason = ("no `patch_embed` with a token grid" if patch_embed is None else
-                  f"its patch embedding {type(patch_embed).__name__} has no `grid_size`")
-    elif not callable(getattr(model, "forward_intermediates", None)):
-        reason = "no `forward_intermediates`"
-    else:
-        return
-    raise NotViTLikeError(f"{name} is not a timm ViT-like model ({reason}); ddkit needs one "
-                          f"such as {VIT_LIKE}")
-
-
-def residual_blocks(model: nn.Module) -> nn.Sequential | nn.ModuleList:
-    """The residual-stream blocks whose outputs ddkit analyses (CaiT: self-attention blocks only).
-    Raises NotViTLikeError for a model that is not ViT-like (``check_vit_like``)."""
-    check_vit_like(model)
-    return model.blocks
-
-
-def block_prefix_tokens(model: nn.Module) -> int:
-    """How many prefix (class, distillation, register) tokens precede the patch tokens in a
-    residual block's output: CaiT's self-attention blocks see patch tokens only (0), every other
-    ViT-like model ``num_prefix_tokens``."""
-    if isinstance(model, Cait):
-        return 0
-    return int(getattr(model, "num_prefix_tokens", 0))
-
-
-def input_size(model: nn.Module) -> int | None:
-    """The square image size a ViT-like model was built for (``patch_embed.img_size``)."""
-    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    if size is None:
-        return None
-    h, w = (size, size) if isinstance(size, int) else size
-    if h != w:
-        raise ValueError(f"{type(model).__name__} expects {h}x{w} images; ddkit's data sets "
-                         "give square images")
-    return int(h)
-
-
-def num_blocks(model: nn.Module) -> int:
-    return len(residual_blocks(model))
-
-
-def model_depth(name: str, **kwargs) -> int:
-    """Number of residual blocks of a timm model, built on the meta device (no compute, no weights)."""
-    check_model_name(name)
-    with torch.device("meta"):
-        return num_blocks(timm.create_model(name.split(".")[0], pretrained=False, **kwargs))
-
-
-def model_width(name: str, **kwargs) -> int | None:
-    """The residual stream's channels (``embed_dim``) of a timm model, built on the meta device;
-    None for a model without ``embed_dim``."""
-    check_model_name(name)
-    with torch.device("meta"):
-        return getattr(timm.create_model(name.split(".")[0], pretrained=False, **kwargs),
-                       "embed_dim", None)
-
-
-def widths_of(model: nn.Module) -> tuple[int, ...] | None:
-    """Each residual block's output channels: ``block_widths`` of the follow-up's students, else
-    ``embed_dim`` for every block; None for a model without ``embed_dim``."""
-    widths = getattr(model, "block_widths", None)
-    if widths is not None:
-        return tuple(widths)
-    width = getattr(model, "embed_dim", None)
-    return None if width is None else (int(width),) * num_blocks(model)
-
-
-def block_widths(name: str, **kwargs) -> tuple[int, ...] | None:
-    """``widths_of`` a timm model, built on the meta device."""
-    check_model_name(name)
-    with torch.device("meta"):
-        return widths_of(timm.create_model(name.split(".")[0], pretrained=False, **kwargs))
-
-
-def describe(model: nn.Module) -> dict:
-    """Parameters, depth, width and token grid of a ViT-like model (for tables in notebooks)."""
-    grid = tuple(model.patch_embed.grid_size)
-    return dict(parameters=sum(p.numel() for p in model.parameters()), depth=num_blocks(model),
-                width=model.embed_dim, token_grid=f"{grid[0]}x{grid[1]}",
-                num_classes=model.num_classes)

@@ -72,10 +72,15 @@ def select(only: str | None = None, start: str | None = None) -> list[Path]:
     return found
 
 
+def _papermill():
+    """The papermill module, imported on first use."""
+    import papermill  # lazy: papermill starts slowly and only running notebooks needs it
+    return papermill
+
+
 def check_parameters(path: Path, params: dict) -> None:
     """Papermill only warns about unknown parameters; refuse them before running."""
-    import papermill  # lazy: papermill starts slowly and only running notebooks needs it
-    known = papermill.inspect_notebook(str(path))
+    known = _papermill().inspect_notebook(str(path))
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"{path.name}: unknown parameter(s) {unknown}; it takes {sorted(known)}")
@@ -251,8 +256,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
     also published to ``notebooks/executed/`` and its time recorded in ``figures/`` (``record_time``).
     At the end the generated documents (README, docs/results.md) are regenerated from the
     committed tables: the pipeline is their only writer, never a notebook."""
-    import papermill  # lazy: papermill starts slowly and only running notebooks needs it
-
+    papermill = _papermill()
     committed = figure_dir(published_name(load_profile(profile))) == FIGURES
     out_dir = runs_root() / "notebooks" / Path(profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ import math
 
 import pandas as pd
 
+from ddkit.core.anatomy import model_width
 from ddkit.core.config import ABLATIONS, CELLS, REMEDIES, REMEDY_CONTROLS, Profile
-from ddkit.core.models import model_width
 from ddkit.core.students import parameter_count, student_kwargs
 from ddkit.studies import control_verdicts as cv
 from ddkit.studies import grid, mechanism

@@ -31,22 +31,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import timm
 import torch
 from torch import nn
 
+from ddkit.core.anatomy import check_vit_like, input_size
 from ddkit.core.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
 from ddkit.core.hooks import input_grid
 from ddkit.core.losses import feature_loss_diagnostics, resolve_layer_pairs
 from ddkit.core.models import (
     SHIPPED_TEACHERS,
+    arch_name,
     check_builds,
     check_model_name,
     check_patch_grid,
-    check_vit_like,
     create_model,
-    input_size,
+    create_with_checkpoint,
     load_weights,
+    model_source,
+    timm_create,
 )
 from ddkit.runs.store import check_safetensors, write_json, write_text
 from ddkit.runs.train import DeviceUnavailableError, load_run
@@ -132,7 +134,10 @@ def resolve_device(name: str) -> torch.device:
 def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
     """``(model in eval mode, a description)``; a model that is not ViT-like is refused before
     any weights are read. Random-init models get the data's ``in_chans`` and ``num_classes``;
-    hub weights keep their head; a local checkpoint gets the data's classes."""
+    hub weights keep their head; a local checkpoint is loaded through timm's pretrained route
+    (``models.create_with_checkpoint``: its filter_fn resamples the position embeddings to the
+    size the model is built for) and keeps its own classes and channels. ``hf-hub:`` and
+    ``local-dir:`` names go to timm as they are; an unreachable hub is one error line."""
     path = Path(source.spec)
     if path.is_dir():
         if source.pretrained or source.checkpoint or source.kwargs:
@@ -150,26 +155,29 @@ def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:
     name = source.spec
     check_model_name(name)
     kwargs = dict(source.kwargs)
-    if source.checkpoint is None:
+    sourced = model_source(name) is not None
+    if source.checkpoint is None and not sourced:
         kwargs.setdefault("in_chans", info["in_chans"])
-    if not source.pretrained:
+    if not source.pretrained and source.checkpoint is None and not sourced:
         kwargs.setdefault("num_classes", info["num_classes"])
     check_builds(name, **kwargs)                       # a bad size: one line, no traceback
     with torch.device("meta"):                         # refuse non-ViTs before any download
-        check_vit_like(timm.create_model(name.split(".")[0], **kwargs))
+        check_vit_like(timm_create(arch_name(name), **kwargs))
     if source.pretrained:
         try:
             model = create_model(name, pretrained=True, **kwargs)
-        except (ValueError, FileNotFoundError):
+        except (ValueError, FileNotFoundError):   # ModelUnreachableError (hf-hub) included
             raise
         except Exception as err:  # hub and network errors come in many types
             raise ValueError(f"could not load hub weights for {name!r} ({type(err).__name__}: "
                              f"{err}); go online, or pass a local file with --checkpoint") from None
         if source.checkpoint is not None:
             load_weights(model, source.checkpoint)
+    elif source.checkpoint is not None:
+        model = create_with_checkpoint(name, source.checkpoint, **kwargs)
     else:
-        model = create_model(name, checkpoint=source.checkpoint, **kwargs)
-    shipped = source.pretrained and name.split(".")[0] in SHIPPED_TEACHERS
+        model = create_model(name, **kwargs)
+    shipped = source.pretrained and arch_name(name) in SHIPPED_TEACHERS
     weights = ("the teacher shipped with ddkit" if shipped else "hub weights" if source.pretrained
                else f"weights `{source.checkpoint}`" if source.checkpoint else "random init")
     if source.pretrained and source.checkpoint:

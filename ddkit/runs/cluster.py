@@ -17,6 +17,11 @@ state comes from ``squeue`` and submitit's result files (no Slurm accounting nee
 task does not stop the others: ``RunsFailed`` names each failed run with its error and its
 submitit log file. ``Executor(kind="local")`` trains with ``parallel.train_many`` instead.
 
+On GPUs a grid trains one run at a time over every visible GPU (``ddkit.runs.launch``): each run
+is a submitit local job of one process per GPU running this module's ``TrainTask`` (DDP). The
+world size is part of a run's identity, so the configs are planned for it (``planned``) before
+the cache is read.
+
 ``Executor(no_wait=True)`` submits and returns the runs already complete at once, printing the
 array's id and ``collect``, the command that reads the runs once the array is done. A task of
 several processes (``nodes * tasks_per_node > 1``) trains one run with DDP: each process takes
@@ -45,7 +50,7 @@ from submitit.core.utils import pickle_load
 from submitit.helpers import Checkpointable, DelayedSubmission, TorchDistributedEnvironment
 from tqdm.auto import tqdm
 
-from ddkit.core.config import ConfigError, RunConfig, validate
+from ddkit.core.config import ConfigError, RunConfig, validate, with_world_size
 from ddkit.runs.parallel import RunsFailed, train_many
 from ddkit.runs.store import RunDir, runs_root
 from ddkit.runs.train import Run, train
@@ -118,6 +123,19 @@ class Executor:
         """Processes that train one run together (DDP when above 1)."""
         return self.nodes * self.tasks
 
+    def describe(self) -> str:
+        """Where and how the runs train, in words (the grid's progress bar says it)."""
+        if self.kind == "slurm":
+            return f"Slurm array, {self.world_size} process(es) per run"
+        if self.world_size > 1:
+            where = f"{self.gpus_per_node} GPUs" if self.gpus_per_node else \
+                f"{self.world_size} CPU processes"
+            return f"one run at a time, DDP over {where}"
+        if self.gpus_per_node:
+            return (f"{self.workers or 1} run(s) at a time on the GPU" if (self.workers or 1) > 1
+                    else "one run at a time on the GPU")
+        return f"{self.workers or 1} at a time"
+
     def to_env(self) -> str:
         """These settings as ``$DDKIT_EXECUTOR``'s JSON (``from_env`` reads them back)."""
         return json.dumps(asdict(self), sort_keys=True)
@@ -159,6 +177,16 @@ class Executor:
         if self.mem_gb is not None:
             params["mem_gb"] = self.mem_gb
         return params
+
+
+# --------------------------------------------------------------------------- the world size
+
+
+def planned(configs: Mapping[Hashable, RunConfig], settings: Executor) -> dict:
+    """``configs`` planned for ``settings``' world size (part of each run's identity)."""
+    if settings.world_size == 1:
+        return dict(configs)
+    return {key: with_world_size(cfg, settings.world_size) for key, cfg in configs.items()}
 
 
 # --------------------------------------------------------------------------- before submitting
@@ -215,9 +243,12 @@ class TrainTask(Checkpointable):
     limit (submitit calls ``checkpoint``), it trains again, which resumes from the run's
     ``checkpoint.pt``."""
 
-    def __init__(self, root: str, env: dict[str, str | None]):
+    def __init__(self, root: str, env: dict[str, str | None], master_port: int | None = None,
+                 threads: int | None = None):
         self.root = root
         self.env = env
+        self.master_port = master_port   # a local job: this machine's free port for DDP
+        self.threads = threads           # a local job: torch threads per process
 
     def __call__(self, cfg: RunConfig) -> str:
         for name, value in self.env.items():
@@ -225,7 +256,7 @@ class TrainTask(Checkpointable):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        threads = os.environ.get("SLURM_CPUS_PER_TASK")
+        threads = os.environ.get("SLURM_CPUS_PER_TASK") or getattr(self, "threads", None)
         if threads:
             torch.set_num_threads(int(threads))
         for name in DIST_ENV:     # sbatch passes the submitting shell's on: never this job's
@@ -234,6 +265,9 @@ class TrainTask(Checkpointable):
             # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT (from the job id) as
             # torchrun sets them; every GPU stays visible: train takes cuda:LOCAL_RANK
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            if getattr(self, "master_port", None):    # one machine: its loopback, a free port
+                os.environ["MASTER_ADDR"] = "127.0.0.1"
+                os.environ["MASTER_PORT"] = str(self.master_port)
         try:
             run = train(cfg, progress=False, root=Path(self.root))
         finally:
@@ -291,6 +325,10 @@ def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
     ``Submitted`` (its jobs). Raises ``RunsFailed`` naming each failed run and its log once
     every other task is done."""
     root = Path(root) if root is not None else runs_root()
+    configs = planned(configs, settings)
+    if settings.kind == "local" and settings.world_size > 1:
+        raise ClusterError("a local executor of several processes per run trains through "
+                           "ddkit.runs.launch.train_array (one submitit local job per run)")
     if settings.kind == "local":
         return train_many(configs, settings.workers, progress=progress, root=root, label=label)
     for key, cfg in configs.items():

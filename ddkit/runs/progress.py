@@ -8,7 +8,8 @@ Without the variable ``emit`` does nothing.
 Events and their fields (all carry ``event`` and ``time``, seconds since the epoch):
 
     plan      what a batch of runs will do: label, total, cached (already complete)
-    run_start a run begins or resumes: run (its folder name), epochs, resumed_from (epoch or 0)
+    run_start a run begins or resumes: run (its folder name), epochs, resumed_from (epoch or 0),
+              global_batch and lr (the peak learning rate it implies)
     epoch     an epoch ended: run, epoch (1-based), epochs, acc1, elapsed_s
     run_done  a run finished: run, acc1 (final top-1), wall_s (its training time), cached
 """

@@ -46,9 +46,21 @@ FIGURES = REPO_ROOT / "figures"       # the default profile's committed figures 
 TIMES_CSV = "notebook_times.csv"      # FIGURES/<this>: each notebook's wall time in the last run
 
 
+FIGURES_ENV = "DDKIT_FIGURES"
+SCRATCH_FIGURES = ("smoke",)   # profiles whose figures are never committed (.gitignore)
+
+
 def figure_dir(profile_name: str) -> Path:
-    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else."""
-    return FIGURES if profile_name == "default" else FIGURES / profile_name
+    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else.
+    ``$DDKIT_FIGURES`` moves the smoke profile's folder (never committed) to
+    ``$DDKIT_FIGURES/smoke/``: two executions of the smoke notebooks (the test suite's workers)
+    then never write each other's figures; the committed folders stay where they are."""
+    if profile_name == "default":
+        return FIGURES
+    scratch = os.environ.get(FIGURES_ENV)
+    if scratch and profile_name in SCRATCH_FIGURES:
+        return Path(scratch).expanduser() / profile_name
+    return FIGURES / profile_name
 
 
 log = logging.getLogger("ddkit")

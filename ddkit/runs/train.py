@@ -36,20 +36,23 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, default_collate
 from tqdm.auto import tqdm
 
+from ddkit.core.anatomy import input_size, num_blocks
 from ddkit.core.config import (
     ConfigError,
     RunConfig,
+    batch_plan,
     config_hash,
     from_dict,
     identity,
     replace,
     to_dict,
     validate,
+    with_world_size,
 )
 from ddkit.core.data import build_dataset, dataset_info
 from ddkit.core.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.core.mae import MaskedAutoencoder
-from ddkit.core.models import check_patch_grid, create_from_config, input_size, num_blocks
+from ddkit.core.models import check_patch_grid, create_from_config
 from ddkit.runs.progress import emit
 from ddkit.runs.store import (
     RunDir,
@@ -62,6 +65,7 @@ from ddkit.runs.store import (
 )
 from ddkit.runs.task import DistillationTask, MaeTask
 from ddkit.runs.teacher_cache import IndexedDataset, TeacherOutputs, cache_key, load_or_compute
+from ddkit.runs.tracking import Trackers
 
 LOG_KEYS = ("train_lr", "train_loss", "train_loss_base", "train_loss_fft", "train_loss_dist",
             "test_loss", "test_acc1", "test_acc5", "epoch", "n_parameters")
@@ -365,25 +369,35 @@ def _all_reduce_sum(values: torch.Tensor, world: int) -> torch.Tensor:
 
 def train_step(task: DistillationTask, optimizer, x: torch.Tensor, y: torch.Tensor,
                cfg: RunConfig, device: torch.device, where: str = "",
-               teacher_out: tuple | None = None) -> dict[str, torch.Tensor]:
-    """One optimisation step; returns the detached loss parts (float32 scalars).
+               teacher_out: tuple | None = None, micro: int = 0,
+               accum: int = 1) -> dict[str, torch.Tensor]:
+    """One micro-batch: forward and backward, and the optimizer step on the last of ``accum``
+    accumulated micro-batches (``micro`` counts from 0; ``accum=1``: every call is one whole
+    step). Returns the detached loss parts (float32 scalars). Under DDP the gradients are
+    all-reduced only on the stepping micro-batch.
 
     A NaN/inf loss raises NonFiniteLossError before the optimizer touches the weights.
     """
-    with _autocast(cfg, device):
-        parts = task(x, y, teacher_out)
-    loss = parts["loss"]
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
-        shown = {k: float(v.detach()) for k, v in parts.items() if k != "output"}
-        raise NonFiniteLossError(
-            f"{where}: non-finite loss {loss_value} (parts {shown}); the last good checkpoint "
-            "is kept. Lower optim.lr, set optim.clip_grad, or check the data.")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.optim.clip_grad:
-        torch.nn.utils.clip_grad_norm_(task.trainable_module.parameters(), cfg.optim.clip_grad)
-    optimizer.step()
+    stepping = micro == accum - 1
+    module = task.trainable_module
+    sync = nullcontext() if stepping or not hasattr(module, "no_sync") else module.no_sync()
+    with sync:
+        with _autocast(cfg, device):
+            parts = task(x, y, teacher_out)
+        loss = parts["loss"]
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            shown = {k: float(v.detach()) for k, v in parts.items() if k != "output"}
+            raise NonFiniteLossError(
+                f"{where}: non-finite loss {loss_value} (parts {shown}); the last good checkpoint "
+                "is kept. Lower optim.lr, set optim.clip_grad, or check the data.")
+        if micro == 0:
+            optimizer.zero_grad(set_to_none=True)
+        (loss if accum == 1 else loss / accum).backward()
+    if stepping:
+        if cfg.optim.clip_grad:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
     return {k: v.detach().float() for k, v in parts.items() if k != "output"}
 
 
@@ -392,12 +406,17 @@ def _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, 
     task.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
+    accum = batch_plan(cfg).accum
+    per_epoch = len(loader) // accum          # optimizer steps; a last partial group is dropped
     bar = tqdm(loader, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
                disable=not show, dynamic_ncols=True)
     for x, y, *index in bar:
-        if cfg.optim.sched_per_step:
-            scheduler.step_update(epoch * len(loader) + steps)
-        task.set_progress((epoch * len(loader) + steps) / (cfg.optim.epochs * len(loader)))
+        if steps >= per_epoch * accum:
+            break
+        done = steps // accum                 # optimizer steps taken this epoch
+        if cfg.optim.sched_per_step and steps % accum == 0:
+            scheduler.step_update(epoch * per_epoch + done)
+        task.set_progress((epoch * per_epoch + done) / (cfg.optim.epochs * per_epoch))
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         teacher_out = (teacher_cache.lookup(index[0], task.teacher_layers, device)
                        if teacher_cache is not None else None)
@@ -405,7 +424,7 @@ def _train_epoch(task, loader, optimizer, scheduler, cfg, device, epoch, world, 
             x = x.contiguous(memory_format=torch.channels_last)
         parts = train_step(task, optimizer, x, y, cfg, device,
                            where=f"{cfg.name}, epoch {epoch}, step {steps}",
-                           teacher_out=teacher_out)
+                           teacher_out=teacher_out, micro=steps % accum, accum=accum)
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
@@ -510,12 +529,19 @@ def train(cfg: RunConfig, progress: bool = True, root=None, wait: bool = True) -
     """Train ``cfg`` (or return the cached run). Resumes from the run's last checkpoint.
 
     One process trains a run at a time (``store.run_lock``): a second waits and then takes the
-    cache hit, or with ``wait=False`` raises RunBusyError."""
+    cache hit, or with ``wait=False`` raises RunBusyError.
+
+    Under torchrun a config left at ``world_size: 1`` takes the launch's world size, which is
+    part of the run's identity (``config.with_world_size``): the same recipe on another number
+    of processes is another run."""
+    rank, world, local_rank = _dist_env()
+    if not (world == 1 and cfg.world_size > 1):   # read as planned: a finished DDP run is a
+        cfg = with_world_size(cfg, world)         # cache hit in a single process too
     validate(cfg)
     run_dir = RunDir.for_config(cfg, root)
     if run_dir.is_complete:
         return _cache_hit(cfg, run_dir)
-    rank, world, local_rank = _dist_env()
+    with_world_size(cfg, world)           # a run planned for N processes needs N to train
     with run_lock(run_dir, wait) if rank == 0 else nullcontext():
         if run_dir.is_complete:           # finished by the process this one waited for
             return _cache_hit(cfg, run_dir)
@@ -615,9 +641,15 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
         bank_set = build_dataset(data.name, "train", root=data.root, img_size=data.img_size,
                                  subset=min(cfg.mae.knn_bank, len(train_set)), seed=cfg.seed)
         bank_loader = _in_memory(bank_set, data.eval_batch_size, False, cfg.seed)
-    optimizer = create_optimizer_v2(task.trainable_module, "adamw", lr=cfg.optim.lr,
+    plan = batch_plan(cfg)
+    steps_per_epoch = ((len(train_set) // world) // data.batch_size) // plan.accum
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{len(train_set)} training images give no optimizer step per epoch "
+                          f"at a global batch of {plan.global_batch} ({plan.line()}): lower "
+                          "data.batch_size or optim.global_batch, or train on more images")
+    optimizer = create_optimizer_v2(task.trainable_module, "adamw", lr=plan.lr,
                                     weight_decay=cfg.optim.weight_decay)
-    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=(len(train_set) // world) // data.batch_size)
+    scheduler = _scheduler(optimizer, cfg, steps_per_epoch=steps_per_epoch)
 
     if state is not None:
         task.trainable_module.load_state_dict(state["trainable"])
@@ -633,9 +665,27 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
         make_dir(run_dir.path)
         run_dir.write_config(cfg)
 
+    trackers = None
     if rank == 0:
+        log.info("%s: %s", run_dir.path.name, plan.line())
         emit("run_start", run=run_dir.path.name, epochs=cfg.optim.epochs,
-                      resumed_from=start)
+                      resumed_from=start, global_batch=plan.global_batch, lr=plan.lr)
+        trackers = Trackers(run_dir.path, cfg.name, to_dict(cfg), cfg.tensorboard, cfg.wandb,
+                            start_epoch=start)
+    try:
+        return _epochs(cfg, run_dir, task, optimizer, scheduler, plan, train_set, eval_set,
+                       bank_loader, records, start, elapsed, n_parameters, device, rank, world,
+                       show, root, trackers)
+    finally:
+        if trackers is not None:
+            trackers.close()
+
+
+def _epochs(cfg, run_dir, task, optimizer, scheduler, plan, train_set, eval_set, bank_loader,
+            records, start, elapsed, n_parameters, device, rank, world, show, root,
+            trackers) -> Run:
+    """The epochs of ``_train_run`` from ``start``, then the final weights and summary."""
+    data = cfg.data
     teacher_cache = None
     if cfg.uses_teacher and cfg.share_teacher_pass and not data.augment and world == 1:
         teacher_cache = _shared_teacher_pass(cfg, task, train_set, device, root, show)
@@ -671,6 +721,8 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
                   "epoch": epoch, "n_parameters": n_parameters, "elapsed_s": round(elapsed, 2)}
         records.append(record)
         epochs.set_postfix(acc1=f"{tested['test_acc1']:.2f}")
+        if trackers is not None:
+            trackers.log(record)
         if rank == 0:
             emit("epoch", run=run_dir.path.name, epoch=epoch + 1,
                           epochs=cfg.optim.epochs, acc1=tested["test_acc1"],
@@ -695,6 +747,7 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
             "final_acc1": records[-1]["test_acc1"], "best_acc1": best["test_acc1"],
             "best_epoch": best["epoch"], "wall_time_s": round(elapsed, 1),
             "n_parameters": n_parameters, "device": str(device), "world_size": world,
+            "global_batch": plan.global_batch, "grad_accum_steps": plan.accum, "lr": plan.lr,
             "torch": torch.__version__, "config": to_dict(cfg)})
         emit("run_done", run=run_dir.path.name, acc1=records[-1]["test_acc1"],
                       wall_s=round(elapsed, 1), cached=False)

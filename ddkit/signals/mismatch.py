@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ddkit.core.anatomy import num_blocks
 from ddkit.core.hooks import block_features
 from ddkit.core.losses import RankTarget, pool_channels, resolve_layer_pairs
-from ddkit.core.models import num_blocks
 from ddkit.core.subspace import shared_basis, tokens_of
 from ddkit.signals import metrics
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit.core.config import ConfigError, Profile
-from ddkit.runs.cluster import Executor, train_array
-from ddkit.runs.parallel import resolve_workers
+from ddkit.core.config import ConfigError, Profile, replace
+from ddkit.runs.cluster import Executor
+from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.progress import emit
 from ddkit.runs.store import RunDir, write_text
 from ddkit.runs.train import Run
@@ -57,11 +57,23 @@ def settings(profile: Profile) -> dict[str, Profile]:
     return out
 
 
+def plan(profile: Profile, workers: int | None = None,
+         executor: Executor | None = None) -> Executor:
+    """Where the grid's runs train (``cluster.launch_plan``): ``executor``, else
+    ``$DDKIT_EXECUTOR``, else this machine (the CPU pool, or one run at a time over its GPUs)."""
+    executor = executor if executor is not None else Executor.from_env()
+    return launch_plan(profile.device, workers=workers, profile_workers=profile.workers,
+                       executor=executor)
+
+
 def configs(profile: Profile, only: Iterable[str] | None = None,
-            teachers: Teachers = None) -> dict:
+            teachers: Teachers = None, world_size: int | None = None) -> dict:
     """``{(setting, cell, seed): RunConfig}`` of the base and each setting (or of ``only``),
-    seed by seed within a setting; a setting whose teacher ``teachers`` holds no weights for
-    (None: a changed recipe not trained yet) is left out."""
+    seed by seed within a setting, planned for ``world_size`` processes per run (default: the
+    launch plan's; 1 on the CPU, so a CPU grid's run names do not depend on the machine); a
+    setting whose teacher ``teachers`` holds no weights for (None: a changed recipe not trained
+    yet) is left out."""
+    world = world_size if world_size is not None else plan(profile).world_size
     variants = settings(profile)
     names = list(only) if only is not None else list(variants)
     unknown = sorted(set(names) - set(variants))
@@ -82,7 +94,8 @@ def configs(profile: Profile, only: Iterable[str] | None = None,
         for seed in seeds:          # seed-major: a study stopped part-way holds whole pairs
             for cell, cell_seeds in variant.cell_seeds.items():
                 if seed in cell_seeds:
-                    out[(name, cell, seed)] = study.student_config(variant, cell, seed, teacher)
+                    cfg = study.student_config(variant, cell, seed, teacher)
+                    out[(name, cell, seed)] = replace(cfg, world_size=world) if world > 1 else cfg
     return out
 
 
@@ -95,20 +108,17 @@ def runs(profile: Profile, only: Iterable[str] | None = None, progress: bool = T
     Runs named in ``published`` (run folder names of the committed tables, ``published_runs``)
     are left out unless this machine's cache holds them: a run's name is its config hash, and
     training is bit-identical on the CPU, so a new machine never trains them again. Without
-    ``executor``, ``$DDKIT_EXECUTOR`` (``cluster.Executor.from_env``) if set, else this machine."""
-    executor = executor if executor is not None else Executor.from_env()
+    ``executor``, ``$DDKIT_EXECUTOR`` (``cluster.Executor.from_env``) if set, else this machine
+    (``plan``: on GPUs one run at a time over all of them)."""
+    executor = plan(profile, workers, executor)
     published = set(published)
-    todo = {key: cfg for key, cfg in configs(profile, only, teachers).items()
+    todo = {key: cfg for key, cfg in configs(profile, only, teachers, executor.world_size).items()
             if RunDir.for_config(cfg).path.name not in published
             or RunDir.for_config(cfg).is_complete}
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in todo.values())
     emit("plan", label=f"{profile.name}: grid", total=len(todo), cached=cached)
-    if executor is not None and executor.kind == "slurm":
-        return train_array(todo, executor, progress=progress,
-                           label=f"{profile.name} (Slurm array)")
-    workers = resolve_workers(workers, profile.workers)
-    return train_array(todo, Executor(workers=workers), progress=progress,
-                       label=f"{profile.name} ({workers} at a time)")
+    return train_array(todo, executor, progress=progress,
+                       label=f"{profile.name} ({executor.describe()})")
 
 
 RESULT_COLUMNS = ("setting", "cell", "seed", "teacher", "kd", "feature", "layers",

@@ -21,9 +21,10 @@ import statsmodels.api as sm
 from scipy import stats as scipy_stats
 
 from ddkit.core import mosaic
+from ddkit.core.anatomy import model_width
 from ddkit.core.config import REMEDIES, Profile
 from ddkit.core.data import build_dataset, dataset_info
-from ddkit.core.models import SHIPPED_TEACHERS, create_from_config, model_width
+from ddkit.core.models import SHIPPED_TEACHERS, create_from_config
 from ddkit.core.mosaic import MOSAICS
 from ddkit.runs.store import write_text
 from ddkit.signals import mismatch

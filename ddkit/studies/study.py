@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ddkit.core.anatomy import describe
 from ddkit.core.config import (
     ABLATION,
     CELLS,
@@ -33,9 +34,9 @@ from ddkit.core.config import (
 from ddkit.core.data import build_dataset
 from ddkit.core.hooks import block_features
 from ddkit.core.losses import feature_loss_diagnostics, resolve_layer_pairs
-from ddkit.core.models import create_from_config, create_model, describe, load_state_dict, shipped_teacher
-from ddkit.runs.cluster import Executor, train_array
-from ddkit.runs.parallel import resolve_workers
+from ddkit.core.models import create_from_config, create_model, load_state_dict, shipped_teacher
+from ddkit.runs.cluster import Executor, planned
+from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.progress import emit
 from ddkit.runs.store import RunDir, atomic_write, read_jsonl, write_json, write_text
 from ddkit.runs.train import Run, train
@@ -81,25 +82,24 @@ def student_runs(profile: Profile, cells: Iterable[str] | None = None,
                  progress: bool = True, workers: int | None = None,
                  executor: Executor | None = None) -> dict[tuple[str, int], Run]:
     """Train (or read from cache) every (cell, seed) student. ``seeds`` (the same for every
-    cell) default to each cell's own, ``profile.seeds_for(cell)``. The runs are trained
-    ``workers`` at a time (default ``$DDKIT_WORKERS``, else ``profile.workers``, else one per
-    CPU core; ddkit.runs.parallel), or as one Slurm job array with ``executor`` (ddkit.runs.cluster;
-    default ``$DDKIT_EXECUTOR``, which ``ddkit notebooks --executor slurm`` sets); one bar counts
-    the finished runs."""
-    executor = executor if executor is not None else Executor.from_env()
+    cell) default to each cell's own, ``profile.seeds_for(cell)``. Where they train is
+    ``cluster.launch_plan``'s choice: on the CPU ``workers`` at a time (default
+    ``$DDKIT_WORKERS``, else ``profile.workers``, else one per CPU core; ddkit.runs.parallel), on
+    GPUs one run at a time over all of them (DDP), or as one Slurm job array with ``executor``
+    (default ``$DDKIT_EXECUTOR``, which ``ddkit notebooks --executor slurm`` sets); one bar
+    counts the finished runs."""
+    executor = launch_plan(profile.device, workers=workers, profile_workers=profile.workers,
+                           executor=executor if executor is not None else Executor.from_env())
     cells = check_cells(cells if cells is not None else ABLATION)
-    workers = resolve_workers(workers, profile.workers)
     if teacher is None and any(c != "no-KD" for c in cells):
         teacher, _ = teacher_model(profile, progress)
-    configs = {(c, s): student_config(profile, c, s, teacher) for c in cells
-               for s in (list(seeds) if seeds is not None else profile.seeds_for(c))}
+    configs = planned({(c, s): student_config(profile, c, s, teacher) for c in cells
+                       for s in (list(seeds) if seeds is not None else profile.seeds_for(c))},
+                      executor)
     cached = sum(RunDir.for_config(cfg).is_complete for cfg in configs.values())
     emit("plan", label=f"{profile.name}: {len(cells)} cells", total=len(configs), cached=cached)
-    if executor is not None and executor.kind == "slurm":
-        return train_array(configs, executor, progress=progress,
-                           label=f"{profile.name} students (Slurm array)")
-    return train_array(configs, Executor(workers=workers), progress=progress,
-                       label=f"{profile.name} students ({workers} at a time)")
+    return train_array(configs, executor, progress=progress,
+                       label=f"{profile.name} students ({executor.describe()})")
 
 
 def histories(runs: dict[tuple[str, int], Run]) -> pd.DataFrame:

@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ddkit.core.anatomy import num_blocks
 from ddkit.core.config import ModelConfig, load_profile
 from ddkit.core.data import build_dataset
 from ddkit.core.hooks import block_features
-from ddkit.core.models import SHIPPED_TEACHERS, create_from_config, num_blocks, shipped_teacher
+from ddkit.core.models import SHIPPED_TEACHERS, create_from_config, shipped_teacher
 from ddkit.runs import store
 from ddkit.runs.store import write_text
 from ddkit.runs.train import Run
