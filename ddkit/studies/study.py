@@ -376,3 +376,38 @@ def final_dynamics(runs: dict[tuple[str, int], Run], x: torch.Tensor, y: torch.T
     frames = [run_dynamics(run, x, y, cell, every_checkpoint=False).assign(seed=seed)
               for (cell, seed), run in runs.items()]
     return pd.concat(frames, ignore_index=True)
+
+
+def ablation_findings(summary: pd.DataFrame, baseline: str = "SoftKD") -> list[str]:
+    """What the ablation's numbers say, one line per cell, from ``accuracy_summary``: each cell's
+    mean top-1 and its paired difference to ``baseline`` (cell - baseline, pt, 95 % t interval
+    over the seeds both have), read by whether the interval excludes 0; then whether late
+    alignment cost more than early (``-Last`` against ``-First`` of each feature loss, point
+    estimates only: their intervals are per cell, not of the difference)."""
+    rows = summary.set_index("run")
+    diff = f"diff_vs_{baseline}"
+    if diff not in rows.columns:
+        return [f"no {baseline} cell: no paired differences to read"]
+    out = []
+    for cell, r in rows.drop(index=baseline, errors="ignore").iterrows():
+        if pd.isna(r[diff]):
+            continue
+        if r["n"] < 2 or pd.isna(r["diff_lo"]):
+            reading = "one seed: no interval"
+        elif r["diff_lo"] > 0:
+            reading = f"above {baseline}: alignment helped"
+        elif r["diff_hi"] < 0:
+            reading = f"below {baseline}: alignment hurt"
+        else:
+            reading = f"the interval spans 0: no difference from {baseline} shown"
+        out.append(f"{cell}: {r['mean']:.2f} % top-1, {r[diff]:+.2f} pt vs {baseline} "
+                   f"[{r['diff_lo']:+.2f}, {r['diff_hi']:+.2f}] (n = {int(r['n'])}): {reading}")
+    for loss in ("SpectralKD", "ProjectorKD"):
+        first, last = f"{loss}-First", f"{loss}-Last"
+        if first in rows.index and last in rows.index:
+            cost = rows.loc[first, diff] - rows.loc[last, diff]
+            which = "more" if cost > 0 else "less"
+            out.append(f"{loss}: late alignment cost {abs(cost):.2f} pt {which} than early "
+                       f"({last} {rows.loc[last, diff]:+.2f} against {first} "
+                       f"{rows.loc[first, diff]:+.2f} pt vs {baseline})")
+    return out
