@@ -1,4 +1,6 @@
 """Notebook parameters are checked before compute; the pipeline refuses bad selections."""
+import json
+
 import pytest
 
 from ddkit import nb
@@ -69,3 +71,15 @@ def test_pipeline_selection_and_parameters():
 
 def test_slug():
     assert nb.slug("SpectralKD-First+Last") == "spectralkd_first_last"
+
+
+@pytest.mark.parametrize("path", pipeline.notebooks(), ids=lambda p: p.stem)
+def test_source_notebooks_are_well_formed_for_nbval(path):
+    """Every cell has an id (nbformat 4.5), and a code cell that keeps outputs (the checked
+    `# NBVAL_CHECK_OUTPUT` cells) has an execution count: nbval refuses an 'unrun reference cell
+    that has outputs'."""
+    cells = json.loads(path.read_text())["cells"]
+    assert all("id" in c for c in cells), f"{path.name}: cells without an id"
+    unrun = [i for i, c in enumerate(cells)
+             if c["cell_type"] == "code" and c.get("outputs") and c.get("execution_count") is None]
+    assert not unrun, f"{path.name}: cells {unrun} keep outputs but have no execution count"
