@@ -4,12 +4,15 @@ size, depth and per-block width (built on the meta device from a name: no comput
 """
 from __future__ import annotations
 
-import torch
+import functools
+import json
+from dataclasses import dataclass
+
 from timm.models.cait import Cait
 from torch import nn
 
 from ddkit.core.models import ModelInputError, check_model_name
-from ddkit.core.sources import arch_name, timm_create
+from ddkit.core.sources import arch_name, meta_model
 
 VIT_LIKE = ("VisionTransformer (ViT, DeiT, DeiT-distilled, register-token ViTs), Cait, Eva "
             "(EVA-02): a `blocks` stack over a `patch_embed` token grid, with "
@@ -72,20 +75,39 @@ def num_blocks(model: nn.Module) -> int:
     return len(residual_blocks(model))
 
 
-def model_depth(name: str, **kwargs) -> int:
-    """Number of residual blocks of a timm model, built on the meta device (no compute, no weights)."""
+@dataclass(frozen=True)
+class Shape:
+    """What a name and its arguments build, read without weights: residual blocks, the residual
+    stream's channels (None without ``embed_dim``) and each block's output channels."""
+    depth: int
+    width: int | None
+    widths: tuple[int, ...] | None
+
+
+def model_shape(name: str, **kwargs) -> Shape:
+    """``Shape`` of a timm model, built once on the meta device per name and arguments (timm's
+    weight initialisation on the meta device takes about a second per model, and a grid profile
+    asks for the same few models for each of its hundreds of runs)."""
     check_model_name(name)
-    with torch.device("meta"):
-        return num_blocks(timm_create(arch_name(name), pretrained=False, **kwargs))
+    return _shape(arch_name(name), json.dumps(kwargs, sort_keys=True, default=repr))
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(arch: str, kwargs_json: str) -> Shape:
+    model = meta_model(arch, **json.loads(kwargs_json))
+    width = getattr(model, "embed_dim", None)
+    return Shape(num_blocks(model), None if width is None else int(width), widths_of(model))
+
+
+def model_depth(name: str, **kwargs) -> int:
+    """Number of residual blocks of a timm model (``model_shape``)."""
+    return model_shape(name, **kwargs).depth
 
 
 def model_width(name: str, **kwargs) -> int | None:
-    """The residual stream's channels (``embed_dim``) of a timm model, built on the meta device;
-    None for a model without ``embed_dim``."""
-    check_model_name(name)
-    with torch.device("meta"):
-        return getattr(timm_create(arch_name(name), pretrained=False, **kwargs),
-                       "embed_dim", None)
+    """The residual stream's channels (``embed_dim``) of a timm model (``model_shape``); None for
+    a model without ``embed_dim``."""
+    return model_shape(name, **kwargs).width
 
 
 def widths_of(model: nn.Module) -> tuple[int, ...] | None:
@@ -99,10 +121,8 @@ def widths_of(model: nn.Module) -> tuple[int, ...] | None:
 
 
 def block_widths(name: str, **kwargs) -> tuple[int, ...] | None:
-    """``widths_of`` a timm model, built on the meta device."""
-    check_model_name(name)
-    with torch.device("meta"):
-        return widths_of(timm_create(arch_name(name), pretrained=False, **kwargs))
+    """``widths_of`` a timm model (``model_shape``)."""
+    return model_shape(name, **kwargs).widths
 
 
 def describe(model: nn.Module) -> dict:

@@ -6,6 +6,7 @@ architecture name and turn an unreachable hub into one error line.
 from __future__ import annotations
 
 import timm
+import torch
 from torch import nn
 
 SOURCES = ("hf-hub", "local-dir")   # timm's model-name prefixes: where the model's config comes from
@@ -48,3 +49,14 @@ def timm_create(name: str, **kwargs) -> nn.Module:
         raise
     except Exception as err:  # hub and network errors come in many types
         raise _unreachable(name, err) from None
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    """``name`` built on the meta device without weights, to read its shape or parameter count:
+    timm's weight initialisation is skipped where the model takes ``weight_init="skip"`` (ViTs;
+    it costs about a second per model on the meta device), kept where it does not (CaiT)."""
+    with torch.device("meta"):
+        try:
+            return timm_create(name, pretrained=False, weight_init="skip", **kwargs)
+        except TypeError:
+            return timm_create(name, pretrained=False, **kwargs)

@@ -15,11 +15,13 @@ arguments for a given teacher width.
 from __future__ import annotations
 
 import functools
+import json
 
-import timm
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer, init_weights_vit_timm
 from torch import nn
+
+from ddkit.core.sources import meta_model
 
 
 class LiftBlock(Block):
@@ -136,17 +138,20 @@ REMEDY_ARGS = {"lift_dim": LiftViT, "wide_last": WideLastViT}   # argument -> th
 
 
 def parameter_count(name: str, **kwargs) -> int:
-    """Parameters of a timm model, built on the meta device (no compute, no weights)."""
-    with torch.device("meta"):
-        model = timm.create_model(name.split(".")[0], pretrained=False, **kwargs)
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of a timm model, built on the meta device (no compute, no weights), once per
+    name and arguments: a grid plans its UniformWide students once per run."""
+    return _parameter_count(name.split(".")[0], json.dumps(kwargs, sort_keys=True, default=repr))
+
+
+@functools.lru_cache(maxsize=256)
+def _parameter_count(arch: str, kwargs_json: str) -> int:
+    return sum(p.numel() for p in meta_model(arch, **json.loads(kwargs_json)).parameters())
 
 
 @functools.lru_cache(maxsize=256)
 def _uniform_wide_width(name: str, target: int, frozen: tuple) -> int:
     kwargs = dict(frozen)
-    with torch.device("meta"):
-        model = timm.create_model(name.split(".")[0], pretrained=False, **kwargs)
+    model = meta_model(name.split(".")[0], **kwargs)
     step, width = model.blocks[0].attn.num_heads, model.embed_dim
     below = (width, parameter_count(name, **kwargs))
     while below[1] < target:

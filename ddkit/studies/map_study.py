@@ -52,6 +52,22 @@ class MapStudy:
     def headline(self) -> str:
         return map_rule.headline(self.rule)
 
+    @property
+    def coverage(self) -> tuple[int, int] | None:
+        """(runs published, runs the profile plans), from ``rule.csv``; None for tables written
+        before the counts were recorded."""
+        if not {"runs_published", "runs_planned"} <= set(self.rule.columns) or self.rule.empty:
+            return None
+        first = self.rule.iloc[0]
+        return int(first["runs_published"]), int(first["runs_planned"])
+
+    @property
+    def partial(self) -> str:
+        """'' when every planned run is published, else a clause saying how many are."""
+        done, planned = self.coverage or (0, 0)
+        return (f"partial: {done} of {planned} planned runs published"
+                if self.coverage and done < planned else "")
+
 
 def claim_of(profile_name: str) -> tuple[str, Sequence[str]]:
     """The claim and aligned cells of a map profile (a profile derived from one by overrides,
@@ -68,8 +84,10 @@ def compute(profile: Profile, results: pd.DataFrame, mism: pd.DataFrame) -> MapS
     claim, cells = claim_of(profile.name)
     points = pm.points(results, pm.setting_table(profile), mism, cells,
                        soft_of=pm.soft_settings(profile))
-    return MapStudy(profile=profile.name, claim=claim, cells=cells, points=points,
-                    rule=map_rule.judge(points, claim, cells, note=NOTES[claim]),
+    planned = set(grid.names(profile))
+    rule = map_rule.judge(points, claim, cells, note=NOTES[claim]).assign(
+        runs_published=len(planned & set(results["run"])), runs_planned=len(planned))
+    return MapStudy(profile=profile.name, claim=claim, cells=cells, points=points, rule=rule,
                     models=map_rule.models(points, cells[0]),
                     fits={cell: pm.boundary(points, cell) for cell in cells})
 
@@ -115,7 +133,8 @@ def _interval(r) -> str:
 def findings(study: MapStudy) -> list[str]:
     """Sentences about one map study, each built from its tables: the readings on each side of
     1, the rule's two parts and headline, and the secondary fits."""
-    lines = []
+    lines = [f"{study.claim} is {study.partial}: its verdict may change when the rest train"
+             ] if study.partial else []
     for cell in study.cells:
         rows = study.points[study.points["cell"] == cell]
         if rows.empty:
@@ -167,4 +186,5 @@ def verdict_row(study: MapStudy) -> str:
                     "not below",
              "MAP-k": "the same, with the student's width fixed and the target's dimension varied",
              "MAP-replication": "the same on fresh seeds, pre-registered"}[study.claim]
-    return f"| {study.claim} | {claim} | {study.headline}: {said} |"
+    partial = f" ({study.partial})" if study.partial else ""
+    return f"| {study.claim} | {claim} | {study.headline}{partial}: {said} |"
