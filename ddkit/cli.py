@@ -529,7 +529,6 @@ def _grid(args: argparse.Namespace) -> int:
         grid,
         map_study,
         phase_map,
-        settings_mismatch,
         u_formation,
     )
     profile = _profile(args)
@@ -555,7 +554,7 @@ def _grid(args: argparse.Namespace) -> int:
         u_formation.write_table(profile, folder)
         print(f"U formation table in {folder / u_formation.TABLE}")
     if args.command == "phase-map":      # a map is judged once, here, for its notebook and docs
-        mism = settings_mismatch.cached([profile], folder / "mismatch.csv", recompute=True)
+        mism = map_study.mismatch_table(profile, folder, recompute=True)
         study = map_study.compute(profile, tables[grid.RESULTS_CSV], mism)
         map_study.write(study, folder)
         print(f"{study.claim}: {study.headline} (derived tables in {folder})")

@@ -41,3 +41,19 @@ def test_a_complete_map_says_nothing_about_coverage(committed_map, tmp_path):
     legacy = study.rule.drop(columns=["runs_published", "runs_planned"])
     legacy.to_csv(tmp_path / "rule.csv", index=False)
     assert map_study.load(tmp_path, "phase_map").coverage is None
+
+
+def test_the_replication_is_judged_with_the_pre_registered_ratios(tmp_path):
+    """The replication's mismatch is the phase map's committed one (docs/preregistration.md's
+    table, to its two decimals), not a recomputation on the replication's own images."""
+    table = map_study.mismatch_table(load_profile("map_replication"), tmp_path, recompute=False)
+    assert set(table["profile"]) == {"phase_map"}
+    assert pd.read_csv(tmp_path / "mismatch.csv").equals(table)
+    last = table[table["layers"] == "last"].set_index("setting")["ratio"]
+    text = (FIGURES.parent / "docs" / "preregistration.md").read_text()
+    rows = [line.strip().split("|")[1:4] for line in text.splitlines()
+            if line.strip().startswith("| ") and ("above 1" in line or "below 1" in line)]
+    assert len(rows) == 12
+    for setting, ratio, side in rows:
+        assert f"{last[setting.strip()]:.2f}" == ratio.strip(), setting
+        assert (last[setting.strip()] > 1) == (side.strip() == "above 1"), setting

@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from ddkit.core.config import Profile
-from ddkit.runs.store import write_text
-from ddkit.studies import grid, map_rule, settings_mismatch
+from ddkit.runs.store import figure_dir, write_text
+from ddkit.studies import grid, map_rule, settings_mismatch, sweep
 from ddkit.studies import phase_map as pm
 
 # profile -> (claim, aligned cells: the first is primary)
@@ -33,6 +33,10 @@ NOTES = {"MAP": "the phase map's points (profile phase_map); the mismatch is the
          "MAP-replication": ("the pre-registered replication (profile map_replication, "
                              "docs/preregistration.md): fresh seeds 5-9, judged once")}
 DERIVED = ("points.csv", "rule.csv", "models.csv")
+# A map whose mismatch is fixed in advance reads it from another map's committed table: the
+# replication's pre-registration names the phase map's ratios (docs/preregistration.md), not a
+# recomputation on the replication's own images (its first seed draws another 500).
+MISMATCH_FROM = {"map_replication": "phase_map"}
 
 
 @dataclass
@@ -79,6 +83,27 @@ def claim_of(profile_name: str) -> tuple[str, Sequence[str]]:
     return MAPS[base]
 
 
+def mismatch_table(profile: Profile, folder: Path, recompute: bool) -> pd.DataFrame:
+    """The mismatch table a map is judged with, also written to ``folder/mismatch.csv``: its own
+    (``settings_mismatch.cached``), or for a map in ``MISMATCH_FROM`` the source map's committed
+    rows of the settings it shares (every one of its settings must be there)."""
+    path = Path(folder) / "mismatch.csv"
+    base = next((name for name in MISMATCH_FROM if profile.name == name
+                 or profile.name.startswith(f"{name}-set-")), None)
+    if base is None:
+        return settings_mismatch.cached([profile], path, recompute)
+    source = figure_dir(MISMATCH_FROM[base]) / "mismatch.csv"
+    fixed = pd.read_csv(source)
+    wanted = list(sweep.settings(profile))
+    missing = sorted(set(wanted) - set(fixed["setting"]))
+    if missing:
+        raise ValueError(f"{source} has no mismatch for {missing}, which {profile.name} "
+                         "judges with its ratios: publish that map first")
+    table = fixed[fixed["setting"].isin(wanted)]
+    write_text(path, table.to_csv(index=False))
+    return table.reset_index(drop=True)
+
+
 def compute(profile: Profile, results: pd.DataFrame, mism: pd.DataFrame) -> MapStudy:
     """The map study of ``profile`` from its runs table and its mismatch table."""
     claim, cells = claim_of(profile.name)
@@ -120,8 +145,7 @@ def run(profile: Profile, folder: Path, recompute: bool) -> MapStudy | None:
         return load(folder, profile.name)
     pm.teachers(profile)
     results = grid.tables(profile, folder, recompute=True)[grid.RESULTS_CSV]
-    mism = settings_mismatch.cached([profile], Path(folder) / "mismatch.csv", recompute=True)
-    study = compute(profile, results, mism)
+    study = compute(profile, results, mismatch_table(profile, folder, recompute=True))
     write(study, folder)
     return study
 
