@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from ddkit.core.config import load_profile
-from ddkit.verdicts import evidence
+from ddkit.signals import image_bootstrap
+from ddkit.verdicts import sesoi
 from ddkit.verdicts.claims import (
     ABSENT,
     DIRECTIONAL,
@@ -32,7 +33,7 @@ from ddkit.verdicts.stats import Replicates, TDist, holm, t_power, t_quantile, t
 
 R = 20_000  # simulated studies per condition
 PROFILE = load_profile("default")
-PAPER = evidence.Paper()
+PAPER = sesoi.Paper()
 
 
 def n_pairs(a: str, b: str) -> int:
@@ -62,7 +63,7 @@ def paired_studies(effect: float, sd: float, n: int, seed: int = 0) -> TDist:
 def test_directional_rule_at_the_study_n():
     n, sd = n_pairs("SoftKD", "SpectralKD-Last"), 0.3
     assert n >= 10                                    # the default profile's cell_seeds
-    delta = evidence.sesoi_c3(PAPER, "SpectralKD", "final").value
+    delta = sesoi.sesoi_c3(PAPER, "SpectralKD", "final").value
     se = sd / math.sqrt(n)
     support_at_delta = float(t_power(delta / se, n - 1, 0.025))
     at = {e: verdict_rates(DIRECTIONAL, paired_studies(e, sd, n, seed=i), delta)
@@ -90,7 +91,7 @@ def test_directional_rule_at_the_study_n():
 
 def test_absent_is_reached_when_the_power_allows():
     n, sd = n_pairs("SoftKD", "SpectralKD-Last"), 0.08   # precise runs: power ~0.99 at the SESOI
-    delta = evidence.sesoi_c3(PAPER, "SpectralKD", "final").value
+    delta = sesoi.sesoi_c3(PAPER, "SpectralKD", "final").value
     below = float(t_power(delta / (sd / math.sqrt(n)), n - 1, 0.05))
     assert below > 0.95
     rates = verdict_rates(DIRECTIONAL, paired_studies(0.0, sd, n, seed=7), delta)
@@ -116,7 +117,7 @@ def test_holm_keeps_the_family_wise_error_of_a_claim():
 
 def test_equivalence_rule_c3_early():
     n = n_pairs("SoftKD", "SpectralKD-First")
-    delta = evidence.sesoi_c3_early(PAPER, "SpectralKD", "final").value
+    delta = sesoi.sesoi_c3_early(PAPER, "SpectralKD", "final").value
     for sd in (0.3, 0.05):                               # the study's spread; a precise one
         se = sd / math.sqrt(n)
         at_zero = verdict_rates(EQUIVALENCE, paired_studies(0.0, sd, n, seed=1), delta)
@@ -135,7 +136,7 @@ def test_equivalence_rule_c3_early():
 
 def test_noninferiority_rule_c5_catch_up():
     n, sd = n_pairs("SoftKD", "SpectralKD-Last"), 0.1
-    delta = evidence.sesoi_c5_caught_up(PAPER).value
+    delta = sesoi.sesoi_c5_caught_up(PAPER).value
     at_margin = verdict_rates(NONINFERIORITY, paired_studies(delta, sd, n, seed=4), delta)
     assert at_margin[REPRODUCED] <= 0.05 + mc(0.05) and at_margin[OPPOSITE] <= 0.025 + mc(0.025)
     at_zero = verdict_rates(NONINFERIORITY, paired_studies(0.0, sd, n, seed=5), delta)
@@ -149,7 +150,7 @@ def test_noninferiority_rule_c5_catch_up():
 
 def test_log_ratio_rule_c4():
     n, sd_log = n_pairs("SpectralKD-Last", "SpectralKD-First"), 0.1
-    delta = math.log(evidence.sesoi_c4(PAPER).value)
+    delta = math.log(sesoi.sesoi_c4(PAPER).value)
     at_one = verdict_rates(DIRECTIONAL, paired_studies(0.0, sd_log, n, seed=12), delta)
     assert at_one[REPRODUCED] + at_one[SMALLER] <= 0.025 + mc(0.025)
     assert at_one[ABSENT] > 0.95                       # a ratio of 1 excludes 6x: absent
@@ -196,7 +197,7 @@ def test_u_depth_is_valid_without_a_u(L, first):
     """No U: a flat profile, and the hardest case, an L shape (the first layer far above a flat
     rest: the compression arm is certain, the expansion arm exactly zero)."""
     n, sd = len(PROFILE.seeds_for("SoftKD")), 0.05
-    delta = evidence.sesoi_c1(PAPER).value
+    delta = sesoi.sesoi_c1(PAPER).value
     P = profiles(0.0, L, n, sd, seed=L, first=first)
     rates = verdict_rates(DIRECTIONAL, u_depth(P), delta)
     assert rates[REPRODUCED] + rates[SMALLER] <= 0.025 + mc(0.025)
@@ -207,7 +208,7 @@ def test_u_depth_is_valid_without_a_u(L, first):
 
 def test_u_depth_finds_a_real_u_and_a_monotone_profile():
     n, sd, L = len(PROFILE.seeds_for("SoftKD")), 0.05, 4
-    delta = evidence.sesoi_c1(PAPER).value
+    delta = sesoi.sesoi_c1(PAPER).value
     u = verdict_rates(DIRECTIONAL, u_depth(profiles(2 * delta, L, n, sd, seed=21)), delta)
     assert u[REPRODUCED] > 0.95 and u[OPPOSITE] == 0.0
     at_sesoi = u_depth(profiles(delta, L, n, sd, seed=22))
@@ -226,7 +227,7 @@ def test_bootstrap_rule_at_no_effect():
     r_sims, n_img, b = 800, 100, 1000
     rng = np.random.default_rng(31)
     x = rng.standard_normal((r_sims, n_img))                      # per-image differences, true mean 0
-    counts = evidence.resample_counts(n_img, b, seed=32)[1]       # [B, n]
+    counts = image_bootstrap.resample_counts(n_img, b, seed=32)[1]       # [B, n]
     reps = (counts @ x.T / n_img).T                               # [R, B]
     rates = verdict_rates(DIRECTIONAL, Replicates(x.mean(1), reps, n_img), 0.2)
     assert rates[REPRODUCED] + rates[SMALLER] <= 0.025 + mc(0.025, r_sims)

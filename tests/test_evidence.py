@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ddkit.core.models import create_model
-from ddkit.signals import metrics
+from ddkit.signals import image_bootstrap, metrics
 from ddkit.signals.dynamics import layer_metrics
-from ddkit.verdicts import evidence
+from ddkit.verdicts import evidence, sesoi
 from ddkit.verdicts.claims import OPPOSITE, REPRODUCED, SMALLER, TABLE_COLUMNS
 
 SEEDS10, SEEDS3 = list(range(10)), [0, 1, 2]
@@ -28,7 +28,7 @@ def _layer_rows(model, profile, by, index, metrics=("token_entropy", "token_entr
 
 @pytest.fixture(scope="module")
 def paper():
-    return evidence.Paper()
+    return sesoi.Paper()
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_notes_say_what_the_rows_are_conditional_on(tables, paper):
     table = evidence.claims_table(*tables, MODELS, paper).set_index(["claim", "variant"])["note"]
     assert "conditional on one teacher run" in table[("C1", "teacher, raw: U depth, min(first, last) - interior min")]
     c2 = table[("C2", "teacher last - first block, effective rank / C")]
-    assert "demoted" in c2 and f"{evidence.gaussian_intensity_over_magnitude(96):.4f}" in c2
+    assert "demoted" in c2 and f"{sesoi.gaussian_intensity_over_magnitude(96):.4f}" in c2
     assert "conditional on the width gap" in table[
         ("C2-capacity", "teacher - SoftKD student at the last block, effective rank / C")]
     c4 = table[("C4", "SpectralKD-Last pair s3-t7 ÷ SpectralKD-First pair s0-t0, final train loss")]
@@ -155,28 +155,28 @@ def test_paper_values_are_like_for_like(tables, paper):
 
 def test_sesoi_values_and_reasons(paper):
     # the values docs/design.md §8 quotes, computed from the shipped tables
-    assert evidence.sesoi_c1(paper).value == pytest.approx(0.625 / 4, abs=1e-3)
-    assert "0.040" in evidence.sesoi_c1(paper).reason       # the epoch-30 dip
-    assert evidence.sesoi_c3(paper, "SpectralKD", "final").value == pytest.approx(0.156, abs=1e-3)
-    assert evidence.sesoi_c3(paper, "ProjectorKD", "best").value == pytest.approx(0.270, abs=1e-3)
-    assert evidence.sesoi_c3_early(paper, "SpectralKD", "final").value == \
-        evidence.sesoi_c3(paper, "SpectralKD", "final").value
-    assert evidence.sesoi_c4(paper).value == pytest.approx(math.sqrt(2.2799 / 0.06122), rel=1e-3)
-    assert evidence.sesoi_c5(paper, "SpectralKD-Last").value == pytest.approx(2.712 / 2, abs=1e-3)
-    assert evidence.sesoi_c5(paper, "SpectralKD-First+Last").value == pytest.approx(3.519 / 2, abs=1e-3)
-    assert evidence.sesoi_c5_caught_up(paper).value == pytest.approx(0.156, abs=1e-3)
-    assert evidence.sesoi_c5_overtake(paper).value == pytest.approx(0.156, abs=1e-3)
-    assert evidence.sesoi_c6(paper, "last layer").value == pytest.approx(1.143 / 2, abs=1e-3)
-    assert evidence.sesoi_c6(paper, "interior minimum").value == pytest.approx(0.957 / 2, abs=1e-3)
-    for s in (evidence.sesoi_c2(), evidence.sesoi_c4_cosine(), evidence.sesoi_c1(paper)):
+    assert sesoi.sesoi_c1(paper).value == pytest.approx(0.625 / 4, abs=1e-3)
+    assert "0.040" in sesoi.sesoi_c1(paper).reason       # the epoch-30 dip
+    assert sesoi.sesoi_c3(paper, "SpectralKD", "final").value == pytest.approx(0.156, abs=1e-3)
+    assert sesoi.sesoi_c3(paper, "ProjectorKD", "best").value == pytest.approx(0.270, abs=1e-3)
+    assert sesoi.sesoi_c3_early(paper, "SpectralKD", "final").value == \
+        sesoi.sesoi_c3(paper, "SpectralKD", "final").value
+    assert sesoi.sesoi_c4(paper).value == pytest.approx(math.sqrt(2.2799 / 0.06122), rel=1e-3)
+    assert sesoi.sesoi_c5(paper, "SpectralKD-Last").value == pytest.approx(2.712 / 2, abs=1e-3)
+    assert sesoi.sesoi_c5(paper, "SpectralKD-First+Last").value == pytest.approx(3.519 / 2, abs=1e-3)
+    assert sesoi.sesoi_c5_caught_up(paper).value == pytest.approx(0.156, abs=1e-3)
+    assert sesoi.sesoi_c5_overtake(paper).value == pytest.approx(0.156, abs=1e-3)
+    assert sesoi.sesoi_c6(paper, "last layer").value == pytest.approx(1.143 / 2, abs=1e-3)
+    assert sesoi.sesoi_c6(paper, "interior minimum").value == pytest.approx(0.957 / 2, abs=1e-3)
+    for s in (sesoi.sesoi_c2(), sesoi.sesoi_c4_cosine(), sesoi.sesoi_c1(paper)):
         assert s.value > 0 and len(s.reason) > 30
 
 
 def test_c5_early_window_starts_after_the_warm_up_and_is_fixed_by_a_fraction():
-    assert evidence.early_window(12, warmup=1) == [1]            # 2/12 = 1/6
-    assert evidence.early_window(300, warmup=5) == list(range(5, 50))
-    assert evidence.early_window(24, warmup=2) == [2, 3]
-    assert evidence.early_window(4, warmup=1) == [1]             # too short: the first after warm-up
+    assert sesoi.early_window(12, warmup=1) == [1]            # 2/12 = 1/6
+    assert sesoi.early_window(300, warmup=5) == list(range(5, 50))
+    assert sesoi.early_window(24, warmup=2) == [2, 3]
+    assert sesoi.early_window(4, warmup=1) == [1]             # too short: the first after warm-up
 
 
 def test_c5_early_row_averages_the_window_per_seed(tables, paper):
@@ -194,18 +194,18 @@ def test_c5_early_row_averages_the_window_per_seed(tables, paper):
 
 
 def test_schedule_fractions():
-    assert evidence.matched_early_epoch(300) == 9          # the paper's own
-    assert evidence.matched_early_epoch(12) == 0           # 8.3 %, the nearest to 3.3 %
-    assert evidence.matched_early_epoch(30) == 0           # 3.3 % exactly
-    assert evidence.matched_early_epoch(100) == 2
-    assert evidence.paper_epoch_at(0, 12) == 24 and evidence.paper_epoch_at(9, 300) == 9
-    assert evidence.paper_epoch_at(11, 12) == 299
+    assert sesoi.matched_early_epoch(300) == 9          # the paper's own
+    assert sesoi.matched_early_epoch(12) == 0           # 8.3 %, the nearest to 3.3 %
+    assert sesoi.matched_early_epoch(30) == 0           # 3.3 % exactly
+    assert sesoi.matched_early_epoch(100) == 2
+    assert sesoi.paper_epoch_at(0, 12) == 24 and sesoi.paper_epoch_at(9, 300) == 9
+    assert sesoi.paper_epoch_at(11, 12) == 299
 
 
 def test_c5_sensitivity_covers_every_epoch(tables, paper):
     _, _, _, history = tables
     sens = evidence.c5_sensitivity(history, paper)
-    assert len(sens) == 6 * 12 and set(sens["run"]) == set(evidence.ALIGNED)
+    assert len(sens) == 6 * 12 and set(sens["run"]) == set(sesoi.ALIGNED)
     row = sens[(sens["run"] == "SpectralKD-Last") & (sens["epoch"] == 0)].iloc[0]
     assert row["gap"] == pytest.approx(6.0) and row["n"] == 10 and row["paper_epoch"] == 24
     assert row["fraction"] == pytest.approx(1 / 12)
@@ -218,9 +218,9 @@ def test_resampled_metrics_equal_recomputation_on_the_resampled_images():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(3, 6, 8, 2, 2, generator=g) * torch.tensor([1.0, 2.0, 4.0]).view(3, 1, 1, 1, 1)
     f[1, 2] += 3.0                                          # one image unlike the rest
-    index, counts = evidence.resample_counts(6, 5, seed=1)
+    index, counts = image_bootstrap.resample_counts(6, 5, seed=1)
     assert counts.sum(1).tolist() == [6.0] * 5
-    fast = evidence.layer_metrics_resampled(f, counts, chunk=2)
+    fast = image_bootstrap.layer_metrics_resampled(f, counts, chunk=2)
     lo, hi = float(f.min()), float(f.max())                 # entropy bins: the full batch's range
     for r in range(5):
         sub = f[:, torch.as_tensor(index[r])]
@@ -229,26 +229,26 @@ def test_resampled_metrics_equal_recomputation_on_the_resampled_images():
         slow["token_entropy_per_layer"] = torch.stack([
             metrics.token_entropy(sub[l:l + 1], value_range=(float(f[l].min()), float(f[l].max())))[0]
             for l in range(3)])
-        for name in evidence.BOOTSTRAP_METRICS:
+        for name in image_bootstrap.BOOTSTRAP_METRICS:
             assert np.allclose(fast[name][r], slow[name].double().numpy(), rtol=1e-5, atol=1e-6), name
     # all-ones counts are the full batch
-    full = evidence.layer_metrics_resampled(f, np.ones((1, 6)))
+    full = image_bootstrap.layer_metrics_resampled(f, np.ones((1, 6)))
     assert np.allclose(full["effective_rank"][0], metrics.effective_rank(f).double().numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match="counts"):
-        evidence.layer_metrics_resampled(f, np.ones((2, 5)))
+        image_bootstrap.layer_metrics_resampled(f, np.ones((2, 5)))
     with pytest.raises(ValueError, match="n_boot"):
-        evidence.resample_counts(6, 1)
+        image_bootstrap.resample_counts(6, 1)
 
 
 def test_bootstrap_table_of_a_model():
     torch.manual_seed(0)
     model = create_model("ddkit_vit_student_fmnist", depth=3).eval()
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8) % 10
-    table = evidence.bootstrap_layer_metrics(model, x, y, "student", n_boot=20, seed=0)
-    assert set(table["metric"]) == set(evidence.BOOTSTRAP_METRICS)
+    table = image_bootstrap.bootstrap_layer_metrics(model, x, y, "student", n_boot=20, seed=0)
+    assert set(table["metric"]) == set(image_bootstrap.BOOTSTRAP_METRICS)
     assert table["replicate"].min() == -1 and table["replicate"].max() == 19
-    assert (table["n_images"] == 8).all() and len(table) == 21 * 3 * len(evidence.BOOTSTRAP_METRICS)
-    again = evidence.bootstrap_layer_metrics(model, x, y, "student", n_boot=20, seed=0)
+    assert (table["n_images"] == 8).all() and len(table) == 21 * 3 * len(image_bootstrap.BOOTSTRAP_METRICS)
+    again = image_bootstrap.bootstrap_layer_metrics(model, x, y, "student", n_boot=20, seed=0)
     pd.testing.assert_frame_equal(table, again)              # same seed, same resamples
 
 
@@ -257,8 +257,8 @@ def test_gaussian_intensity_over_magnitude_matches_simulation():
     for C in (96, 48, 33):
         f = torch.randn(1, 64, C, 7, 7, generator=g, dtype=torch.float64)
         ratio = float(metrics.channel_spectrum(f)[1][0] / metrics.activation_magnitude(f)[0])
-        assert ratio == pytest.approx(evidence.gaussian_intensity_over_magnitude(C), rel=0.01)
-    assert evidence.gaussian_intensity_over_magnitude(96) == pytest.approx(0.1131, abs=1e-4)
+        assert ratio == pytest.approx(sesoi.gaussian_intensity_over_magnitude(C), rel=0.01)
+    assert sesoi.gaussian_intensity_over_magnitude(96) == pytest.approx(0.1131, abs=1e-4)
 
 
 def test_accuracy_summary_pairs_on_common_seeds():
@@ -278,7 +278,7 @@ def test_power_uses_the_pilot_sd_set_before_the_data(tables, paper):
     pilot row it uses the observed spread and says so; the pilot's SD is recovered from the
     printed t interval of the table it came from."""
     base = evidence.claims_table(*tables, MODELS, paper)
-    pilot = evidence.pilot_from_table(base, "a test table")
+    pilot = sesoi.pilot_from_table(base, "a test table")
     row = base.set_index(["claim", "variant"]).loc[("C3", "SoftKD - SpectralKD-Last, final top-1")]
     sd = pilot.set_index(["claim", "variant"]).loc[("C3", "SoftKD - SpectralKD-Last, final top-1"), "sd"]
     hist = tables[3]
@@ -301,9 +301,9 @@ def test_pca_dims_are_fractional_so_a_c2_interval_cannot_collapse_on_an_integer(
     full batch."""
     g = torch.Generator().manual_seed(2)
     f = torch.randn(2, 30, 12, 3, 3, generator=g) * torch.linspace(0.2, 3, 12).view(1, 1, 12, 1, 1)
-    _, counts = evidence.resample_counts(30, 40, seed=3)
-    dims = evidence.layer_metrics_resampled(f, counts)["pca_dims"]            # [R, L]
+    _, counts = image_bootstrap.resample_counts(30, 40, seed=3)
+    dims = image_bootstrap.layer_metrics_resampled(f, counts)["pca_dims"]            # [R, L]
     assert (np.abs(dims - np.round(dims)) > 1e-6).any() and np.ptp(dims[:, 0]) > 0.05
-    full = evidence.layer_metrics_resampled(f, np.ones((1, 30)))["pca_dims"][0]
+    full = image_bootstrap.layer_metrics_resampled(f, np.ones((1, 30)))["pca_dims"][0]
     from ddkit.signals import metrics
     np.testing.assert_allclose(full, metrics.pca_dims(list(f), 0.9, fractional=True).numpy(), rtol=1e-6)

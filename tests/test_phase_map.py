@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit.core.config import load_profile
+from ddkit.core.config import REMEDIES, load_profile
+from ddkit.studies import control_verdicts
 from ddkit.studies import phase_map as pm
 from ddkit.studies import remedy_verdicts as rv
 
@@ -123,12 +124,12 @@ def test_a_remedy_level_with_softkd_is_non_inferior_when_precise_and_never_beats
 
 def test_holm_runs_over_the_remedies_of_a_setting():
     rng = np.random.default_rng(0)
-    results = pd.DataFrame(_runs("hurt", {r: -1.0 for r in rv.REMEDIES}, 5, rng, 1.0))
+    results = pd.DataFrame(_runs("hurt", {r: -1.0 for r in REMEDIES}, 5, rng, 1.0))
     table = rv.verdicts(results, {"R-hurt": "hurt"})
-    assert len(table) == len(rv.REMEDIES) and table["primary"].all()
+    assert len(table) == len(REMEDIES) and table["primary"].all()
     p = np.sort(table["p_opposite"].to_numpy())
     adjusted = np.sort(table["p_opposite_holm"].to_numpy())
-    assert adjusted[0] == pytest.approx(min(1.0, len(rv.REMEDIES) * p[0]))
+    assert adjusted[0] == pytest.approx(min(1.0, len(REMEDIES) * p[0]))
     assert np.allclose(table["sesoi"], 0.2 * 5.28, rtol=0.01)   # a fifth of the release's MAE gap
 
 
@@ -185,7 +186,7 @@ def test_phases_read_when_late_alignment_falls_behind():
     assert 0.4 <= out.loc["s0", "fraction"] <= 0.6 and out.loc["s1", "fraction"] == 0.0
     assert out.loc["s0", "early_gap"] < 0 < out.loc["s0", "late_gap"]
     assert out.loc["s0", "interval"] == "percentile bootstrap over seed pairs"
-    gaps = pd.concat([pm.cv.gap_curve(curves, s) for s in ("s0", "s1")], ignore_index=True)
+    gaps = pd.concat([control_verdicts.gap_curve(curves, s) for s in ("s0", "s1")], ignore_index=True)
     fig = map_plots.plot_gap_by_phase(gaps, table)
     assert len(fig.axes[0].get_lines()) == 3          # two points and the zero line
     plt.close("all")

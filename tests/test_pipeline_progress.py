@@ -14,6 +14,7 @@ import pytest
 
 from ddkit.publish import pipeline
 from ddkit.runs.progress import ENV, emit
+from ddkit.runs.store import REPO_ROOT, TIMES_CSV
 
 
 def events_of_a_plan() -> list[dict]:
@@ -163,7 +164,7 @@ def test_only_a_succeeding_default_notebook_is_published(tmp_path, monkeypatch, 
     with pytest.raises(pipeline.NotebookFailed, match=r"91_bad.ipynb failed in cell 2.*on purpose"):
         pipeline.run_notebooks([ok, bad], "default")
     assert sorted(p.name for p in published.iterdir()) == ["90_ok.ipynb"]
-    times = pd.read_csv(tmp_path / "figures" / pipeline.TIMES_CSV)
+    times = pd.read_csv(tmp_path / "figures" / TIMES_CSV)
     assert list(times["notebook"]) == ["90_ok"] and times["wall_s"].iloc[0] > 0
     copy = json.loads((published / "90_ok.ipynb").read_text())
     assert copy["cells"][-1]["outputs"][0]["text"] == ["default\n"]
@@ -178,7 +179,7 @@ def test_published_copy_names_no_local_folder(tmp_path):
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["papermill"] = {
         "input_path": str(pipeline.NOTEBOOKS / "03.ipynb"), "cwd": str(pipeline.NOTEBOOKS),
-        "output_path": str(pipeline.REPO_ROOT / "runs" / "notebooks" / "default" / "03.ipynb")}
+        "output_path": str(REPO_ROOT / "runs" / "notebooks" / "default" / "03.ipynb")}
     nbformat.write(notebook, executed)
     pipeline.publish_executed(executed, tmp_path / "out" / "03.ipynb")
     meta = nbformat.read(tmp_path / "out" / "03.ipynb", as_version=4).metadata.papermill
@@ -208,7 +209,7 @@ def test_record_time_keeps_one_row_per_notebook_with_its_runs(tmp_path):
     pipeline.record_time(tmp_path, "03_negative_transfer", 95.04, relay)
     pipeline.record_time(tmp_path, "00_setup_and_data", 7.0, pipeline.Relay())
     pipeline.record_time(tmp_path, "03_negative_transfer", 99.0, relay)   # a rerun replaces its row
-    table = pd.read_csv(tmp_path / pipeline.TIMES_CSV)
+    table = pd.read_csv(tmp_path / TIMES_CSV)
     assert list(table["notebook"]) == ["00_setup_and_data", "03_negative_transfer"]
     row = table.iloc[1]
     assert (row["wall_s"], row["runs_trained"], row["runs_cached"], row["trained_run_wall_s"]) == (

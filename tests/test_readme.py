@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ddkit.core.tables import CLAIMS_CSV, read_table
 from ddkit.publish import readme
+from ddkit.runs.store import FIGURES, REPO_ROOT
 from ddkit.verdicts.claims import (
     ABSENT,
     DIRECTIONAL,
@@ -31,7 +33,7 @@ WIDE = np.array([0.9, -0.8, 0.7, -0.6, 0.1, -0.2, 0.5, -0.4, 0.3, 0.0])
 
 
 def test_generated_blocks_match_the_committed_csvs():
-    generated = readme.blocks(readme.FIGURES)
+    generated = readme.blocks(FIGURES)
     assert set(generated) == set(readme.BLOCKS)
     for page, names in readme.PAGES.items():
         text = page.read_text()
@@ -111,7 +113,7 @@ def test_claim_paragraphs_headlines_and_tables(tmp_path):
     assert results.count("\n| C") == len(table) and "| C4 | ratio row ★ | 37.2x |" in results
     # the CSV round trip gives the same text (the pipeline writes the documents from the CSV)
     table.to_csv(tmp_path / "claims_table.csv", index=False)
-    again = readme.read_table(tmp_path / "claims_table.csv")
+    again = read_table(tmp_path / "claims_table.csv")
     assert readme.claims_markdown(again) == text and readme.results_markdown(again) == results
 
 
@@ -140,7 +142,7 @@ def test_render_replaces_between_markers_and_names_a_missing_one(tmp_path):
     figures.mkdir()
     assert readme.update(page, figures) and "_Not generated yet" in readme.current(page.read_text(), "claims")
     assert not readme.update(page, figures)
-    _table().to_csv(figures / readme.CLAIMS_CSV, index=False)
+    _table().to_csv(figures / CLAIMS_CSV, index=False)
     assert readme.update(page, figures)
     assert readme.current(page.read_text(), "claims").startswith("- **C3 (")
 
@@ -166,13 +168,13 @@ def test_no_setting_a_reader_sees_is_a_bare_base():
     """Every setting is named by what it is: no cell of a committed table under figures/ is the
     word "base", and neither generated page uses it (a profile names its own setting in
     ``base_name``, e.g. "MAE teacher, head untrained")."""
-    tables = sorted(p for p in readme.FIGURES.rglob("*.csv")     # figures/smoke/: not committed
-                    if p.relative_to(readme.FIGURES).parts[0] != "smoke")
+    tables = sorted(p for p in FIGURES.rglob("*.csv")     # figures/smoke/: not committed
+                    if p.relative_to(FIGURES).parts[0] != "smoke")
     assert len(tables) >= 8
     for path in tables:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         bare = [column for column in table if table[column].str.strip().str.lower().eq("base").any()]
-        assert not bare, f"{path.relative_to(readme.REPO_ROOT)}: a bare 'base' in {bare}"
+        assert not bare, f"{path.relative_to(REPO_ROOT)}: a bare 'base' in {bare}"
     for page in readme.PAGES:
         found = [line for line in page.read_text().splitlines() if BARE_BASE.search(line)]
         assert not found, f"{page.name} calls a setting 'base': {found}"
