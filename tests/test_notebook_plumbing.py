@@ -63,8 +63,8 @@ def test_pipeline_selection_and_parameters():
         pipeline.select(only="42")
     first = pipeline.notebooks()[0]
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epochs'\]"):
-        pipeline.check_parameters(first, {"profile": "smoke", "epochs": 3})
-    pipeline.check_parameters(first, {"profile": "smoke"})
+        pipeline.check_notebook_parameters(first, {"profile": "smoke", "epochs": 3})
+    pipeline.check_notebook_parameters(first, {"profile": "smoke"})
 
 
 def test_slug():

@@ -18,7 +18,6 @@ from ddkit.core.config import ConfigError, load_profile, replace
 from ddkit.runs import parallel
 from ddkit.runs.progress import ENV as PROGRESS_ENV
 from ddkit.runs.store import RunDir
-from ddkit.runs.train import train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,22 +37,13 @@ def _same_weights(a, b) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def _in_process(cfg, root, threads=1):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return train(cfg, progress=False, root=root)
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_pool_runs_equal_in_process_runs_at_the_same_thread_count(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "cores", lambda: 2)  # 2 workers x 1 thread on any machine
     configs = {("a", s): _config(s) for s in (0, 1, 2)}
     pooled = parallel.train_many(configs, workers=2, progress=False, root=tmp_path / "pool")
     assert list(pooled) == list(configs)
     for key, cfg in configs.items():
-        alone = _in_process(cfg, tmp_path / "alone", threads=1)
+        alone = parallel._in_this_process(cfg, 1, tmp_path / "alone")
         assert pooled[key].dir.is_complete
         assert _same_weights(pooled[key], alone), key
         assert pooled[key].records[-1]["test_acc1"] == alone.records[-1]["test_acc1"]
@@ -75,9 +65,9 @@ def test_cached_runs_are_not_trained_again(tmp_path, monkeypatch):
 def test_a_worker_resumes_an_interrupted_run_to_the_uninterrupted_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "cores", lambda: 2)
     cfg, other = _config(0, epochs=3), _config(1, epochs=1)
-    whole = _in_process(cfg, tmp_path / "whole", threads=1)
+    whole = parallel._in_this_process(cfg, 1, tmp_path / "whole")
     with interrupted_at_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
-        _in_process(cfg, tmp_path / "pool", threads=1)
+        parallel._in_this_process(cfg, 1, tmp_path / "pool")
     assert len(RunDir.for_config(cfg, tmp_path / "pool").records()) == 2
     runs = parallel.train_many({"cut": cfg, "other": other}, workers=2, progress=False,
                                root=tmp_path / "pool")

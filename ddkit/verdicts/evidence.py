@@ -49,7 +49,6 @@ from ddkit.verdicts.sesoi import (
     sesoi_c5_caught_up,
     sesoi_c5_overtake,
     sesoi_c6,
-    u_depth_of,
     with_pilot,
 )
 from ddkit.verdicts.stats import Replicates, TDist
@@ -120,7 +119,7 @@ def c1(finals: pd.DataFrame, reps: pd.DataFrame | None, paper: Paper,
                          claims.u_depth(P, arms), delta, "bits",
                          f"{what[arms]} of the {student} students' {label} entropy profile",
                          primary=(metric == "token_entropy" and arms == ("first", "last")),
-                         paper=u_depth_of(soft, arms) if metric == "token_entropy" else math.nan)
+                         paper=claims.u_depth_of(soft, arms) if metric == "token_entropy" else math.nan)
             out.append(e)
         if reps is not None:
             point, R = _teacher(reps, teacher, metric)
