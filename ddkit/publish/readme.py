@@ -13,7 +13,7 @@ records), written between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:
     controls  the negative-transfer controls' verdicts, dose and cost, from figures/controls/
 
 The pipeline (``./run_all.sh``) calls :func:`update` after its notebooks have written the CSVs;
-``python -m ddkit.publish.readme`` does the same by hand. ``tests/test_readme.py`` regenerates the blocks
+``python -m ddkit.publish.readme`` does the same by hand. ``tests/publish/test_readme.py`` regenerates the blocks
 from the committed CSVs and fails when the README says anything else.
 
 Over 450 lines on purpose: one template per generated block, sharing the number and interval
