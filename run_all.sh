@@ -54,7 +54,7 @@ setup_data() {
 }
 
 setup_browser() {
-  # tests/test_browser_lab.py drives Debian's chromium through Debian's chromedriver
+  # tests/faces/test_browser_lab.py drives Debian's chromium through Debian's chromedriver
   command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
      && grep -qs '^ID=debian' /etc/os-release; then
@@ -69,7 +69,7 @@ setup_browser() {
 }
 
 setup_slurm() {
-  # tests/test_cluster.py starts a one-node Slurm on localhost from Debian's slurm-wlm and munge
+  # tests/runs/test_cluster.py starts a one-node Slurm on localhost from Debian's slurm-wlm and munge
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
     && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \

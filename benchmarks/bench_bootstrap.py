@@ -1,5 +1,5 @@
 """Time the image bootstrap of the claims study: per-image contributions resampled
-(``evidence.layer_metrics_resampled``) against recomputing every metric on each resample's
+(``image_bootstrap.layer_metrics_resampled``) against recomputing every metric on each resample's
 features (what ``bootstrap_layer_metrics`` did before), on the default teacher's analysis shape.
 
     .venv/bin/python benchmarks/bench_bootstrap.py [--shape 8 200 96 7 7] [--n-boot 2000]
@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_metrics import make_feats  # noqa: E402
 
-from ddkit.signals import metrics  # noqa: E402
+from ddkit.signals import image_bootstrap, metrics  # noqa: E402
 from ddkit.signals.dynamics import layer_metrics  # noqa: E402
-from ddkit.verdicts import evidence  # noqa: E402
 
 
 def recompute(feats: torch.Tensor, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -38,7 +37,7 @@ def recompute(feats: torch.Tensor, index: np.ndarray) -> dict[str, np.ndarray]:
     full batch's ranges, as the fast path does) -> {metric: [R, L]}."""
     lo, hi = float(feats.min()), float(feats.max())
     ranges = [(float(feats[l].min()), float(feats[l].max())) for l in range(feats.shape[0])]
-    out: dict[str, list] = {name: [] for name in evidence.BOOTSTRAP_METRICS}
+    out: dict[str, list] = {name: [] for name in image_bootstrap.BOOTSTRAP_METRICS}
     for row in index:
         sub = feats[:, torch.as_tensor(row)]
         values = layer_metrics(sub)
@@ -58,17 +57,17 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bootstrap_cpu.md"))
     args = p.parse_args()
     feats = make_feats(args.shape, "cpu")
-    index, counts = evidence.resample_counts(args.shape[1], args.n_boot, seed=0)
+    index, counts = image_bootstrap.resample_counts(args.shape[1], args.n_boot, seed=0)
 
     began = time.perf_counter()
-    fast = evidence.layer_metrics_resampled(feats, counts)
+    fast = image_bootstrap.layer_metrics_resampled(feats, counts)
     t_fast = time.perf_counter() - began
     k = args.slow_resamples
     began = time.perf_counter()
     slow = recompute(feats, index[:k])
     t_slow = time.perf_counter() - began
     diff = max(float(np.abs(fast[n][:k] - slow[n]).max() / max(np.abs(slow[n]).max(), 1e-12))
-               for n in evidence.BOOTSTRAP_METRICS)
+               for n in image_bootstrap.BOOTSTRAP_METRICS)
     per_fast, per_slow = t_fast / args.n_boot, t_slow / k
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     text = "\n".join([

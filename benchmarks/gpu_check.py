@@ -13,7 +13,7 @@ Each step runs with a time limit and its outcome, wall time and numbers go to on
 on CUDA (``--size full``) the block replaces the one between ``<!-- gpu:begin -->`` and
 ``<!-- gpu:end -->`` in docs/benchmarks.md. ``--device cpu`` runs the same steps at smoke size
 (two gloo processes where GPUs would be), writing the block to ``--out`` only: the suite runs it
-so (tests/test_gpu_check.py). Exit status 1 when a step failed.
+so (tests/faces/test_gpu_check.py). Exit status 1 when a step failed.
 """
 from __future__ import annotations
 

@@ -38,8 +38,6 @@ import yaml
 
 from ddkit.core.config import (
     DEVICES,
-    FEATURE_KINDS,
-    KD_KINDS,
     LAYER_MAPS,
     ConfigError,
     Profile,
@@ -50,6 +48,7 @@ from ddkit.core.config import (
     replace,
     to_dict,
 )
+from ddkit.core.losses import FEATURE_KINDS, KD_KINDS
 from ddkit.core.models import ModelInputError
 from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm

@@ -17,6 +17,7 @@ from IPython.display import Image, display
 from ddkit.core.config import ConfigError, Profile, load_profile, profile_names, published_name
 from ddkit.core.data import find_fashion_mnist
 from ddkit.core.mosaic import MOSAICS
+from ddkit.core.tables import CLAIMS_CSV, SWEEP_CSV, read_table
 from ddkit.publish import readme
 from ddkit.publish.plots import SAVE_DPI, plt, save_figure  # plots sets the backend before pyplot
 from ddkit.runs.store import figure_dir as store_figure_dir
@@ -188,15 +189,15 @@ def write_claims(session: Session, table) -> None:
     """Write the claims table (CSV + Markdown) to the profile's figures (the pipeline regenerates
     the documents from it)."""
     session.figures.mkdir(parents=True, exist_ok=True)
-    write_text(session.figures / readme.CLAIMS_CSV, table.to_csv(index=False))
-    text = readme.results_markdown(readme.read_table(session.figures / readme.CLAIMS_CSV),
+    write_text(session.figures / CLAIMS_CSV, table.to_csv(index=False))
+    text = readme.results_markdown(read_table(session.figures / CLAIMS_CSV),
                                    session.profile.name)
     write_text(session.figures / "claims.md", text)
 
 
 def write_sweep(session: Session, table) -> None:
     """Write the sweep table as CSV (the pipeline regenerates the documents from it)."""
-    write_table(session, table, readme.SWEEP_CSV.removesuffix(".csv"))
+    write_table(session, table, SWEEP_CSV.removesuffix(".csv"))
 
 
 def verdict_summary(table) -> str:

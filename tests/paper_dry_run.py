@@ -12,7 +12,7 @@ each process. Then ``ddkit analyze --paper-faithful`` on the finished run. Every
     .venv/bin/python tests/paper_dry_run.py --device cpu --nproc 2      # gloo, as the suite runs it
     .venv/bin/python tests/paper_dry_run.py --device cuda --nproc 8     # nccl, one process per GPU
 
-``tests/test_paper_path.py`` runs it on the CPU; ``benchmarks/gpu_check.sh`` on the GPUs.
+``tests/runs/test_paper_path.py`` runs it on the CPU; ``benchmarks/gpu_check.sh`` on the GPUs.
 """
 from __future__ import annotations
 

@@ -14,14 +14,10 @@ from ddkit.core.tables import fmt_minutes
 from ddkit.publish import remedy_docs
 from ddkit.studies import grid, map_study
 from ddkit.studies import phase_map as pm
-from ddkit.verdicts.claims import fmt
+from ddkit.verdicts.claims import fmt_interval
 
 PROFILE = "phase_map"
 COMMAND = "./run_all.sh --profile phase_map --from 09"
-
-
-def _interval(r) -> str:
-    return f"{fmt(r['estimate'])} [{fmt(r['lo95'])}, {fmt(r['hi95'])}]"
 
 
 def load(figures: Path, controls: pd.DataFrame | None) -> dict | None:
@@ -126,7 +122,7 @@ def map_markdown(data: dict | None) -> str:
                   "centred | reading |", "|---|---|---|---|---|---|---|"]
         for r in study.points.sort_values(["cell", "ratio"]).to_dict("records"):
             more = " (more seeds wanted)" if r["more_seeds"] else ""
-            lines.append(f"| {r['setting']} | {r['cell']} | {_interval(r)} pt | {r['n']} | "
+            lines.append(f"| {r['setting']} | {r['cell']} | {fmt_interval(r)} pt | {r['n']} | "
                          f"{r['ratio']:.2f} | {r['ratio_centred']:.2f} | {r['reading']}{more} |")
         lines += ["", *[f"- {line}" for line in map_study.findings(study)]]
     lines += ["", *[f"- {line}" for line in pm.remedy_findings(data["points"], data["remedies"])]]

@@ -78,7 +78,7 @@ def _papermill():
     return papermill
 
 
-def check_parameters(path: Path, params: dict) -> None:
+def check_notebook_parameters(path: Path, params: dict) -> None:
     """Papermill only warns about unknown parameters; refuse them before running."""
     known = _papermill().inspect_notebook(str(path))
     unknown = sorted(set(params) - set(known))
@@ -262,7 +262,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [(p, {"profile": profile, **(extra or {}).get(p.name[:2], {})}) for p in paths]
     for path, params in plans:
-        check_parameters(path, params)
+        check_notebook_parameters(path, params)
     for path, params in plans:
         began = time.perf_counter()
         _say(f"{path.stem} ({Path(profile).stem})")

@@ -13,7 +13,7 @@ records), written between marker comments ``<!-- NAME:begin -->`` / ``<!-- NAME:
     controls  the negative-transfer controls' verdicts, dose and cost, from figures/controls/
 
 The pipeline (``./run_all.sh``) calls :func:`update` after its notebooks have written the CSVs;
-``python -m ddkit.publish.readme`` does the same by hand. ``tests/test_readme.py`` regenerates the blocks
+``python -m ddkit.publish.readme`` does the same by hand. ``tests/publish/test_readme.py`` regenerates the blocks
 from the committed CSVs and fails when the README says anything else.
 
 Over 450 lines on purpose: one template per generated block, sharing the number and interval
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit.core.config import load_profile
+from ddkit.core.config import ABLATION, load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.core.tables import (
     CLAIMS_CSV,
@@ -44,7 +44,7 @@ from ddkit.core.tables import (
 from ddkit.publish import map_docs, remedy_docs
 from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
 from ddkit.studies import control_verdicts, grid
-from ddkit.studies.study import ABLATION, shipped_teacher_record
+from ddkit.studies.study import shipped_teacher_record
 from ddkit.studies.sweep import base_name
 from ddkit.verdicts.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
 

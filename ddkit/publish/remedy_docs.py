@@ -18,16 +18,12 @@ from ddkit.studies import control_verdicts as cv
 from ddkit.studies import grid, mechanism
 from ddkit.studies import phase_map as pm
 from ddkit.studies import remedy_verdicts as rv
-from ddkit.verdicts.claims import fmt
+from ddkit.verdicts.claims import fmt, fmt_interval
 
 COMMANDS = {"controls": 'ddkit controls --only "{setting}"',
             "phase_map": 'ddkit phase-map --only "{setting}"'}
 FOLLOWUP = REMEDIES + REMEDY_CONTROLS
 PENDING_COLUMNS = ["profile", "setting", "cell", "planned", "published", "command"]
-
-
-def _interval(r) -> str:
-    return f"{fmt(r['estimate'])} [{fmt(r['lo95'])}, {fmt(r['hi95'])}]"
 
 
 def setting_name(setting: str) -> str:
@@ -85,7 +81,7 @@ def findings(data: dict[str, pd.DataFrame], missing: pd.DataFrame) -> list[str]:
     its three comparisons, the controls against SoftKD, and what is not trained yet."""
     lines = []
     for r in data["remedies"].to_dict("records"):
-        line = (f"{r['claim']}, {_name(r['remedy'])}: SoftKD − remedy {_interval(r)} pt "
+        line = (f"{r['claim']}, {_name(r['remedy'])}: SoftKD − remedy {fmt_interval(r)} pt "
                 f"({r['reading']}, n = {r['n']})")
         plain = _comparison(r, "plain")
         if plain:
@@ -98,7 +94,7 @@ def findings(data: dict[str, pd.DataFrame], missing: pd.DataFrame) -> list[str]:
         lines.append(line)
     for r in data["controls"].to_dict("records"):
         lines.append(f"control {r['remedy']} ({setting_name(r['setting'])}): SoftKD − control "
-                     f"{_interval(r)} pt ({r['reading']}, n = {r['n']}; never counts)")
+                     f"{fmt_interval(r)} pt ({r['reading']}, n = {r['n']}; never counts)")
     for (profile, setting, cmd), g in missing.groupby(["profile", "setting", "command"],
                                                       sort=False):
         lines.append(f"not trained yet, {profile} {setting_name(setting)!r}: "
@@ -178,12 +174,12 @@ def verdict_rows(remedy_table: pd.DataFrame, missing: pd.DataFrame | None = None
     rows = []
     for setting, g in (remedy_table.groupby("setting", sort=False) if len(remedy_table) else []):
         claim = g["claim"].iloc[0]
-        won = [f"{_name(r['remedy'])} ({r['reading']}, {_interval(r)} pt{_extras(r, missing)})"
+        won = [f"{_name(r['remedy'])} ({r['reading']}, {fmt_interval(r)} pt{_extras(r, missing)})"
                for r in g.to_dict("records") if r["counts"]]
         best = g.loc[g["estimate"].idxmin()]
         text = ("; ".join(won) if won else
                 f"none of {len(g)} counts; the closest, {_name(best['remedy'])}, is "
-                f"{_interval(best)} pt behind SoftKD")
+                f"{fmt_interval(best)} pt behind SoftKD")
         untrained = [c for s, c in sorted(missing) if s == setting and c in REMEDIES]
         if untrained:
             text += f"; not trained yet: {', '.join(untrained)}"
@@ -261,13 +257,13 @@ def remedies_markdown(data: dict[str, pd.DataFrame], sizes: pd.DataFrame,
                 control = ("not trained yet" if (r["setting"], r["control"]) in waiting else
                            "fewer than 2 seed pairs")
             lines.append(f"| {setting_name(r['setting'])} | {_name(r['remedy'])} | "
-                         f"{_interval(r)} pt | {r['n']} | {r['reading']} | "
+                         f"{fmt_interval(r)} pt | {r['n']} | {r['reading']} | "
                          f"{_comparison(r, 'plain')} | "
                          f"{r['control'] + ': ' + control if r.get('control') else ''} |")
         lines.append("")
     if len(held):
         lines.append("Controls against SoftKD (never counted as remedies): " + "; ".join(
-            f"{setting_name(r['setting'])}, {r['remedy']}: {_interval(r)} pt ({r['reading']})"
+            f"{setting_name(r['setting'])}, {r['remedy']}: {fmt_interval(r)} pt ({r['reading']})"
             for r in held.to_dict("records")) + ".")
         lines.append("")
     ablations = "; ".join(f"{cell}: {why}" for cell, why in ABLATIONS.items())
@@ -301,12 +297,11 @@ def mechanism_markdown(results: pd.DataFrame | None, curves: pd.DataFrame | None
     terms = mechanism.loss_terms(curves) if curves is not None else pd.DataFrame(columns=["cell", "term"])
     lines += [f"- {line}" for line in mechanism.mechanism_findings(table, terms,
                                                              mechanism.official_loss_terms())]
-    for label, base, prefix in (("MAE teacher, head untrained", cv.BASE, cv.DOSE),
-                                ("MAE teacher, head probed", cv.PROBED, cv.PROBED_DOSE)):
+    for base, prefix in ((cv.BASE, cv.DOSE), (cv.PROBED, cv.PROBED_DOSE)):
         dose = cv.dose(results, base, prefix)
         if len(dose) > 1:
-            lines.append(f"- dose, {label} (SoftKD − SpectralKD-Last by feature weight w): "
-                         + "; ".join(f"w = {d['feature_weight']:g}: {_interval(d)} pt "
+            lines.append(f"- dose, {base} (SoftKD − SpectralKD-Last by feature weight w): "
+                         + "; ".join(f"w = {d['feature_weight']:g}: {fmt_interval(d)} pt "
                                      f"(n = {d['n']})" for d in dose.to_dict("records")))
     if len(missing):
         lines += ["", "Not trained yet:", ""]

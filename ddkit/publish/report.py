@@ -40,16 +40,14 @@ from ddkit.core.hooks import input_grid
 from ddkit.core.losses import feature_loss_diagnostics, resolve_layer_pairs
 from ddkit.core.models import (
     SHIPPED_TEACHERS,
-    arch_name,
     check_builds,
     check_model_name,
     check_patch_grid,
     create_model,
     create_with_checkpoint,
     load_weights,
-    model_source,
-    timm_create,
 )
+from ddkit.core.sources import arch_name, model_source, timm_create
 from ddkit.runs.store import check_safetensors, write_json, write_text
 from ddkit.runs.train import DeviceUnavailableError, load_run
 from ddkit.signals import dynamics, mismatch

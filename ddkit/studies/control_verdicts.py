@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ddkit.verdicts import claims, reference
-from ddkit.verdicts.claims import DIRECTIONAL, Evidence, Sesoi
+from ddkit.verdicts.claims import DIRECTIONAL, Evidence, Sesoi, pt_interval
 from ddkit.verdicts.stats import mean_ci
 
 BASE = "MAE teacher, head untrained"   # the profile itself (its base_name)
@@ -402,10 +402,6 @@ def separation(table: pd.DataFrame) -> dict:
     return out
 
 
-def _interval(row) -> str:
-    return f"{row['estimate']:+.2f} [{row['lo95']:+.2f}, {row['hi95']:+.2f}] pt"
-
-
 def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
              crossovers: pd.DataFrame, official: pd.DataFrame, separated: dict,
              lengths: pd.DataFrame | None = None,
@@ -413,12 +409,12 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
     """The notebook's and the docs' sentences, each built from the tables given."""
     lines = []
     for row in verdict_table[verdict_table["primary"].astype(bool)].to_dict("records"):
-        lines.append(f"{row['claim']} ({row['variant']}): {_interval(row)} over {row['n']} "
+        lines.append(f"{row['claim']} ({row['variant']}): {pt_interval(row)} over {row['n']} "
                      f"seeds, 95 % t interval; verdict {row['verdict']} ({row['reading']}); "
                      f"power {row['power']:.0%} at the SESOI {row['sesoi']:.3g} pt")
     if not dose_table.empty:
         lines.append("dose (SoftKD - SpectralKD-Last by feature weight, MAE teacher): " + "; ".join(
-            f"w={r['feature_weight']:g}: {_interval(r)} (n={r['n']})"
+            f"w={r['feature_weight']:g}: {pt_interval(r)} (n={r['n']})"
             for r in dose_table.to_dict("records")))
     for r in crossovers.to_dict("records"):
         where = ("late alignment is behind from the first epoch (never ahead)"
@@ -432,7 +428,7 @@ def findings(verdict_table: pd.DataFrame, dose_table: pd.DataFrame,
                      f"n={r['n']})")
     if lengths is not None and len(lengths):
         lines.append("final gap by schedule: " + "; ".join(
-            f"{r['teacher']} teacher, {r['epochs']} epochs: {_interval(r)} (n={r['n']})"
+            f"{r['teacher']} teacher, {r['epochs']} epochs: {pt_interval(r)} (n={r['n']})"
             for r in lengths.to_dict("records")))
     if flat is not None and len(flat):
         lines.append("converged (top-1 drift over the last fifth within ±"

@@ -46,7 +46,7 @@ def depths(table: pd.DataFrame, metric: str = "token_entropy",
         label = dict(zip(keys, group if isinstance(group, tuple) else (group,)))
         for statistic, arms in STATISTICS.items():
             d = claims.u_depth(P, arms) if len(P) > 1 else None
-            point = float(claims.u_depth(np.repeat(P, 2, axis=0), arms).mean)
+            point = claims.u_depth_of(P, arms)
             out.append({**label, "statistic": statistic, "estimate": point,
                         "lo95": float(d.lower(ALPHA)) if d else np.nan,
                         "hi95": float(d.upper(ALPHA)) if d else np.nan, "n": len(P)})

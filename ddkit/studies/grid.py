@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddkit.core.config import ConfigError, Profile, replace
+from ddkit.core.config import ConfigError, Profile, check_cells, replace
 from ddkit.runs.cluster import Executor
 from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.progress import emit
@@ -53,7 +53,7 @@ def settings(profile: Profile) -> dict[str, Profile]:
                               "cells: give it cell_seeds, e.g. {SoftKD: [0, 1, 2]}")
     out = sweep.settings(profile)
     for variant in out.values():
-        study.check_cells(variant.cell_seeds)
+        check_cells(variant.cell_seeds)
     return out
 
 

@@ -23,6 +23,7 @@ from ddkit.core.config import Profile
 from ddkit.runs.store import figure_dir, write_text
 from ddkit.studies import grid, map_rule, settings_mismatch, sweep
 from ddkit.studies import phase_map as pm
+from ddkit.verdicts.claims import pt_interval
 
 # profile -> (claim, aligned cells: the first is primary)
 MAPS = {"phase_map": ("MAP", pm.ALIGNED), "map_k": ("MAP-k", pm.ALIGNED),
@@ -150,10 +151,6 @@ def run(profile: Profile, folder: Path, recompute: bool) -> MapStudy | None:
     return study
 
 
-def _interval(r) -> str:
-    return f"{r['estimate']:+.2f} [{r['lo95']:+.2f}, {r['hi95']:+.2f}] pt"
-
-
 def findings(study: MapStudy) -> list[str]:
     """Sentences about one map study, each built from its tables: the readings on each side of
     1, the rule's two parts and headline, and the secondary fits."""
@@ -173,7 +170,7 @@ def findings(study: MapStudy) -> list[str]:
                      f"t interval over seed pairs): {sides}")
         parts = study.rule[study.rule["variant"].str.contains(f"SoftKD - {cell} pooled")]
         for r in parts.to_dict("records"):
-            lines.append(f"{study.claim}, {r['variant']}: {_interval(r)}, verdict {r['verdict']} "
+            lines.append(f"{study.claim}, {r['variant']}: {pt_interval(r)}, verdict {r['verdict']} "
                          f"(δ = {r['sesoi']:.2f} pt; power {r['power']:.0%} at δ)")
     lines.append(f"{study.claim}: headline {study.headline} (both primary parts must hold: "
                  "harm above 1 and none below)")
@@ -204,7 +201,7 @@ def findings(study: MapStudy) -> list[str]:
 def verdict_row(study: MapStudy) -> str:
     """The README verdict table's row of one map study."""
     parts = study.rule[study.rule["primary"].astype(bool)]
-    said = "; ".join(f"{r['variant'].split(':')[0]} {_interval(r)} ({r['verdict']})"
+    said = "; ".join(f"{r['variant'].split(':')[0]} {pt_interval(r)} ({r['verdict']})"
                      for r in parts.to_dict("records"))
     claim = {"MAP": "the follow-up's prediction: late alignment hurts above a mismatch of 1, "
                     "not below",

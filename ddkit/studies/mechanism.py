@@ -21,9 +21,9 @@ from ddkit.studies.control_verdicts import (
     NORMED,
     PROBED,
     PROBED_W2,
-    _interval,
 )
 from ddkit.verdicts import reference
+from ddkit.verdicts.claims import pt_interval
 from ddkit.verdicts.stats import mean_ci
 
 TERMS = ("train_loss_base", "train_loss_dist", "train_loss_fft")   # the official keys
@@ -82,7 +82,7 @@ def mechanism_findings(verdict_table: pd.DataFrame, terms: pd.DataFrame,
     rows = verdict_table[verdict_table["claim"].isin(["C3-MAE-mechanism", "C3-MAE-dose-probed"])]
     for r in rows.to_dict("records"):
         role = "primary" if r["primary"] else "secondary"
-        lines.append(f"{r['claim']} ({role}: {r['variant']}): {_interval(r)} over {r['n']} "
+        lines.append(f"{r['claim']} ({role}: {r['variant']}): {pt_interval(r)} over {r['n']} "
                      f"seeds; verdict {r['verdict']} ({r['reading']})")
     if not len(rows):
         lines.append("C3-MAE-mechanism and C3-MAE-dose-probed: not trained yet (no runs of "

@@ -31,6 +31,7 @@ from ddkit.signals import mismatch
 from ddkit.signals.dynamics import sample_batch
 from ddkit.studies import control_verdicts as cv
 from ddkit.studies import grid, study
+from ddkit.verdicts.claims import pt_interval
 from ddkit.verdicts.stats import mean_ci
 
 
@@ -271,10 +272,6 @@ def remedy_settings(table: pd.DataFrame, results: pd.DataFrame) -> dict[str, str
     return {f"R-{s}": s for s in hurting_settings(table) if s in has}
 
 
-def _interval(row) -> str:
-    return f"{row['estimate']:+.2f} [{row['lo95']:+.2f}, {row['hi95']:+.2f}] pt"
-
-
 def remedy_findings(table: pd.DataFrame, remedies: pd.DataFrame | None) -> list[str]:
     """Sentences about the remedies: where the map says late alignment hurts and no remedy has
     run, and per setting the remedies' intervals and which count."""
@@ -291,7 +288,7 @@ def remedy_findings(table: pd.DataFrame, remedies: pd.DataFrame | None) -> list[
                      f"profile and train them)")
     if remedies is not None and len(remedies):
         for setting, g in remedies.groupby("setting", sort=False):
-            parts = [f"{r['remedy']} {_interval(r)} ({r['reading']})" for r in g.to_dict("records")]
+            parts = [f"{r['remedy']} {pt_interval(r)} ({r['reading']})" for r in g.to_dict("records")]
             won = list(g.loc[g["counts"], "remedy"])
             lines.append(f"remedies, {g['claim'].iloc[0]} (setting {setting!r}; SoftKD - remedy, "
                          f"n = {int(g['n'].max())}, "

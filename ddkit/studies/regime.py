@@ -18,6 +18,7 @@ from ddkit.core import tables
 from ddkit.core.config import Profile, load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.runs.store import figure_dir, write_text
+from ddkit.runs.train import train
 from ddkit.studies import formation, study
 
 STUDY = tables.STUDY_DIR
@@ -107,7 +108,7 @@ def teacher_summary(profile: Profile) -> pd.Series:
     try:
         record = study.shipped_teacher_record(shipped_teacher(profile.teacher.model.name).model)
     except (ValueError, FileNotFoundError):
-        run = study.train(profile.teacher_config()) if profile.teacher_source == "train" else None
+        run = train(profile.teacher_config()) if profile.teacher_source == "train" else None
         record = run.summary if run is not None else {}
     keys = ("final_acc1", "best_acc1", "epochs", "scheduled_epochs", "complete", "wall_time_s",
             "device", "command")

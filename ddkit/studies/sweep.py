@@ -15,7 +15,7 @@ import pandas as pd
 
 from ddkit.core.config import Profile, replace
 from ddkit.studies import study
-from ddkit.verdicts import claims, evidence
+from ddkit.verdicts import claims, evidence, sesoi
 
 CELLS = ("SoftKD", "SpectralKD-Last")
 
@@ -34,7 +34,7 @@ def settings(profile: Profile) -> dict[str, Profile]:
     return out
 
 
-def _evidence(runs, x, y, paper: evidence.Paper) -> list[claims.Evidence]:
+def _evidence(runs, x, y, paper: sesoi.Paper) -> list[claims.Evidence]:
     finals = study.final_dynamics(runs, x, y)
     return [*evidence.c3(study.histories(runs), paper, methods=("SpectralKD",), early_layers=False),
             *evidence.c6(finals, paper), *evidence.c1(finals, None, paper)]
@@ -47,15 +47,15 @@ def run_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
     base is ``exploratory``: one factor changed at a time, no correction across settings, so a
     setting's verdict is a lead to follow up, not a finding."""
     x, y = study.analysis_batch(profile)
-    paper = evidence.Paper()
+    paper = sesoi.Paper()
     rows = []
     for name, variant in settings(profile).items():
         began = time.perf_counter()
         teacher, _ = study.teacher_model(variant, progress)   # a setting may change the teacher
         runs = study.student_runs(variant, cells=CELLS, teacher=teacher, progress=progress)
         wall = sum(r.summary["wall_time_s"] for r in runs.values())
-        table = claims.judge(evidence.with_pilot(_evidence(runs, x, y, paper),
-                                                 evidence.load_pilot()))
+        table = claims.judge(sesoi.with_pilot(_evidence(runs, x, y, paper),
+                                                 sesoi.load_pilot()))
         rows.append(table.assign(setting=name, train_wall_s=round(wall, 1),
                                  session_s=round(time.perf_counter() - began, 1)))
     out = pd.concat(rows, ignore_index=True)

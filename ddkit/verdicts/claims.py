@@ -397,6 +397,13 @@ def u_depth(profiles, arms: Sequence[str] = ARMS, point=None, n_images: int = 0)
     return MaxMin(Replicates(centre, np.moveaxis(diffs, -3, -1), n=n_images))
 
 
+def u_depth_of(profiles, arms: Sequence[str] = ARMS) -> float:
+    """``u_depth``'s estimate without sampling: of one profile [L], or of the seeds' mean of
+    ``profiles`` [S, L] (max_k min_arms of the mean (end - x_k))."""
+    P = np.atleast_2d(np.asarray(profiles, dtype=np.float64))
+    return float(u_depth(np.repeat(P, 2, axis=0), arms).mean)
+
+
 def interior_min(profiles) -> np.ndarray:
     """Per row, the minimum over the interior layers 1 .. L-2: [..., S, L] -> [..., S]."""
     P = np.asarray(profiles, dtype=np.float64)
@@ -412,6 +419,17 @@ def fmt(x: float, digits: int = DIGITS) -> str:
     return f"{x:+.{digits}g}"
 
 
+def fmt_interval(row) -> str:
+    """``"+0.627 [-0.052, +1.31]"``: a table row's estimate and 95 % interval, as ``fmt``."""
+    return f"{fmt(row['estimate'])} [{fmt(row['lo95'])}, {fmt(row['hi95'])}]"
+
+
+def pt_interval(row) -> str:
+    """``"+0.63 [-0.05, +1.31] pt"``: a table row's estimate and 95 % interval in points, two
+    decimals."""
+    return f"{row['estimate']:+.2f} [{row['lo95']:+.2f}, {row['hi95']:+.2f}] pt"
+
+
 def estimate_text(e: Evidence) -> str:
     """``"+0.627 [-0.052, +1.31] pt (n=3)"`` from the evidence's display values."""
     d = e.dist
@@ -425,5 +443,5 @@ __all__ = ["REPRODUCED", "SMALLER", "ABSENT", "OPPOSITE", "INCONCLUSIVE", "VERDI
            "DIRECTIONAL", "EQUIVALENCE", "NONINFERIORITY", "KINDS", "ALPHA", "ALPHA_SIGN",
            "ALPHA_SESOI", "TABLE_COLUMNS", "Sesoi", "Evidence", "pvalues", "decide", "combine",
            "rejudge", "needed_seeds",
-           "judge", "paired", "log_ratio", "u_depth", "interior_min", "describe_dist", "fmt",
-           "estimate_text"]
+           "judge", "paired", "log_ratio", "u_depth", "u_depth_of", "interior_min", "describe_dist", "fmt",
+           "fmt_interval", "pt_interval", "estimate_text"]

@@ -1,6 +1,6 @@
 """The evidence for each claim, gathered from a study's own tables, judged by ``ddkit.verdicts.claims``.
 The paper's numbers and the SESOIs are in ``ddkit.verdicts.sesoi``, the teacher's image bootstrap in
-``ddkit.signals.image_bootstrap``; their names are re-exported here (``__all__``) for the notebooks.
+``ddkit.signals.image_bootstrap``: import them from there.
 
 Inputs are the tidy tables the notebooks already build (``ddkit.studies.study``):
 
@@ -26,12 +26,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ddkit.signals.image_bootstrap import (
-    BOOTSTRAP_METRICS,
-    bootstrap_layer_metrics,
-    layer_metrics_resampled,
-    resample_counts,
-)
 from ddkit.verdicts import claims
 from ddkit.verdicts.claims import DIRECTIONAL, EQUIVALENCE, NONINFERIORITY, Evidence
 from ddkit.verdicts.sesoi import (
@@ -43,11 +37,8 @@ from ddkit.verdicts.sesoi import (
     _c6_paper,
     early_window,
     gaussian_intensity_over_magnitude,
-    load_pilot,
-    matched_early_epoch,
     paper_early_gap,
     paper_epoch_at,
-    pilot_from_table,
     sesoi_c1,
     sesoi_c2,
     sesoi_c3,
@@ -58,7 +49,6 @@ from ddkit.verdicts.sesoi import (
     sesoi_c5_caught_up,
     sesoi_c5_overtake,
     sesoi_c6,
-    u_depth_of,
     with_pilot,
 )
 from ddkit.verdicts.stats import Replicates, TDist
@@ -129,7 +119,7 @@ def c1(finals: pd.DataFrame, reps: pd.DataFrame | None, paper: Paper,
                          claims.u_depth(P, arms), delta, "bits",
                          f"{what[arms]} of the {student} students' {label} entropy profile",
                          primary=(metric == "token_entropy" and arms == ("first", "last")),
-                         paper=u_depth_of(soft, arms) if metric == "token_entropy" else math.nan)
+                         paper=claims.u_depth_of(soft, arms) if metric == "token_entropy" else math.nan)
             out.append(e)
         if reps is not None:
             point, R = _teacher(reps, teacher, metric)
@@ -408,10 +398,5 @@ def claims_table(finals, reps, fit, history, models, paper: Paper | None = None,
                                    pilot))
 
 
-__all__ = ["Paper", "ALIGNED", "BOOTSTRAP_METRICS", "matched_early_epoch", "paper_epoch_at", "u_depth_of",
-           "sesoi_c1", "sesoi_c2", "sesoi_c3", "sesoi_c3_early", "sesoi_c4", "sesoi_c4_cosine",
-           "sesoi_c5", "sesoi_c5_caught_up", "sesoi_c5_overtake", "early_window",
-           "paper_early_gap", "load_pilot", "with_pilot",
-           "pilot_from_table", "sesoi_c6", "resample_counts", "layer_metrics_resampled",
-           "bootstrap_layer_metrics", "gaussian_intensity_over_magnitude", "c1", "c2", "c3", "c4",
-           "c5", "c5_gaps", "c5_sensitivity", "c6", "all_evidence", "claims_table"]
+__all__ = ["c1", "c2", "c3", "c4", "c5", "c5_gaps", "c5_sensitivity", "c6", "all_evidence",
+           "claims_table"]

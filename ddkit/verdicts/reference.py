@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ddkit.core.config import LAYER_NAMES
 from ddkit.runs.store import atomic_write
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
@@ -45,7 +46,6 @@ RUN_COLUMNS = ("run", "method", "layers", "variant")
 RUNS = ("SoftKD", "SpectralKD-First", "SpectralKD-Last", "SpectralKD-First+Last",
         "ProjectorKD-First", "ProjectorKD-Last", "ProjectorKD-First+Last",
         "SoftKD-500ep", "SpectralKD-Last-500ep", "SoftKD-MAE", "SpectralKD-Last-MAE")
-LAYER_NAMES = {"none": "", "first": "First", "last": "Last", "first_last": "First+Last"}
 VARIANT_SUFFIX = {"standard": "", "500ep": "-500ep", "MAE": "-MAE"}
 FEATURE_WEIGHT = 0.2  # w of the official recipe: train_loss_fft = w * mean over pairs of L_feat
 

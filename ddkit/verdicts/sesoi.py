@@ -78,12 +78,6 @@ class Paper:
         return float(self.run(name)["train_loss_fft"].iloc[-1] / FEATURE_WEIGHT)
 
 
-def u_depth_of(profile: np.ndarray, arms: Sequence[str] = claims.ARMS) -> float:
-    """``claims.u_depth`` of one profile [L] without sampling: max_k min_arms (end - x_k)."""
-    p = np.asarray(profile, dtype=np.float64)
-    return float(claims.u_depth(np.stack([p, p]), arms).mean)
-
-
 def matched_early_epoch(epochs: int) -> int:
     """The logged epoch (0-based) whose end lies at the fraction of the schedule nearest the
     paper's early epoch: 10/300 = 3.3 % (epoch 9 of 300)."""
@@ -108,8 +102,8 @@ def paper_epoch_at(epoch: int, epochs: int) -> int:
 
 
 def sesoi_c1(paper: Paper) -> Sesoi:
-    depth = u_depth_of(paper.profile("SoftKD"))
-    early = u_depth_of(paper.profile("SoftKD", "checkpoint_epoch_30"))
+    depth = claims.u_depth_of(paper.profile("SoftKD"))
+    early = claims.u_depth_of(paper.profile("SoftKD", "checkpoint_epoch_30"))
     return Sesoi(C1_FRACTION * depth,
                  f"a quarter of the official SoftKD student's U depth at its best checkpoint "
                  f"({depth:.3f} bits); its epoch-30 profile, which the paper calls still "

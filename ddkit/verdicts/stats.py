@@ -252,8 +252,8 @@ def holm(p) -> np.ndarray:
     error at alpha.
 
     By hand: scipy has no Holm, and statsmodels' ``multipletests(method="holm")`` (which this equals,
-    tests/test_stats.py) runs ``gc.collect()`` on every call, 0.05-0.2 s, too slow for the 20 000
-    simulated families of tests/test_calibration.py; it also takes no NaN."""
+    tests/verdicts/test_stats.py) runs ``gc.collect()`` on every call, 0.05-0.2 s, too slow for the 20 000
+    simulated families of tests/verdicts/test_calibration.py; it also takes no NaN."""
     p = np.asarray(p, dtype=np.float64)
     if p.ndim != 1:
         raise ValueError(f"holm: expected a 1-D array of p-values, got shape {p.shape}")
