@@ -12,14 +12,32 @@ PREREG = "docs/preregistration.md"
 RESULTS = "figures/map_replication/runs.csv"
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+def _git(*args: str, root: Path = ROOT) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                           check=True).stdout.strip()
 
 
-def _commits(path: str, *extra: str) -> list[str]:
+def _commits(path: str, root: Path = ROOT) -> list[str]:
     """Commits touching ``path``, oldest first."""
-    return _git("log", "--format=%H", "--reverse", *extra, "--", path).split()
+    return _git("log", "--format=%H", "--reverse", "--", path, root=root).split()
+
+
+def order_problem(root: Path, prereg: str, results: str) -> str | None:
+    """Why the pre-registration ``prereg`` does not stand before ``results`` in the repository at
+    ``root`` (None when it does): the commit adding it must be an ancestor of the first commit of
+    ``results``, and its text now (the checkout's) must be its text at that commit (an edit made after the results,
+    even one reverted later, leaves the registered text; a changed one does not)."""
+    added, first_result = _commits(prereg, root)[0], _commits(results, root)[0]
+    if added == first_result:
+        return "the pre-registration was committed with its results"
+    before = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", added,
+                             first_result]).returncode == 0
+    if not before:
+        return (f"{prereg} was added in {added[:10]}, which is not before {first_result[:10]}, "
+                f"the first commit of {results}")
+    if _git("show", f"{first_result}:{prereg}", root=root) != (root / prereg).read_text().strip():
+        return f"{prereg} changed after {first_result[:10]}, the first commit of {results}"
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +50,23 @@ def history():
 
 
 def test_the_preregistration_precedes_every_result_of_its_runs(history):
-    prereg = _commits(PREREG)
-    assert prereg, f"{PREREG} is not committed"
-    results = _commits(RESULTS)
-    if not results:
+    assert _commits(PREREG), f"{PREREG} is not committed"
+    if not _commits(RESULTS):
         pytest.skip(f"{RESULTS} is not committed yet: the replication has not been published")
-    # the last edit of the pre-registration is an ancestor of the first commit with results
-    last_edit, first_result = prereg[-1], results[0]
-    assert last_edit != first_result, "the pre-registration was committed with its results"
-    ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", last_edit,
-                               first_result]).returncode == 0
-    assert ancestor, (f"{PREREG} was last changed in {last_edit[:10]}, which is not before "
-                      f"{first_result[:10]}, the first commit of {RESULTS}")
+    problem = order_problem(ROOT, PREREG, RESULTS)
+    assert problem is None, problem
 
 
-def test_the_check_sees_a_preregistration_written_after_its_results(tmp_path):
-    """The order check can fail: in a planted repository the results come first."""
+@pytest.mark.parametrize("story, says", [
+    (["results", "plan"], "is not before"),
+    (["plan", "results", "plan edited"], "changed after"),
+    (["plan", "results"], None),
+    (["plan", "results", "plan edited", "plan restored"], None),
+])
+def test_the_check_sees_a_preregistration_written_or_changed_after_its_results(tmp_path, story,
+                                                                                 says):
+    """The order check can fail: in planted repositories the results come first, or the plan
+    changes after them; a plan edited and restored to its registered text stands."""
     if shutil.which("git") is None:
         pytest.skip("git not installed")
     repo = tmp_path / "repo"
@@ -55,13 +74,15 @@ def test_the_check_sees_a_preregistration_written_after_its_results(tmp_path):
     run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)
     run("init", "-q")
     run("config", "user.email", "t@t"), run("config", "user.name", "t")
-    (repo / "results.csv").write_text("x\n")
-    run("add", "."), run("commit", "-qm", "results")
-    (repo / "prereg.md").write_text("plan\n")
-    run("add", "."), run("commit", "-qm", "plan")
-    first_result = subprocess.run(["git", "-C", str(repo), "log", "--format=%H", "--", "results.csv"],
-                                  capture_output=True, text=True).stdout.split()[-1]
-    last_edit = subprocess.run(["git", "-C", str(repo), "log", "--format=%H", "-1", "--", "prereg.md"],
-                               capture_output=True, text=True).stdout.strip()
-    assert subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", last_edit,
-                           first_result]).returncode != 0
+    texts = {"plan": "plan\n", "plan edited": "plan, edited\n", "plan restored": "plan\n"}
+    for step in story:
+        if step.startswith("results"):
+            (repo / "results.csv").write_text("x\n")
+        if step in texts:
+            (repo / "prereg.md").write_text(texts[step])
+        run("add", "."), run("commit", "-qm", step)
+    problem = order_problem(repo, "prereg.md", "results.csv")
+    if says is None:
+        assert problem is None
+    else:
+        assert problem is not None and says in problem
