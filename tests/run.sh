@@ -12,7 +12,14 @@ VENV="${DDKIT_VENV:-$ROOT/.venv}"
 "$VENV/bin/ruff" check ddkit tests benchmarks
 started=$(date +%s)
 status=0
-"$VENV/bin/python" -m pytest -n "${DDKIT_TEST_WORKERS:-auto}" --dist loadgroup "$@" || status=$?
+if [ $# -gt 0 ]; then
+  "$VENV/bin/python" -m pytest -n "${DDKIT_TEST_WORKERS:-auto}" --dist loadgroup "$@" || status=$?
+else
+  # tests/ on every core; the notebooks' nbval cells in one process (one kernel per notebook runs
+  # its cells in order: the xdist groups of tests/conftest.py do not reach notebooks/ yet)
+  "$VENV/bin/python" -m pytest -n "${DDKIT_TEST_WORKERS:-auto}" --dist loadgroup tests || status=$?
+  "$VENV/bin/python" -m pytest -n 0 notebooks || status=$?
+fi
 wall=$(( $(date +%s) - started ))
 echo "[ddkit] test suite: ${wall} s wall ($(( wall / 60 )) min $(( wall % 60 )) s), exit ${status}"
 exit $status
