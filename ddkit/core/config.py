@@ -603,6 +603,11 @@ def file_digest(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of_file(path)
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes as they are now, read in 1 MiB blocks (no memory)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -314,6 +314,18 @@ def _error_line(job, message: str) -> str:
     return f"{message.rstrip()}\n{last} (job {job.job_id}; log {job.paths.stderr})"
 
 
+def validated_cache_hits(configs: Mapping[Hashable, RunConfig], root: Path) -> dict[Hashable, Run]:
+    """Check every config before anything trains (ConfigError naming the run), then read the
+    runs already complete in ``root`` (cache hits, keyed as ``configs``)."""
+    for key, cfg in configs.items():
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"run {key} ({cfg.name}): {err}") from None
+    return {key: train(cfg, progress=False, root=root) for key, cfg in configs.items()
+            if RunDir.for_config(cfg, root).is_complete}
+
+
 def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
                 root: Path | None = None, wait: bool = True, progress: bool = True,
                 label: str = "runs") -> dict[Hashable, Run] | Submitted:
@@ -331,13 +343,7 @@ def train_array(configs: Mapping[Hashable, RunConfig], settings: Executor,
                            "ddkit.runs.launch.train_array (one submitit local job per run)")
     if settings.kind == "local":
         return train_many(configs, settings.workers, progress=progress, root=root, label=label)
-    for key, cfg in configs.items():
-        try:
-            validate(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"run {key} ({cfg.name}): {err}") from None
-    runs = {key: train(cfg, progress=False, root=root) for key, cfg in configs.items()
-            if RunDir.for_config(cfg, root).is_complete}
+    runs = validated_cache_hits(configs, root)
     pending = [key for key in configs if key not in runs]
     if not pending:
         return {key: runs[key] for key in configs}

@@ -23,13 +23,13 @@ import submitit
 import torch
 from tqdm.auto import tqdm
 
-from ddkit.core.config import ConfigError, RunConfig, validate
+from ddkit.core.config import ConfigError, RunConfig
 from ddkit.runs import cluster
-from ddkit.runs.cluster import Executor, TrainTask, planned
+from ddkit.runs.cluster import Executor, TrainTask, planned, validated_cache_hits
 from ddkit.runs.parallel import ENV as WORKERS_ENV
 from ddkit.runs.parallel import RunsFailed, cores, resolve_workers
 from ddkit.runs.store import RunDir, runs_root
-from ddkit.runs.train import DeviceUnavailableError, Run, train
+from ddkit.runs.train import DeviceUnavailableError, Run
 
 LOCAL_DDP_TIMEOUT_MIN = 60 * 24 * 366   # a local DDP run is never stopped by a time limit
 
@@ -115,13 +115,7 @@ def train_local_ddp(configs: Mapping[Hashable, RunConfig], settings: Executor,
     it with its log). Ctrl-C stops the run in flight (it resumes from its last epoch)."""
     root = Path(root) if root is not None else runs_root()
     configs = planned(configs, settings)
-    for key, cfg in configs.items():
-        try:
-            validate(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"run {key} ({cfg.name}): {err}") from None
-    runs = {key: train(cfg, progress=False, root=root) for key, cfg in configs.items()
-            if RunDir.for_config(cfg, root).is_complete}
+    runs = validated_cache_hits(configs, root)
     folder = settings.log_folder(root) / "local"
     failures: dict[Hashable, str] = {}
     bar = tqdm(total=len(configs), initial=len(runs), desc=label, unit="run",

@@ -38,7 +38,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from ddkit.core.config import ConfigError, RunConfig, config_hash, from_dict, to_dict
+from ddkit.core.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    from_dict,
+    sha256_of_file,
+    to_dict,
+)
 
 RUNS_ENV = "DDKIT_RUNS"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -381,11 +388,7 @@ class RunDir:
 def file_digest(path: Path) -> str:
     """sha256 (hex) of a run file's bytes, read now (not config.file_digest's remembered one:
     a file replaced in place must be seen)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of_file(path)
 
 
 def summary_digest(summary: dict) -> str:
