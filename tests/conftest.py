@@ -3,6 +3,8 @@ keep together what must run in one worker process. The helpers the tests import 
 configs, an interrupted or NaN-loss training) are in tests/helpers.py."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -14,6 +16,23 @@ GROUPED_MODULES = {"test_browser_lab.py": "browser-lab", "test_notebook_figures.
                    "notebook-figures", "test_cluster.py": "slurm", "test_failure_modes.py":
                    "failure-modes", "test_integrity.py": "integrity", "test_models_hooks.py":
                    "models-hooks", "test_shipped_teacher.py": "shipped-teacher"}
+
+
+def threads_per_worker(cores: int | None, workers: int) -> int:
+    """Torch threads for one of ``workers`` xdist processes on ``cores`` cores (at least 1): two
+    workers of two threads each on two cores contend (a shipped teacher's evaluation ran 10x
+    slower under the full suite than alone)."""
+    return max(1, (cores or 1) // max(1, workers))
+
+
+def pytest_configure(config):
+    """In an xdist worker: share the cores between the workers, in this process and in the
+    processes it starts (notebook kernels, training subprocesses read ``OMP_NUM_THREADS``)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is not None:
+        threads = threads_per_worker(os.cpu_count(), int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def xdist_group(item) -> str | None:

@@ -40,6 +40,10 @@ _TCP_WARNING = "Kernel is running over TCP without encryption"
 _KERNEL_LOG_CONFIG = {"filters": {"ddkit_quiet": {"()": "ddkit.publish.pipeline.QuietKernelLog"}},
                       "handlers": {"console": {"filters": ["ddkit_quiet"]}}}
 KERNEL_ARGUMENTS = [f"--IPKernelApp.logging_config={json.dumps(_KERNEL_LOG_CONFIG)}"]
+# how long papermill waits for a cell's last outputs once the kernel says the cell is done; its
+# default (4 s) dropped two figures of notebook 09 on a loaded machine without an error, so the
+# wait is long and a timeout fails the notebook instead of losing its output
+IOPUB_WAIT_S = 120
 
 
 class QuietKernelLog(logging.Filter):
@@ -276,7 +280,8 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
             relay_while(lambda: papermill.execute_notebook(
                 str(path), str(executed), parameters=params, cwd=str(NOTEBOOKS),
                 progress_bar=_cell_bar(), log_output=False, kernel_name="python3",
-                extra_arguments=KERNEL_ARGUMENTS), progress_file, relay=relay)
+                extra_arguments=KERNEL_ARGUMENTS, iopub_timeout=IOPUB_WAIT_S,
+                raise_on_iopub_timeout=True), progress_file, relay=relay)
         except KeyboardInterrupt:  # the kernel ends itself once this process is gone
             raise NotebookFailed(
                 f"{path.name} interrupted; finished runs and epochs are kept: run the same "

@@ -36,20 +36,22 @@ def image_outputs(notebook) -> list[dict]:
             for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def smoke_execution(tmp_path_factory):
     """Run every notebook once at the smoke size; returns (executed-copy folder, figure folder,
-    start time). Uses the run cache the notebooks use (``$DDKIT_RUNS`` or ``runs/``); the
-    figures go to a folder of its own (``$DDKIT_FIGURES``), so nbval's execution of the same
-    notebooks on another worker never writes them meanwhile."""
+    start time). Session-scoped, so a worker executes them once however its tests are ordered.
+    Uses the run cache the notebooks use (``$DDKIT_RUNS`` or ``runs/``); the figures go to a
+    folder of its own (``$DDKIT_FIGURES``, set only while the notebooks run), so no other
+    execution of the same notebooks writes them meanwhile."""
     env = pytest.MonkeyPatch()
     env.setenv(FIGURES_ENV, str(tmp_path_factory.mktemp("figures")))
     try:
         began = time.time() - 1  # file times can lag the clock by a tick
         out_dir = pipeline.run_notebooks(pipeline.notebooks(), "smoke")
-        yield out_dir, figure_dir(load_profile("smoke")), began
+        figures = figure_dir(load_profile("smoke"))
     finally:
         env.undo()
+    return out_dir, figures, began
 
 
 def saved_during(figures: Path, number: str, since: float) -> list[str]:
