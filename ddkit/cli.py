@@ -48,13 +48,14 @@ from ddkit.core.config import (
     replace,
     to_dict,
 )
+from ddkit.core.device import DeviceUnavailableError, require_cuda
 from ddkit.core.losses import FEATURE_KINDS, KD_KINDS
 from ddkit.core.models import ModelInputError
 from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
 from ddkit.runs.parallel import RunsFailed
 from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, RunStoreError, runs_root, write_text
-from ddkit.runs.train import DeviceUnavailableError, NonFiniteLossError, load_run, train
+from ddkit.runs.train import NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 ANALYZE_HELP = """\
@@ -331,7 +332,7 @@ def _profile(args: argparse.Namespace) -> Profile:
     overrides.update(_tracking(args))
     profile = load_profile(args.profile, **overrides)
     if profile.device == "cuda":
-        _check_cuda("the profile's device is cuda")
+        require_cuda("the profile's device is cuda")
     return profile
 
 
@@ -343,12 +344,6 @@ def _tracking(args: argparse.Namespace) -> dict:
     if getattr(args, "wandb", None):
         out["wandb"] = args.wandb
     return out
-
-
-def _check_cuda(why: str) -> None:
-    if not torch.cuda.is_available():
-        raise DeviceUnavailableError(f"{why} but no CUDA device is visible; run on the CPU "
-                                     "with --device cpu")
 
 
 def _discard(cfg) -> None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from ddkit.core.anatomy import check_vit_like, input_size
 from ddkit.core.data import DATASETS, EVAL_CROP_PCT, build_dataset, dataset_info
+from ddkit.core.device import resolve_device
 from ddkit.core.hooks import input_grid
 from ddkit.core.losses import feature_loss_diagnostics, resolve_layer_pairs
 from ddkit.core.models import (
@@ -49,7 +50,7 @@ from ddkit.core.models import (
 )
 from ddkit.core.sources import arch_name, model_source, timm_create
 from ddkit.runs.store import check_safetensors, write_json, write_text
-from ddkit.runs.train import DeviceUnavailableError, load_run
+from ddkit.runs.train import load_run
 from ddkit.signals import dynamics, mismatch
 from ddkit.signals.metrics import channel_spectrum, linear_cka, spatial_log_amplitude
 
@@ -116,17 +117,6 @@ def resolve_data(data: str | None, root: str | None,
         return "imagefolder", data
     raise ValueError(f"--data {data!r}: neither a data set name {[d for d in DATASETS if d != 'imagefolder']} "
                      "nor an ImageFolder folder (with val/ or class folders)")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("--device cuda but no CUDA device is visible; use "
-                                     "--device cpu (or auto)")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
 
 
 def load_model(source: ModelSource, info: dict) -> tuple[nn.Module, str]:

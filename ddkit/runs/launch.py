@@ -24,12 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ddkit.core.config import ConfigError, RunConfig
+from ddkit.core.device import CPU_HINT, DeviceUnavailableError
 from ddkit.runs import cluster
 from ddkit.runs.cluster import Executor, TrainTask, planned, validated_cache_hits
 from ddkit.runs.parallel import ENV as WORKERS_ENV
 from ddkit.runs.parallel import RunsFailed, cores, resolve_workers
 from ddkit.runs.store import RunDir, runs_root
-from ddkit.runs.train import DeviceUnavailableError, Run
+from ddkit.runs.train import Run
 
 LOCAL_DDP_TIMEOUT_MIN = 60 * 24 * 366   # a local DDP run is never stopped by a time limit
 
@@ -61,8 +62,8 @@ def launch_plan(device: str, gpus: int | None = None, workers: int | None = None
     if gpus < 0:
         raise ConfigError(f"gpus={gpus} must be >= 0")
     if device == "cuda" and gpus == 0:
-        raise DeviceUnavailableError("device='cuda' but no CUDA device is visible; run on the "
-                                     "CPU with --device cpu (device: cpu in a profile)")
+        raise DeviceUnavailableError(f"device 'cuda' asked for but no CUDA device is visible; "
+                                     f"{CPU_HINT}")
     if device == "cpu" or gpus == 0:
         return Executor(workers=resolve_workers(workers, profile_workers))
     asked = workers is not None or bool(os.environ.get(WORKERS_ENV)) or profile_workers is not None

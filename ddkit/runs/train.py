@@ -50,6 +50,7 @@ from ddkit.core.config import (
     with_world_size,
 )
 from ddkit.core.data import build_dataset, dataset_info
+from ddkit.core.device import resolve_device
 from ddkit.core.losses import DistillationLoss, resolve_layer_pairs
 from ddkit.core.mae import MaskedAutoencoder
 from ddkit.core.models import check_patch_grid, create_from_config
@@ -76,10 +77,6 @@ log = logging.getLogger(__name__)   # cache hits and resumes; the CLI shows INFO
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The config asks for CUDA and no CUDA device is visible."""
 
 
 # --------------------------------------------------------------------------- runs
@@ -189,17 +186,6 @@ def _resumed_records(run_dir: RunDir, start: int) -> list[dict]:
 def _dist_env() -> tuple[int, int, int]:
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
             int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailableError("device='cuda' but no CUDA device is visible; run on "
-                                         "the CPU with --device cpu (device: cpu in a profile)")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def _seed_all(seed: int) -> None:
@@ -620,7 +606,7 @@ def _train_run(cfg: RunConfig, run_dir: RunDir, progress: bool, root, rank: int,
         start, elapsed = state["epoch"] + 1, state["elapsed"]
         records = _resumed_records(run_dir, start)
 
-    device = _resolve_device(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":

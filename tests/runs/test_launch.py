@@ -6,11 +6,11 @@ import sys
 import pytest
 
 from ddkit.core.config import batch_plan, config_hash, load_profile, replace
+from ddkit.core.device import DeviceUnavailableError
 from ddkit.runs import cluster, launch
 from ddkit.runs.cluster import Executor
 from ddkit.runs.launch import launch_plan, train_array
 from ddkit.runs.parallel import cores
-from ddkit.runs.train import DeviceUnavailableError
 from ddkit.studies import study
 from tests.helpers import tiny_config
 
