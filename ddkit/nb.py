@@ -124,11 +124,6 @@ def environment() -> dict:
 # Notebook cells marked NBVAL_CHECK_OUTPUT print these: stable, rounded invariants only.
 
 
-def slug(name: str) -> str:
-    """A file-name-safe form of a run name: ``SpectralKD-First+Last`` -> ``spectralkd_first_last``."""
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
-
-
 def profile_summary(profile: Profile) -> dict:
     return {"command": profile.command, "data": profile.data.name,
             "train_subset": profile.data.train_subset, "teacher": profile.teacher.model.name,

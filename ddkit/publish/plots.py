@@ -15,6 +15,7 @@ figure, the style would be scattered.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -368,6 +369,12 @@ def plot_bars(table: pd.DataFrame, x: str, y: str, hue: str | None = None, err: 
         if hue:
             ax.legend(title=None)
     return fig
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a label: ``SpectralKD-First+Last`` -> ``spectralkd_first_last``
+    (lower case, one underscore for each run of other characters, none at the ends)."""
+    return "_".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 
 def save_figure(fig: Figure, name: str, out_dir: str | Path, pdf: bool = False) -> list[Path]:

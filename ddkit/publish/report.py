@@ -300,10 +300,6 @@ def _resize(name: str, size: int, interpolation: str) -> str:
     return (f"{interpolation} resize to {int(size / EVAL_CROP_PCT)}, centre crop {size}")
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
-
-
 def check_out(out: str | Path) -> Path:
     """``out`` as a Path when it is a folder that can be written or can be made (nothing is
     created): ValueError naming it otherwise, before any compute."""
@@ -440,10 +436,10 @@ def _figures(table: pd.DataFrame, views: dict, cka: torch.Tensor | None,
               folder)]
     for label, view in views.items():
         written.append(_save(plots.plot_spectra(view["spectrum"], title=f"{label}: channel spectra"),
-                             f"{_slug(label)}_channel_spectra", folder))
+                             f"{plots.slug(label)}_channel_spectra", folder))
         written.append(_save(plots.plot_log_amplitude(view["dlogamp"],
                                                       title=f"{label}: spatial ΔLogAmp"),
-                             f"{_slug(label)}_spatial_dlogamp", folder))
+                             f"{plots.slug(label)}_spatial_dlogamp", folder))
     if cka is not None:
         written.append(_save(plots.plot_matrix(cka.T, "student block", "teacher block",
                                                title="linear CKA"), "cka", folder))

@@ -69,10 +69,6 @@ def test_pipeline_selection_and_parameters():
     pipeline.check_notebook_parameters(first, {"profile": "smoke"})
 
 
-def test_slug():
-    assert nb.slug("SpectralKD-First+Last") == "spectralkd_first_last"
-
-
 @pytest.mark.parametrize("path", pipeline.notebooks(), ids=lambda p: p.stem)
 def test_source_notebooks_are_well_formed_for_nbval(path):
     """Every cell has an id (nbformat 4.5), and a code cell that keeps outputs (the checked

@@ -226,3 +226,9 @@ def test_effects_on_the_sesoi_scale():
     assert np.isfinite(marks).sum() == 1 and np.nanmax(marks) == pytest.approx(80.0)  # only like-for-like
     assert c4.collections[-1].get_offsets()[0, 0] == pytest.approx(100 * np.log(37.2) / np.log(6.1))
     assert "SESOI" in c4.get_xlabel()
+
+
+def test_slug_is_a_safe_file_name_part():
+    assert plots.slug("SpectralKD-First+Last") == "spectralkd_first_last"
+    assert plots.slug(" ViT-B/16  (MAE) ") == "vit_b_16_mae"
+    assert plots.slug("no-KD") == "no_kd"
