@@ -26,7 +26,7 @@ from ddkit.studies import phase_map as pm
 from ddkit.verdicts.claims import pt_interval
 
 # profile -> (claim, aligned cells: the first is primary)
-MAPS = {"phase_map": ("MAP", pm.ALIGNED), "map_k": ("MAP-k", pm.ALIGNED),
+MAPS = {"phase_map": ("MAP", pm.MAP_CELLS), "map_k": ("MAP-k", pm.MAP_CELLS),
         "map_replication": ("MAP-replication", ("SpectralKD-Last",))}
 NOTES = {"MAP": "the phase map's points (profile phase_map); the mismatch is the follow-up's",
          "MAP-k": ("the controlled-dimension design (profile map_k): width fixed, the target's "

@@ -92,7 +92,7 @@ def teacher_table(profile: Profile, n: int = mismatch.IMAGES) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- the map's points
 
-ALIGNED = ("SpectralKD-Last", "ProjectorKD-Last")   # the cells the map sets against SoftKD
+MAP_CELLS = ("SpectralKD-Last", "ProjectorKD-Last")   # the aligned cells the map sets against SoftKD
 POINT_COLUMNS = ("setting", "task", "classes", "width", "target_rank", "cell", "n", "estimate", "se", "lo95",
                  "hi95", "interval", "soft_acc1", "cell_acc1", "teacher_dim", "ratio",
                  "teacher_dim_centred", "ratio_centred", "target_dim", "side", "reading",
@@ -145,7 +145,7 @@ def soft_settings(profile: Profile) -> dict[str, str]:
 
 
 def points(results: pd.DataFrame, settings: pd.DataFrame, mism: pd.DataFrame,
-           cells: Iterable[str] = ALIGNED, soft_of: dict[str, str] | None = None) -> pd.DataFrame:
+           cells: Iterable[str] = MAP_CELLS, soft_of: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per (setting, aligned cell) with at least 2 seed pairs (``POINT_COLUMNS``):
     SoftKD - cell final top-1 (pt; positive = late alignment hurts), its standard error and 95 %
     t interval over seed pairs, the mean accuracies, and the setting's encoding mismatch at the

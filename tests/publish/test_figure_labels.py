@@ -68,7 +68,7 @@ def _points() -> pd.DataFrame:
     for t, task in enumerate(TASKS):
         for width in WIDTHS:
             ratio = 28.0 / width * (1 + 0.03 * t)
-            for cell in pm.ALIGNED:
+            for cell in pm.MAP_CELLS:
                 estimate = 1.5 * np.log2(ratio) + rng.normal(0, 0.5)
                 rows.append({"setting": f"{task}, width {width}", "task": task, "width": width,
                              "cell": cell, "ratio": ratio, "estimate": estimate,
@@ -86,8 +86,8 @@ def _ranks() -> pd.DataFrame:
         for width in (8, 16):
             for k in (width // 4, width // 2, width, 2 * width, 4 * width):
                 ratio = min(k, dim) / width
-                for cell in pm.ALIGNED:
-                    estimate = np.log2(ratio) + (0.3 if cell == pm.ALIGNED[1] else 0.0)
+                for cell in pm.MAP_CELLS:
+                    estimate = np.log2(ratio) + (0.3 if cell == pm.MAP_CELLS[1] else 0.0)
                     rows.append({"task": task, "width": width, "cell": cell, "ratio": ratio,
                                  "target_rank": k, "estimate": estimate, "lo95": estimate - 1.5,
                                  "hi95": estimate + 1.5})
@@ -114,7 +114,7 @@ def _results() -> pd.DataFrame:
 
 def _figures() -> dict:
     points = _points()
-    fits = {cell: pm.boundary(points, cell) for cell in pm.ALIGNED}
+    fits = {cell: pm.boundary(points, cell) for cell in pm.MAP_CELLS}
     curves = pd.DataFrame([{"setting": s, "cell": "SpectralKD-Last", "epoch": e,
                             "fraction": (e + 1) / 6, "gap": g * e, "lo95": g * e - 1,
                             "hi95": g * e + 1, "n": 5}
@@ -161,7 +161,7 @@ def test_every_point_of_the_effect_figures_is_named_once():
         assert shown.count(setting) == 1, setting
     points = _points()
     fig = map_plots.plot_effect_vs_mismatch(points, {})
-    for ax, cell in zip(fig.axes, pm.ALIGNED):
+    for ax, cell in zip(fig.axes, pm.MAP_CELLS):
         labels = sorted(t.get_text() for t in ax.texts)
         widths = sorted(str(w) for w in points.loc[points["cell"] == cell, "width"])
         assert labels == widths or any(t.startswith("widths:") for t in labels), (cell, labels)
