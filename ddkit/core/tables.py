@@ -18,6 +18,19 @@ CONTROLS_DIR = "controls"      # figures/<this>/: the controls profile's tables 
 FORMATION_CSV = "u_formation.csv"
 FOLLOWED = ("C1", "C3", "C6")  # the claims the regime search looks for (the sweep judges these)
 
+# the paper's claims in the order the documents list them, each with its title
+CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
+TITLES = {
+    "C1": "U-shaped entropy",
+    "C2": "a distributed late-layer code",
+    "C2-capacity": "more capacity than the student can copy",
+    "C3": "late alignment is negative transfer",
+    "C3-early": "early alignment is neutral",
+    "C4": "the last pair cannot be fitted",
+    "C5": "alignment speeds up early training; SoftKD catches up and overtakes",
+    "C6": "late alignment distorts the entropy profile",
+}
+
 
 def read_table(path: Path) -> pd.DataFrame:
     """A claims or sweep CSV as written by the notebooks (``primary`` as bool)."""

@@ -32,21 +32,32 @@ import pandas as pd
 from ddkit.core.config import ABLATION, load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.core.tables import (
+    CLAIM_ORDER,
     CLAIMS_CSV,
     CONTROLS_DIR,
-    FOLLOWED,
     FORMATION_CSV,
     STUDY_DIR,
     SWEEP_CSV,
+    TITLES,
     fmt_minutes,
     read_table,
 )
 from ddkit.publish import map_docs, remedy_docs
 from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
 from ddkit.studies import control_verdicts, grid
+from ddkit.studies.regime import compare, headlines, pair_claims, unexplored, where_claims_appear
 from ddkit.studies.study import shipped_teacher_record
 from ddkit.studies.sweep import base_name
-from ddkit.verdicts.claims import ABSENT, DIRECTIONAL, EQUIVALENCE, INCONCLUSIVE, OPPOSITE, REPRODUCED, SMALLER, fmt
+from ddkit.verdicts.claims import (
+    ABSENT,
+    DIRECTIONAL,
+    EQUIVALENCE,
+    INCONCLUSIVE,
+    OPPOSITE,
+    REPRODUCED,
+    SMALLER,
+    fmt,
+)
 
 README = REPO_ROOT / "README.md"
 RESULTS = REPO_ROOT / "docs" / "results.md"
@@ -55,17 +66,6 @@ PAGES = {README: ("costs", "verdicts"),
          RESULTS: ("setup", "claims", "sweep", "results", "paper_shaped", "controls", "phase_map",
                    "remedies", "mechanism")}
 BLOCKS = tuple(name for names in PAGES.values() for name in names)
-CLAIM_ORDER = ("C1", "C2", "C2-capacity", "C3", "C3-early", "C4", "C5", "C6")
-TITLES = {
-    "C1": "U-shaped entropy",
-    "C2": "a distributed late-layer code",
-    "C2-capacity": "more capacity than the student can copy",
-    "C3": "late alignment is negative transfer",
-    "C3-early": "early alignment is neutral",
-    "C4": "the last pair cannot be fitted",
-    "C5": "alignment speeds up early training; SoftKD catches up and overtakes",
-    "C6": "late alignment distorts the entropy profile",
-}
 
 
 DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
@@ -122,15 +122,6 @@ def _estimate(row) -> str:
 def base_setting(profile: str) -> str:
     """The name a profile's own setting has in its tables (``sweep.base_name``)."""
     return base_name(load_profile(profile))
-
-
-def unexplored(sweep_table: pd.DataFrame) -> str:
-    """The one setting of a sweep table that is not exploratory: the profile itself (without an
-    ``exploratory`` column, the first setting, as ``sweep.settings`` orders them)."""
-    own = sweep_table["setting"]
-    if "exploratory" in sweep_table:
-        own = own[~sweep_table["exploratory"].astype(bool)]
-    return str(own.iloc[0])
 
 
 # --------------------------------------------------------------------------- sentences
@@ -320,50 +311,6 @@ def _claims(table: pd.DataFrame) -> list[str]:
 
 # --------------------------------------------------------------------------- the paper-shaped study
 
-
-
-def headlines(table: pd.DataFrame) -> pd.Series:
-    """One headline verdict per claim of a claims (or one setting's sweep) table."""
-    return table.drop_duplicates("claim").set_index("claim")["headline"]
-
-
-def compare(default: pd.DataFrame, shaped: pd.DataFrame) -> pd.DataFrame:
-    """Headline per claim on the default pair and on the paper-shaped pair, side by side (the
-    claims the paper-shaped table has; the default pair's other claims are left out)."""
-    both = pd.concat({"default pair": headlines(default), "paper-shaped pair": headlines(shaped)},
-                     axis=1)
-    return both.loc[[c for c in CLAIM_ORDER if c in set(shaped["claim"])]]
-
-
-def pair_claims(claims: pd.DataFrame | None, regime: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The paper-shaped pair's claims: its full claims table (notebook 05) when it was run, else
-    the regime search's setting that is the profile itself (its one setting not exploratory: C1,
-    C3, C6 from its SoftKD and SpectralKD-Last runs)."""
-    if claims is not None:
-        return claims
-    if regime is not None and len(regime):
-        return regime[regime["setting"] == unexplored(regime)].drop(columns=["setting"])
-    return None
-
-
-def where_claims_appear(sweep: pd.DataFrame) -> dict[str, str]:
-    """Per followed claim, one sentence: the settings where its headline is ``reproduced``, or
-    that it appeared in none of the settings searched (naming their verdicts)."""
-    out = {}
-    for claim in FOLLOWED:
-        verdicts = (sweep[sweep["claim"] == claim].drop_duplicates("setting")
-                    .set_index("setting")["headline"])
-        if verdicts.empty:
-            continue
-        found = [s for s, v in verdicts.items() if v == "reproduced"]
-        counts = verdicts.value_counts().to_dict()
-        summary = ", ".join(f"{v}: {n}" for v, n in counts.items())
-        out[claim] = (f"{claim} {TITLES.get(claim, claim)} (exploratory): reproduced in "
-                      f"{', '.join(f'`{s}`' for s in found)} (of {len(verdicts)} settings)"
-                      if found else
-                      f"{claim} {TITLES.get(claim, claim)} (exploratory): reproduced in none of the "
-                      f"{len(verdicts)} settings searched ({summary})")
-    return out
 
 
 def formation_end(formation: pd.DataFrame, statistic: str = "U depth") -> pd.DataFrame:

@@ -17,9 +17,11 @@ import pandas as pd
 from ddkit.core import tables
 from ddkit.core.config import Profile, load_profile
 from ddkit.core.models import shipped_teacher
+from ddkit.core.tables import CLAIM_ORDER, TITLES
 from ddkit.runs.store import figure_dir, write_text
 from ddkit.runs.train import train
 from ddkit.studies import formation, study
+from ddkit.verdicts.claims import REPRODUCED
 
 STUDY = tables.STUDY_DIR
 CELLS = ("SoftKD", "SpectralKD-Last")
@@ -121,3 +123,58 @@ def formation_pivot(table: pd.DataFrame, statistic: str = "U depth") -> pd.DataF
     text = rows.assign(value=[f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]" for e, lo, hi in
                               zip(rows["estimate"], rows["lo95"], rows["hi95"])])
     return text.pivot(index="epoch", columns="model", values="value")
+
+
+# --------------------------------------------------------------------------- the pair's claims
+
+def unexplored(sweep_table: pd.DataFrame) -> str:
+    """The one setting of a sweep table that is not exploratory: the profile itself (without an
+    ``exploratory`` column, the first setting, as ``sweep.settings`` orders them)."""
+    own = sweep_table["setting"]
+    if "exploratory" in sweep_table:
+        own = own[~sweep_table["exploratory"].astype(bool)]
+    return str(own.iloc[0])
+
+
+def headlines(table: pd.DataFrame) -> pd.Series:
+    """One headline verdict per claim of a claims (or one setting's sweep) table."""
+    return table.drop_duplicates("claim").set_index("claim")["headline"]
+
+
+def compare(default: pd.DataFrame, shaped: pd.DataFrame) -> pd.DataFrame:
+    """Headline per claim on the default pair and on the paper-shaped pair, side by side (the
+    claims the paper-shaped table has; the default pair's other claims are left out)."""
+    both = pd.concat({"default pair": headlines(default), "paper-shaped pair": headlines(shaped)},
+                     axis=1)
+    return both.loc[[c for c in CLAIM_ORDER if c in set(shaped["claim"])]]
+
+
+def pair_claims(claims: pd.DataFrame | None, regime: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The paper-shaped pair's claims: its full claims table (notebook 05) when it was run, else
+    the regime search's setting that is the profile itself (its one setting not exploratory: C1,
+    C3, C6 from its SoftKD and SpectralKD-Last runs)."""
+    if claims is not None:
+        return claims
+    if regime is not None and len(regime):
+        return regime[regime["setting"] == unexplored(regime)].drop(columns=["setting"])
+    return None
+
+
+def where_claims_appear(sweep: pd.DataFrame) -> dict[str, str]:
+    """Per followed claim, one sentence: the settings where its headline is ``reproduced``, or
+    that it appeared in none of the settings searched (naming their verdicts)."""
+    out = {}
+    for claim in tables.FOLLOWED:
+        verdicts = (sweep[sweep["claim"] == claim].drop_duplicates("setting")
+                    .set_index("setting")["headline"])
+        if verdicts.empty:
+            continue
+        found = [s for s, v in verdicts.items() if v == REPRODUCED]
+        counts = verdicts.value_counts().to_dict()
+        summary = ", ".join(f"{v}: {n}" for v, n in counts.items())
+        out[claim] = (f"{claim} {TITLES.get(claim, claim)} (exploratory): reproduced in "
+                      f"{', '.join(f'`{s}`' for s in found)} (of {len(verdicts)} settings)"
+                      if found else
+                      f"{claim} {TITLES.get(claim, claim)} (exploratory): reproduced in none of the "
+                      f"{len(verdicts)} settings searched ({summary})")
+    return out

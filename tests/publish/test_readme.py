@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddkit.core.tables import CLAIMS_CSV, read_table
+from ddkit.core.tables import CLAIMS_CSV, TITLES, read_table
 from ddkit.publish import readme
 from ddkit.runs.store import FIGURES, REPO_ROOT
 from ddkit.verdicts.claims import (
@@ -105,9 +105,9 @@ def test_claim_paragraphs_headlines_and_tables(tmp_path):
     text = readme.claims_markdown(table)
     lines = text.strip().split("\n")
     assert [ln.split(" (")[0] for ln in lines] == ["- **C3", "- **C3-early", "- **C4", "- **C5"]
-    assert lines[0].startswith(f"- **C3 ({readme.TITLES['C3']}): {REPRODUCED}.** reproduced row:")
+    assert lines[0].startswith(f"- **C3 ({TITLES['C3']}): {REPRODUCED}.** reproduced row:")
     assert "Opposite in: opposite row." in lines[0] and "SESOI: a fifth of a point." in lines[0]
-    assert lines[3].startswith(f"- **C5 ({readme.TITLES['C5']}): {OPPOSITE}.**")   # one part open
+    assert lines[3].startswith(f"- **C5 ({TITLES['C5']}): {OPPOSITE}.**")   # one part open
     assert "Note: note of caught-up row; note of open row." in lines[3]
     results = readme.results_markdown(table)
     assert results.count("\n| C") == len(table) and "| C4 | ratio row ★ | 37.2x |" in results

@@ -57,7 +57,7 @@ def test_search_table_has_one_row_per_setting_with_each_followed_claim(sweep):
 
 
 def test_where_claims_appear_names_the_settings_or_says_none(sweep):
-    text = readme.where_claims_appear(sweep)
+    text = regime.where_claims_appear(sweep)
     assert text["C1"].startswith("C1 U-shaped entropy (exploratory): reproduced in `4-block student` (of 2")
     assert "reproduced in none of the 2 settings searched" in text["C3"]
     assert "opposite: 2" in text["C6"]
@@ -65,12 +65,12 @@ def test_where_claims_appear_names_the_settings_or_says_none(sweep):
 
 def test_pair_claims_prefers_the_full_table_and_falls_back_to_the_pairs_own_setting(sweep):
     full = _claims(0.6, 0.6)
-    assert readme.pair_claims(full, sweep) is full
-    own = readme.pair_claims(None, sweep)     # the one setting not exploratory, wherever it is
+    assert regime.pair_claims(full, sweep) is full
+    own = regime.pair_claims(None, sweep)     # the one setting not exploratory, wherever it is
     assert len(own) == 3 and "setting" not in own and not own["exploratory"].any()
-    assert readme.pair_claims(None, sweep.iloc[::-1]).equals(own.iloc[::-1])
-    assert readme.pair_claims(None, None) is None
-    both = readme.compare(_claims(0.6, 0.6), own)
+    assert regime.pair_claims(None, sweep.iloc[::-1]).equals(own.iloc[::-1])
+    assert regime.pair_claims(None, None) is None
+    both = regime.compare(_claims(0.6, 0.6), own)
     assert list(both.index) == ["C1", "C3", "C6"]
     assert both.loc["C1", "default pair"] == REPRODUCED
     assert both.loc["C1", "paper-shaped pair"] != REPRODUCED
