@@ -254,15 +254,17 @@ def record_time(folder: Path, notebook: str, wall_s: float, relay: "Relay") -> P
     return path
 
 
-def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None = None) -> Path:
+def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None = None,
+                  out_dir: Path | None = None) -> Path:
     """Execute ``paths`` in order with ``profile`` (and per-notebook ``extra`` parameters),
-    relaying training progress to stderr. On the default profile each notebook that succeeds is
+    relaying training progress to stderr; the executed copies go to ``out_dir`` (default:
+    ``<run store>/notebooks/<profile>/``), which is returned. On the default profile each notebook that succeeds is
     also published to ``notebooks/executed/`` and its time recorded in ``figures/`` (``record_time``).
     At the end the generated documents (README, docs/results.md) are regenerated from the
     committed tables: the pipeline is their only writer, never a notebook."""
     papermill = _papermill()
     committed = figure_dir(published_name(load_profile(profile))) == FIGURES
-    out_dir = runs_root() / "notebooks" / Path(profile).stem
+    out_dir = Path(out_dir) if out_dir is not None else runs_root() / "notebooks" / Path(profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [(p, {"profile": profile, **(extra or {}).get(p.name[:2], {})}) for p in paths]
     for path, params in plans:

@@ -40,14 +40,15 @@ def image_outputs(notebook) -> list[dict]:
 def smoke_execution(tmp_path_factory):
     """Run every notebook once at the smoke size; returns (executed-copy folder, figure folder,
     start time). Session-scoped, so a worker executes them once however its tests are ordered.
-    Uses the run cache the notebooks use (``$DDKIT_RUNS`` or ``runs/``); the figures go to a
-    folder of its own (``$DDKIT_FIGURES``, set only while the notebooks run), so no other
-    execution of the same notebooks writes them meanwhile."""
+    Uses the run cache the notebooks use (``$DDKIT_RUNS`` or ``runs/``); the executed copies and
+    the figures go to folders of its own (the figures through ``$DDKIT_FIGURES``, set only while
+    the notebooks run), so no other execution of the same notebooks writes them meanwhile."""
     env = pytest.MonkeyPatch()
     env.setenv(FIGURES_ENV, str(tmp_path_factory.mktemp("figures")))
     try:
         began = time.time() - 1  # file times can lag the clock by a tick
-        out_dir = pipeline.run_notebooks(pipeline.notebooks(), "smoke")
+        out_dir = pipeline.run_notebooks(pipeline.notebooks(), "smoke",
+                                         out_dir=tmp_path_factory.mktemp("executed"))
         figures = figure_dir(load_profile("smoke"))
     finally:
         env.undo()
