@@ -42,7 +42,7 @@ from ddkit.core.tables import (
     fmt_minutes,
     read_table,
 )
-from ddkit.publish import map_docs, remedy_docs
+from ddkit.publish import map_docs, remedy_docs, u_docs
 from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, write_text
 from ddkit.studies import control_verdicts, grid
 from ddkit.studies.regime import compare, headlines, pair_claims, unexplored, where_claims_appear
@@ -444,8 +444,10 @@ def controls_cost(results: pd.DataFrame, teacher_s: float | None) -> str:
 
 
 def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
-                   phase_map: pd.DataFrame | None, figures: Path = FIGURES) -> str:
-    """The README's measured cost of each profile's command, from the committed tables."""
+                   phase_map: pd.DataFrame | None, figures: Path = FIGURES,
+                   more: list[str] = ()) -> str:
+    """The README's measured cost of each profile's command, from the committed tables (``more``:
+    further studies' lines, e.g. ``u_docs.cost_line``)."""
     lines = ["Measured on this project's 2-core CPU, from the committed tables:", ""]
     if times is not None and len(times):
         lines.append(f"- `./run_all.sh` (default profile): {fmt_minutes(times['wall_s'].sum())} "
@@ -460,7 +462,7 @@ def costs_markdown(times: pd.DataFrame | None, controls: pd.DataFrame | None,
         if runs.is_file():
             lines.append(f"- `ddkit phase-map --profile {name}`: "
                          + map_docs.students_cost(pd.read_csv(runs)))
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *more]) + "\n"
 
 
 def _controls_teacher_seconds() -> float | None:
@@ -514,9 +516,11 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
     missing = remedy_docs.missing_runs(profiles[CONTROLS_DIR], control_runs,
                                        profiles[map_docs.PROFILE],
                                        phase_map["results"] if phase_map else None)
+    u_formation = u_docs.load(figures)
     more = (map_docs.verdict_rows(phase_map, remedy_table, missing)
             + remedy_docs.pending_rows(profiles[CONTROLS_DIR], control_table, remedy_table,
-                                       missing))
+                                       missing)
+            + u_docs.verdict_rows(u_formation, u_docs.planned_runs()))
     out["verdicts"] = verdicts_markdown(read_table(claims_csv) if claims_csv.is_file() else None,
                                         control_table, more,
                                         read_table(sweep_csv) if sweep_csv.is_file() else None)
@@ -528,7 +532,7 @@ def blocks(figures: Path = FIGURES) -> dict[str, str]:
         remedy_docs.mechanism_missing(profiles[CONTROLS_DIR], control_runs))
     out["costs"] = costs_markdown(pd.read_csv(times_csv) if times_csv.is_file() else None,
                                   control_runs, phase_map["results"] if phase_map else None,
-                                  figures)
+                                  figures, u_docs.cost_line(u_formation))
     out["controls"] = (controls_markdown(control_runs, control_table,
                                          _controls_teacher_seconds())
                        if control_runs is not None else

@@ -147,6 +147,21 @@ def run_rows(runs: Mapping[tuple[str, str, int], Run], x: torch.Tensor) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def run_final_rows(runs: Mapping[tuple[str, str, int], Run], x: torch.Tensor) -> list[dict]:
+    """Each run of ``runs`` at its final weights, the U statistics with an interval over the
+    images ``x`` (source ``one run``, model: the run's folder): whether that one run's profile is a
+    U, the reading a setting has before it has two seeds (it says nothing of the spread over
+    training runs, which ``depth_rows`` gives)."""
+    rows = []
+    for (setting, cell, seed), run in runs.items():
+        epochs = int(run.summary["epochs"])
+        profiles = image_profiles(run.load_model(), x)
+        rows += _rows(profiles, "images", source="one run", model=run.dir.path.name, setting=setting,
+                      cell=cell, depth=profiles.shape[1], epoch=epochs - 1, epochs=epochs,
+                      progress=1.0)
+    return rows
+
+
 def depth_rows(entropy: pd.DataFrame) -> list[dict]:
     """The U statistics of the depth design per (setting, cell, checkpoint), intervals over the
     seeds that have the checkpoint (``run_rows``' table)."""
@@ -182,9 +197,11 @@ def write_table(profile, folder: Path) -> pd.DataFrame:
     x_of = {name: analysis_images(json.loads(s.record.read_text())["config"]["data"]["name"])
             for name, s in SHIPPED_TEACHERS.items() if s.record.is_file()}
     done = grid.finished(profile)
-    entropy = run_rows(done, analysis_images(profile.data.name)) if done else pd.DataFrame()
+    x = analysis_images(profile.data.name)
+    entropy = run_rows(done, x) if done else pd.DataFrame()
     out = table([shipped_rows(x_of), committed_rows(store.REPO_ROOT / RELEASE_TABLE),
-                 official_rows(), depth_rows(entropy) if len(entropy) else []])
+                 official_rows(), depth_rows(entropy) if len(entropy) else [],
+                 run_final_rows(done, x)])
     write_text(Path(folder) / TABLE, out.to_csv(index=False))
     if len(entropy):
         write_text(Path(folder) / "entropy.csv", entropy.to_csv(index=False))
@@ -282,8 +299,10 @@ def _bits(r) -> str:
     return f"{r['estimate']:+.3f} [{r['lo95']:+.3f}, {r['hi95']:+.3f}] bits"
 
 
-def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float) -> list[str]:
-    """Sentences about where the U forms, each built from the tables."""
+def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float,
+             planned: int | None = None) -> list[str]:
+    """Sentences about where the U forms, each built from the tables (``planned``: the depth
+    design's planned run count, to say how much of it is published)."""
     u = table[table["statistic"] == "U depth"]
     lines = []
     final = u[(u["source"] == "shipped teacher") & (u["interval"] == "images")]
@@ -301,18 +320,35 @@ def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float) ->
                      + (f"above the SESOI from {above['progress'].iloc[0]:.0%} of training"
                         if len(above) else "never above the SESOI"))
     design = u[u["source"] == "depth design"]
+    if planned is not None:
+        published = int(design.drop_duplicates(["setting", "cell"])["n"].sum()) if len(design) else 0
+        lines.append(f"the depth design: {published} of {planned} planned runs published"
+                     + ("" if published == planned else
+                        " (partial: `ddkit u-formation` trains the rest and resumes)"))
     if design.empty:
         lines.append("the depth design (profile u_formation) is not published yet")
         return lines
     for (depth, cell), g in design.groupby(["depth", "cell"]):
         r = g.sort_values("progress").iloc[-1].to_dict()
-        lines.append(f"depth design, {cell} students with {depth} blocks, end of training: U depth "
-                     f"{_bits(r)} over {int(r['n'])} seeds")
+        if r["n"] > 1:
+            lines.append(f"depth design, {cell} students with {depth} blocks, end of training: "
+                         f"U depth {_bits(r)} over {int(r['n'])} seeds")
+            continue
+        one = u[(u["source"] == "one run") & (u["depth"] == depth) & (u["cell"] == cell)]
+        for o in one.to_dict("records"):
+            shape = "a U" if o["lo95"] > 0 else "monotone" if o["hi95"] < 0 else "no clear shape"
+            lines.append(f"depth design, one {cell} student with {depth} blocks (one seed, no "
+                         f"interval over training runs yet), end of training: U depth "
+                         f"{_bits(o)} over {int(o['n'])} test images: {shape}"
+                         + (f", its minimum at block {int(o['min_block']) + 1} of {depth}"
+                            if o["lo95"] > 0 else ""))
     where = located(table, delta)
-    if where["depth"] is None:
-        lines.append(f"no depth forms a U whose 95 % lower bound exceeds the SESOI ({delta:.3f} "
-                     "bits) by the end of training")
-    else:
+    if where["depth"] is not None:
         lines.append(f"the U is located at depth {where['depth']}: its lower bound exceeds the "
                      f"SESOI ({delta:.3f} bits) from {where['from_progress']:.0%} of training on")
+    elif (design["n"] > 1).any():
+        lines.append(f"no depth forms a U whose 95 % lower bound over seeds exceeds the SESOI "
+                     f"({delta:.3f} bits) by the end of training")
+    else:
+        lines.append("C1-depth is not judged yet: it needs at least two seeds at a depth")
     return lines
