@@ -54,7 +54,7 @@ from ddkit.core.models import ModelInputError
 from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
 from ddkit.runs.parallel import RunsFailed
-from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, RunStoreError, runs_root, write_text
+from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, RunStoreError, runs_root, slug, write_text
 from ddkit.runs.train import NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -505,7 +505,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.model:   # one model: label its rows by its name
         models = {Path(args.model).name: models["model"]}
     _, layers = parse_override(f"layers={args.layers}")
-    out = args.out or str(Path("ddkit-analysis") / report._slug(
+    out = args.out or str(Path("ddkit-analysis") / slug(
         "_vs_".join(Path(m.spec).name for m in models.values())))
     request = report.Request(
         models=models, data=args.data, data_root=args.data_root, img_size=args.img_size,

@@ -15,7 +15,6 @@ figure, the style would be scattered.
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -371,22 +370,18 @@ def plot_bars(table: pd.DataFrame, x: str, y: str, hue: str | None = None, err: 
     return fig
 
 
-def slug(name: str) -> str:
-    """A file-name-safe form of a label: ``SpectralKD-First+Last`` -> ``spectralkd_first_last``
-    (lower case, one underscore for each run of other characters, none at the ends)."""
-    return "_".join(re.findall(r"[a-z0-9]+", name.lower()))
-
-
 def save_figure(fig: Figure, name: str, out_dir: str | Path, pdf: bool = False) -> list[Path]:
     """Write ``out_dir/name.png`` (150 dpi) and, with ``pdf``, ``out_dir/name.pdf``, each
-    atomically (a temporary name renamed into place). Returns the paths written."""
+    atomically (a temporary name renamed into place); the PDF carries no creation date, so a
+    redrawn figure with the same content is the same file. Returns the paths written."""
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
     paths = []
     for fmt in ("png", "pdf") if pdf else ("png",):
         path = Path(out_dir) / f"{name}.{fmt}"
-        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=SAVE_DPI,
-                                                            bbox_inches="tight"))
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        atomic_write(path, lambda tmp, fmt=fmt, metadata=metadata: fig.savefig(
+            tmp, format=fmt, dpi=SAVE_DPI, bbox_inches="tight", metadata=metadata))
         paths.append(path)
     return paths
 

@@ -49,7 +49,7 @@ from ddkit.core.models import (
     load_weights,
 )
 from ddkit.core.sources import arch_name, model_source, timm_create
-from ddkit.runs.store import check_safetensors, write_json, write_text
+from ddkit.runs.store import check_safetensors, slug, write_json, write_text
 from ddkit.runs.train import load_run
 from ddkit.signals import dynamics, mismatch
 from ddkit.signals.metrics import channel_spectrum, linear_cka, spatial_log_amplitude
@@ -436,10 +436,10 @@ def _figures(table: pd.DataFrame, views: dict, cka: torch.Tensor | None,
               folder)]
     for label, view in views.items():
         written.append(_save(plots.plot_spectra(view["spectrum"], title=f"{label}: channel spectra"),
-                             f"{plots.slug(label)}_channel_spectra", folder))
+                             f"{slug(label)}_channel_spectra", folder))
         written.append(_save(plots.plot_log_amplitude(view["dlogamp"],
                                                       title=f"{label}: spatial ΔLogAmp"),
-                             f"{plots.slug(label)}_spatial_dlogamp", folder))
+                             f"{slug(label)}_spatial_dlogamp", folder))
     if cka is not None:
         written.append(_save(plots.plot_matrix(cka.T, "student block", "teacher block",
                                                title="linear CKA"), "cka", folder))

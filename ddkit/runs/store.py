@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -55,6 +56,13 @@ TIMES_CSV = "notebook_times.csv"      # FIGURES/<this>: each notebook's wall tim
 
 FIGURES_ENV = "DDKIT_FIGURES"
 SCRATCH_FIGURES = ("smoke",)   # profiles whose figures are never committed (.gitignore)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a label, for figure and folder names: ``SpectralKD-First+Last``
+    -> ``spectralkd_first_last`` (lower case, one underscore for each run of other characters,
+    none at the ends)."""
+    return "_".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 
 def figure_dir(profile_name: str) -> Path:
