@@ -54,7 +54,16 @@ from ddkit.core.models import ModelInputError
 from ddkit.publish.pipeline import NotebookFailed, refresh_outputs, run_notebooks, select
 from ddkit.runs.cluster import EXECUTOR_ENV, KINDS, Executor, check_slurm
 from ddkit.runs.parallel import RunsFailed
-from ddkit.runs.store import RUNS_ENV, RunBusyError, RunDir, RunStoreError, runs_root, slug, write_text
+from ddkit.runs.store import (
+    RUNS_ENV,
+    RunBusyError,
+    RunDir,
+    RunStoreError,
+    profile_figure_dir,
+    runs_root,
+    slug,
+    write_text,
+)
 from ddkit.runs.train import NonFiniteLossError, load_run, train
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -517,7 +526,6 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from ddkit import nb  # lazy: `ddkit --help` stays fast (pandas)
     from ddkit.studies import (  # lazy: `ddkit --help` stays fast (pandas)
         controls,
         grid,
@@ -536,7 +544,7 @@ def _grid(args: argparse.Namespace) -> int:
         teachers = phase_map.teachers(profile, only=args.only, train=train_missing)
     if args.teachers_only:
         return 0
-    folder = nb.figure_dir(profile)  # figures/<profile>-set-<digest>/ for an overridden profile
+    folder = profile_figure_dir(profile)  # figures/<profile>-set-<digest>/ for an overridden profile
     published = () if args.retrain_published else grid.published_runs(folder)
     done = (grid.finished(profile, teachers) if args.publish_only else
             grid.runs(profile, only=args.only, workers=args.workers, executor=executor,

@@ -14,14 +14,13 @@ import torch
 from IPython import get_ipython
 from IPython.display import Image, display
 
-from ddkit.core.config import ConfigError, Profile, load_profile, profile_names, published_name
+from ddkit.core.config import ConfigError, Profile, load_profile, profile_names
 from ddkit.core.data import find_fashion_mnist
 from ddkit.core.mosaic import MOSAICS
 from ddkit.core.tables import CLAIMS_CSV, SWEEP_CSV, read_table
 from ddkit.publish import readme
 from ddkit.publish.plots import SAVE_DPI, plt, save_figure  # plots sets the backend before pyplot
-from ddkit.runs.store import figure_dir as store_figure_dir
-from ddkit.runs.store import write_text
+from ddkit.runs.store import profile_figure_dir, write_text
 from ddkit.verdicts.claims import VERDICTS
 
 _NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -88,13 +87,6 @@ def check_parameters(namespace: dict, schema: dict[str, type]) -> dict:
     return {name: found[name] for name in schema}
 
 
-def figure_dir(profile: Profile) -> Path:
-    """``figures/`` for the default profile (the committed figures), ``figures/<name>/`` else;
-    a kit profile changed by overrides publishes to ``figures/<name>-set-<digest>/``
-    (``config.published_name``), never over the committed results of the profile it came from."""
-    return store_figure_dir(published_name(profile))
-
-
 def _check_data(profile: Profile) -> None:
     if profile.data.name == "fashion_mnist" or profile.data.name in MOSAICS:
         find_fashion_mnist(profile.data.root, download=True)
@@ -109,7 +101,7 @@ def start(namespace: dict, **schema: type) -> Session:
         raise ParameterError(f"profile={params['profile']!r}: {err}") from None
     _check_data(profile)
     torch.manual_seed(profile.seeds[0])
-    return Session(params, profile, figure_dir(profile))
+    return Session(params, profile, profile_figure_dir(profile))
 
 
 def environment() -> dict:

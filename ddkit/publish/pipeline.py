@@ -22,10 +22,10 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from ddkit.core.config import load_profile, published_name
+from ddkit.core.config import load_profile
 from ddkit.publish import readme
 from ddkit.runs.progress import ENV as PROGRESS_ENV
-from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, figure_dir, runs_root, write_text
+from ddkit.runs.store import FIGURES, REPO_ROOT, TIMES_CSV, profile_figure_dir, runs_root, write_text
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"  # the default profile's executed notebooks, for readers
@@ -263,7 +263,7 @@ def run_notebooks(paths: list[Path], profile: str, extra: dict[str, dict] | None
     At the end the generated documents (README, docs/results.md) are regenerated from the
     committed tables: the pipeline is their only writer, never a notebook."""
     papermill = _papermill()
-    committed = figure_dir(published_name(load_profile(profile))) == FIGURES
+    committed = profile_figure_dir(load_profile(profile)) == FIGURES
     out_dir = Path(out_dir) if out_dir is not None else runs_root() / "notebooks" / Path(profile).stem
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = [(p, {"profile": profile, **(extra or {}).get(p.name[:2], {})}) for p in paths]

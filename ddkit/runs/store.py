@@ -44,6 +44,7 @@ from ddkit.core.config import (
     RunConfig,
     config_hash,
     from_dict,
+    published_name,
     sha256_of_file,
     to_dict,
 )
@@ -56,6 +57,13 @@ TIMES_CSV = "notebook_times.csv"      # FIGURES/<this>: each notebook's wall tim
 
 FIGURES_ENV = "DDKIT_FIGURES"
 SCRATCH_FIGURES = ("smoke",)   # profiles whose figures are never committed (.gitignore)
+
+
+def profile_figure_dir(profile) -> Path:
+    """The figure folder of a ``config.Profile``: ``figure_dir`` of its name, except that a kit
+    profile changed by overrides publishes to ``figures/<name>-set-<digest>/``
+    (``config.published_name``), never over the committed results of the profile it came from."""
+    return figure_dir(published_name(profile))
 
 
 def slug(name: str) -> str:

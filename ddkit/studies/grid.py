@@ -233,7 +233,7 @@ def publish(profile: Profile, done: Mapping[tuple[str, str, int], Run],
             folder: Path, teachers: Teachers = None) -> dict[str, pd.DataFrame]:
     """Write ``runs.csv`` and ``curves.csv`` to ``folder``, merged with what is committed there
     (``merged``); rows of runs the profile no longer plans are dropped. Returns both tables.
-    ``folder`` is the profile's own (``nb.figure_dir``): an overridden profile's is not the
+    ``folder`` is the profile's own (``store.profile_figure_dir``): an overridden profile's is not the
     committed one of the profile it came from."""
     planned = set(names(profile, teachers))
     out = {}

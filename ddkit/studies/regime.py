@@ -18,7 +18,7 @@ from ddkit.core import tables
 from ddkit.core.config import Profile, load_profile
 from ddkit.core.models import shipped_teacher
 from ddkit.core.tables import CLAIM_ORDER, TITLES
-from ddkit.runs.store import figure_dir, write_text
+from ddkit.runs.store import profile_figure_dir, write_text
 from ddkit.runs.train import train
 from ddkit.studies import formation, study
 from ddkit.verdicts.claims import REPRODUCED
@@ -30,7 +30,7 @@ FORMATION_CSV = tables.FORMATION_CSV
 
 def results_dir(profile: Profile) -> Path:
     """Where a study profile's notebooks write their tables: ``figures/<profile>/``."""
-    return figure_dir(profile.name)
+    return profile_figure_dir(profile)
 
 
 def formation_table(profile: Profile, progress: bool = True) -> pd.DataFrame:

@@ -21,9 +21,8 @@ import nbformat
 import pytest
 
 from ddkit.core.config import load_profile
-from ddkit.nb import figure_dir
 from ddkit.publish import pipeline
-from ddkit.runs.store import FIGURES_ENV, REPO_ROOT, runs_root
+from ddkit.runs.store import FIGURES_ENV, REPO_ROOT, profile_figure_dir, runs_root
 from tests.faces.lab_browser import Browser, Lab, missing_browser
 
 pytestmark = pytest.mark.skipif(missing_browser() is not None,
@@ -154,7 +153,7 @@ def test_notebook_runs_in_jupyterlab(lab, notebook):
     server, driver, runs = lab
     stored = nbformat.read(notebook, as_version=4)
     n_code = sum(cell.cell_type == "code" for cell in stored.cells)
-    figures = figure_dir(load_profile("smoke"))
+    figures = profile_figure_dir(load_profile("smoke"))
     began = time.time() - 1
     # a workspace of its own per notebook: no other notebook's tab (and kernel) is restored
     driver.get(f"{server.url}/lab/workspaces/test-{notebook.stem}/tree/{notebook.name}"

@@ -15,9 +15,9 @@ import nbformat
 import pytest
 
 from ddkit.core.config import load_profile
-from ddkit.nb import FIGURE_KEY, figure_dir
+from ddkit.nb import FIGURE_KEY
 from ddkit.publish import pipeline
-from ddkit.runs.store import FIGURES_ENV
+from ddkit.runs.store import FIGURES_ENV, profile_figure_dir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000   # a drawn figure at 150 dpi; an empty canvas compresses to ~1-2 kB
@@ -49,7 +49,7 @@ def smoke_execution(tmp_path_factory):
         began = time.time() - 1  # file times can lag the clock by a tick
         out_dir = pipeline.run_notebooks(pipeline.notebooks(), "smoke",
                                          out_dir=tmp_path_factory.mktemp("executed"))
-        figures = figure_dir(load_profile("smoke"))
+        figures = profile_figure_dir(load_profile("smoke"))
     finally:
         env.undo()
     return out_dir, figures, began

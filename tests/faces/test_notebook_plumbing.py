@@ -43,17 +43,17 @@ def test_missing_data_stops_before_compute(monkeypatch, tmp_path):
 
 
 def test_figures_of_the_default_profile_are_the_committed_ones():
-    assert nb.figure_dir(load_profile("default")) == store.FIGURES
-    assert nb.figure_dir(load_profile("smoke")) == store.FIGURES / "smoke"
+    assert store.profile_figure_dir(load_profile("default")) == store.FIGURES
+    assert store.profile_figure_dir(load_profile("smoke")) == store.FIGURES / "smoke"
 
 
 def test_ddkit_figures_moves_only_the_smoke_folder(tmp_path, monkeypatch):
     """The suite's workers each give their execution of the smoke notebooks its own figures;
     the committed folders (default, the grids) are read where they are."""
     monkeypatch.setenv(store.FIGURES_ENV, str(tmp_path))
-    assert nb.figure_dir(load_profile("smoke")) == tmp_path / "smoke"
-    assert nb.figure_dir(load_profile("default")) == store.FIGURES
-    assert nb.figure_dir(load_profile("controls")) == store.FIGURES / "controls"
+    assert store.profile_figure_dir(load_profile("smoke")) == tmp_path / "smoke"
+    assert store.profile_figure_dir(load_profile("default")) == store.FIGURES
+    assert store.profile_figure_dir(load_profile("controls")) == store.FIGURES / "controls"
 
 
 def test_pipeline_selection_and_parameters():
