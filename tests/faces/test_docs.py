@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ddkit.publish import pipeline
+
 ROOT = Path(__file__).resolve().parents[2]
 CITATION = re.compile(r"(?P<doc>[\w./-]+\.md) §(?P<section>\d+)")
 SECTION_MARK = re.compile(r"§\s*\d+")
@@ -69,3 +71,9 @@ def test_runs_env_is_documented():
     from ddkit.runs.store import RUNS_ENV
     assert RUNS_ENV in (ROOT / "docs" / "design.md").read_text()
     assert RUNS_ENV in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_lists_every_notebook_in_order():
+    table = (ROOT / "README.md").read_text().split("## The notebooks", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(\d\d_[a-z_]+)` \|", table, flags=re.M)
+    assert listed == [p.stem for p in pipeline.notebooks()]
