@@ -236,6 +236,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# a scalar field's type: (accepts a YAML value, what an error calls it, conversion); bool is
+# never an int or a float here, though Python counts it as one
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), "true/false", lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", lambda v: v),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", lambda v: v),
+}
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (dicts -> dataclasses)."""
     if tp is Any:
@@ -263,22 +273,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        accepts, what, convert = _SCALARS[tp]
+        if not accepts(value):
+            raise ConfigError(f"{key}: expected {what}, got {value!r}")
+        return convert(value)
     return value
 
 
