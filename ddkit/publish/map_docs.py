@@ -83,7 +83,8 @@ def teacher_seconds() -> float:
 
 def students_cost(results: pd.DataFrame) -> str:
     """Students' summed training time in words (a study with shipped teachers only)."""
-    return (f"{len(results)} students, {fmt_minutes(results['wall_time_s'].sum())} of single-run "
+    students = f"{len(results)} student" + ("" if len(results) == 1 else "s")
+    return (f"{students}, {fmt_minutes(results['wall_time_s'].sum())} of single-run "
             "training time; two runs side by side on 2 cores, so the wall time is about half")
 
 
