@@ -69,7 +69,8 @@ def c1_depth_row(data: dict, planned: int) -> str:
         reads = [f"{int(r['depth'])} blocks, {r['cell']}: {_interval(r)} ({_shape(r)})"
                  for r in ones.to_dict("records")]
         parts.append(f"not judged yet: it needs two seeds at a depth; one run each, interval over "
-                     f"{int(ones['n'].iloc[0])} test images: " + "; ".join(reads) if reads else
+                     f"{int(ones['n'].iloc[0])} test images: " + "; ".join(reads)
+                     + f"; C1's SESOI is {sesoi_c1(Paper()).value:.3f} bits" if reads else
                      f"not trained yet: `{COMMAND}`")
     head = "; ".join(parts)
     if published < planned:
