@@ -46,10 +46,6 @@ def _interval(r) -> str:
     return f"{fmt(r['estimate'])} [{fmt(r['lo95'])}, {fmt(r['hi95'])}] bits"
 
 
-def _shape(r) -> str:
-    return "a U" if r["lo95"] > 0 else "monotone" if r["hi95"] < 0 else "no clear shape"
-
-
 def c1_depth_row(data: dict, planned: int) -> str:
     """``C1-depth``: the verdict per depth with two seeds or more, else each published run read
     alone; the CaiT-shaped teacher's own U beside it."""
@@ -61,12 +57,11 @@ def c1_depth_row(data: dict, planned: int) -> str:
               else pd.DataFrame())
     for r in judged.to_dict("records"):
         parts.append(f"{r['claim'].split()[-1]} blocks: {r['verdict']} "
-                     f"({r['variant'].split(' students')[0]}, {fmt(r['estimate'])} "
-                     f"[{fmt(r['lo95'])}, {fmt(r['hi95'])}] bits, n = {int(r['n'])})")
+                     f"({r['variant'].split(' students')[0]}, {_interval(r)}, n = {int(r['n'])})")
     published = 0 if data["runs"] is None else len(data["runs"])
     if judged.empty:
         ones = u[u["source"] == "one run"].sort_values(["depth", "cell"], ascending=[False, True])
-        reads = [f"{int(r['depth'])} blocks, {r['cell']}: {_interval(r)} ({_shape(r)})"
+        reads = [f"{int(r['depth'])} blocks, {r['cell']}: {_interval(r)} ({uf.shape(r)})"
                  for r in ones.to_dict("records")]
         parts.append(f"not judged yet: it needs two seeds at a depth; one run each, interval over "
                      f"{int(ones['n'].iloc[0])} test images: " + "; ".join(reads)
@@ -78,7 +73,7 @@ def c1_depth_row(data: dict, planned: int) -> str:
     if len(teacher):
         t = teacher.iloc[0]
         head += (f". The 24-block CaiT-shaped teacher: {_interval(t)} over {int(t['n'])} images "
-                 f"({_shape(t)})")
+                 f"({uf.shape(t)})")
     return (f"| C1-depth | {TITLES['C1']}, by the student's depth (4, 12, 24 blocks; 60k images, "
             f"10 epochs) | {head} |")
 
@@ -93,8 +88,7 @@ def c6_deep_row(data: dict) -> str:
                 "SoftKD students' U forms (C1-depth), not located yet")
     else:
         judged = claims.judge(uf.c6_deep_evidence(entropy, where["setting"]))
-        text = ("; ".join(f"{r['variant']}: {r['verdict']}, {fmt(r['estimate'])} "
-                          f"[{fmt(r['lo95'])}, {fmt(r['hi95'])}] bits"
+        text = ("; ".join(f"{r['variant']}: {r['verdict']}, {_interval(r)}"
                           for r in judged.to_dict("records"))
                 or f"not trained yet: SpectralKD-Last at {where['setting']}")
     return f"| C6-deep | {TITLES['C6']}, where the students have a U | {text} |"

@@ -299,6 +299,12 @@ def _bits(r) -> str:
     return f"{r['estimate']:+.3f} [{r['lo95']:+.3f}, {r['hi95']:+.3f}] bits"
 
 
+def shape(r) -> str:
+    """A U-depth row's shape by its 95 % interval: ``a U`` (above 0), ``monotone`` (below 0),
+    else ``no clear shape``."""
+    return "a U" if r["lo95"] > 0 else "monotone" if r["hi95"] < 0 else "no clear shape"
+
+
 def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float,
              planned: int | None = None) -> list[str]:
     """Sentences about where the U forms, each built from the tables (``planned``: the depth
@@ -307,9 +313,8 @@ def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float,
     lines = []
     final = u[(u["source"] == "shipped teacher") & (u["interval"] == "images")]
     for r in final.to_dict("records"):
-        shape = "a U" if r["lo95"] > 0 else "monotone" if r["hi95"] < 0 else "no clear shape"
         lines.append(f"shipped teacher {r['model']} ({r['depth']} blocks), final weights: U depth "
-                     f"{_bits(r)} over {r['n']} test images: {shape}"
+                     f"{_bits(r)} over {r['n']} test images: {shape(r)}"
                      + (f", its minimum at block {int(r['min_block']) + 1} of {r['depth']}"
                         if r["lo95"] > 0 else ""))
     release = u[(u["source"] == "release") & (u["cell"] == "SoftKD")].sort_values("progress")
@@ -336,10 +341,9 @@ def findings(table: pd.DataFrame, entropy: pd.DataFrame | None, delta: float,
             continue
         one = u[(u["source"] == "one run") & (u["depth"] == depth) & (u["cell"] == cell)]
         for o in one.to_dict("records"):
-            shape = "a U" if o["lo95"] > 0 else "monotone" if o["hi95"] < 0 else "no clear shape"
             lines.append(f"depth design, one {cell} student with {depth} blocks (one seed, no "
                          f"interval over training runs yet), end of training: U depth "
-                         f"{_bits(o)} over {int(o['n'])} test images: {shape}"
+                         f"{_bits(o)} over {int(o['n'])} test images: {shape(o)}"
                          + (f", its minimum at block {int(o['min_block']) + 1} of {depth}"
                             if o["lo95"] > 0 else ""))
     where = located(table, delta)
